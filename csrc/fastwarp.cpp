@@ -1,0 +1,25 @@
+// Schemas of fastwarp's ops, declared once; each backend registers its kernels in its own
+// file (cpu/warp_kernel.cpp, cuda/warp_kernel.cu). Fake kernels and autograd are
+// registered from Python (fastwarp/_meta.py, fastwarp/ops.py).
+#include <Python.h>
+#include <torch/library.h>
+
+// `import fastwarp._C` loads this library, which runs the static registrations below;
+// the module itself is empty (no pybind11 glue, as in pytorch/extension-cpp).
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(fastwarp, m) {
+  m.def("warp(Tensor image, Tensor flow, str padding_mode=\"border\") -> Tensor");
+  m.def(
+      "warp_backward(Tensor grad_output, Tensor image, Tensor flow, str padding_mode, bool[2] output_mask) "
+      "-> (Tensor, Tensor)");
+  m.def("warp_blend(Tensor image, Tensor flow, Tensor texture, Tensor mask, str padding_mode=\"border\") -> Tensor");
+  m.def(
+      "warp_blend_backward(Tensor grad_output, Tensor image, Tensor flow, Tensor texture, Tensor mask, "
+      "str padding_mode, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+}

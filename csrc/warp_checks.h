@@ -1,0 +1,113 @@
+// Argument checks shared by every backend of fastwarp's ops (CPU and CUDA).
+//
+// Each message names the argument, what was expected and what arrived, e.g.
+// "fastwarp.warp: flow.shape[1] must be 2 (dx, dy), got 3". The Python fake kernels
+// (fastwarp/_meta.py) raise the same messages, so eager and traced calls agree.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+#include "warp_math.h"
+
+namespace fastwarp {
+
+inline std::string shape_str(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(t.size(i));
+  }
+  return s + "]";
+}
+
+inline detail::Padding parse_padding(const char* op, c10::string_view padding_mode) {
+  if (padding_mode == "border") return detail::Padding::Border;
+  if (padding_mode == "zeros") return detail::Padding::Zeros;
+  TORCH_CHECK_VALUE(false, op, ": padding_mode must be 'border' or 'zeros', got '", std::string(padding_mode), "'");
+}
+
+inline void check_tensor(const char* op, const char* name, const at::Tensor& t, const at::Tensor& image) {
+  TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must be a 4-D tensor, got ", t.dim(), "-D with shape ",
+                    shape_str(t));
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", name,
+                   " must be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
+                   t.scalar_type());
+  TORCH_CHECK_TYPE(t.scalar_type() == image.scalar_type(), op, ": ", name, ".dtype must match image.dtype (",
+                   image.scalar_type(), "), got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device() == image.device(), op, ": ", name, " must be on the image's device (",
+                    image.device(), "), got ", t.device());
+  TORCH_CHECK_VALUE(t.size(0) == image.size(0), op, ": batch mismatch: image has N=", image.size(0), " but ",
+                    name, " has N=", t.size(0));
+  TORCH_CHECK_VALUE(t.size(2) == image.size(2) && t.size(3) == image.size(3), op, ": ", name,
+                    " must have the image's spatial size [H, W] = [", image.size(2), ", ", image.size(3), "], got [",
+                    t.size(2), ", ", t.size(3), "]");
+}
+
+// Checks the arguments of warp (texture and mask undefined) or warp_blend.
+inline detail::Padding check_warp_args(const char* op, const at::Tensor& image, const at::Tensor& flow,
+                                       const at::Tensor* texture, const at::Tensor* mask,
+                                       c10::string_view padding_mode) {
+  const detail::Padding padding = parse_padding(op, padding_mode);
+  TORCH_CHECK_VALUE(image.dim() == 4, op, ": image must be a 4-D tensor [N, C, H, W], got ", image.dim(),
+                    "-D with shape ", shape_str(image));
+  TORCH_CHECK_TYPE(at::isFloatingType(image.scalar_type()), op,
+                   ": image must be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
+                   image.scalar_type());
+  TORCH_CHECK_VALUE(image.size(2) >= 1 && image.size(3) >= 1, op,
+                    ": image height and width must be at least 1, got shape ", shape_str(image));
+  if (flow.dim() == 4) {
+    TORCH_CHECK_VALUE(flow.size(1) == 2, op, ": flow.shape[1] must be 2 (dx, dy), got ", flow.size(1));
+  }
+  check_tensor(op, "flow", flow, image);
+  if (texture != nullptr) {
+    if (texture->dim() == 4) {
+      TORCH_CHECK_VALUE(texture->size(1) == image.size(1), op, ": texture.shape[1] must equal image channels C=",
+                        image.size(1), ", got ", texture->size(1));
+    }
+    check_tensor(op, "texture", *texture, image);
+  }
+  if (mask != nullptr) {
+    if (mask->dim() == 4) {
+      TORCH_CHECK_VALUE(mask->size(1) == 1, op, ": mask.shape[1] must be 1, got ", mask->size(1));
+    }
+    check_tensor(op, "mask", *mask, image);
+  }
+  return padding;
+}
+
+inline detail::Strides4 strides4(const at::Tensor& t) {
+  return detail::Strides4{t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+template <typename scalar_t>
+detail::WarpInputs<scalar_t> warp_inputs(const at::Tensor& image, const at::Tensor& flow, const at::Tensor* texture,
+                                         const at::Tensor* mask, detail::Padding padding) {
+  detail::WarpInputs<scalar_t> in{};
+  in.image = image.const_data_ptr<scalar_t>();
+  in.s_image = strides4(image);
+  in.flow = flow.const_data_ptr<scalar_t>();
+  in.s_flow = strides4(flow);
+  if (texture != nullptr) {
+    in.texture = texture->const_data_ptr<scalar_t>();
+    in.s_texture = strides4(*texture);
+  }
+  if (mask != nullptr) {
+    in.mask = mask->const_data_ptr<scalar_t>();
+    in.s_mask = strides4(*mask);
+  }
+  in.N = image.size(0);
+  in.C = image.size(1);
+  in.H = image.size(2);
+  in.W = image.size(3);
+  in.padding = padding;
+  return in;
+}
+
+// An output shaped like `like` in the image's memory format (channels_last stays so).
+inline at::Tensor empty_like_format(const at::Tensor& like, const at::Tensor& image) {
+  return at::empty(like.sizes(), like.options().memory_format(image.suggest_memory_format()));
+}
+
+}  // namespace fastwarp

@@ -1,0 +1,60 @@
+"""Builds fastwarp._C: the CPU kernels always, the CUDA kernels when torch has CUDA and
+nvcc is found. Environment overrides: FASTWARP_FORCE_CUDA=1, FASTWARP_FORCE_CPU=1,
+TORCH_CUDA_ARCH_LIST (e.g. "9.0"), FASTWARP_DEBUG=1 (-O0 -g).
+
+Install with `pip install --no-build-isolation -e .` after torch is installed.
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import setup
+
+import torch
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "0") not in ("", "0", "false", "False")
+
+
+def _cuda_decision() -> tuple[bool, str]:
+    if _flag("FASTWARP_FORCE_CPU"):
+        return False, "FASTWARP_FORCE_CPU is set"
+    if _flag("FASTWARP_FORCE_CUDA"):
+        return True, "FASTWARP_FORCE_CUDA is set"
+    if torch.version.cuda is None:
+        return False, f"torch {torch.__version__} has no CUDA"
+    if CUDA_HOME is None:
+        return False, "nvcc was not found (set CUDA_HOME)"
+    return True, f"torch {torch.__version__} with CUDA {torch.version.cuda}, nvcc at {CUDA_HOME}"
+
+
+def extensions():
+    use_cuda, why = _cuda_decision()
+    debug = _flag("FASTWARP_DEBUG")
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    sources = ["csrc/fastwarp.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    # at::parallel_for's OpenMP pragma is inlined from ATen's headers into our code.
+    cxx = opt + ["-std=c++17", "-fopenmp"]
+    kwargs = dict(extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
+    if use_cuda:
+        sources += ["csrc/cuda/warp_kernel.cu"]
+        kwargs["extra_compile_args"]["nvcc"] = opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        ext = CUDAExtension("fastwarp._C", sources, **kwargs)
+    else:
+        ext = CppExtension("fastwarp._C", sources, **kwargs)
+    backends = "CPU + CUDA" if use_cuda else "CPU only"
+    print(f"fastwarp build: {backends} kernels ({why}); "
+          f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', '<torch default>')}; "
+          f"{'debug' if debug else 'release'}", file=sys.stderr)
+    return [ext]
+
+
+setup(
+    ext_modules=extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
