@@ -1,0 +1,149 @@
+"""FaceEditor: motion (flow warp) then texture (blend), as in "Self-supervised Deformation
+Modeling for Facial Expression Editing" (Athar, Shu, Samaras, FG 2020), through
+fastwarp's fused ops. Checkpoints are safetensors + a JSON config (DESIGN.md,
+"Checkpoints"): never a pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .. import ops
+from ..au import AU_NAMES
+from .networks import MotionNet, TextureNet
+
+__all__ = ["EditorConfig", "EditResult", "FaceEditor", "DEFAULT_WEIGHTS"]
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default"
+
+
+@dataclass
+class EditorConfig:
+    """Architecture of a :class:`FaceEditor` (saved next to its weights)."""
+
+    image_size: int = 128
+    motion_width: int = 64
+    motion_res_blocks: int = 6
+    texture_width: int = 64
+    texture_res_blocks: int = 6
+    max_flow: float = 0.15
+    use_motion: bool = True  # False: GANimation's texture-only editing (the ablation)
+    au_names: list[str] = field(default_factory=lambda: list(AU_NAMES))
+    extra: dict = field(default_factory=dict)  # provenance: training data, command, commit
+
+
+class EditResult(NamedTuple):
+    """Everything one edit produced, all at the model's resolution ``S``.
+
+    output (Tensor[N, 3, S, S]) in [-1, 1]; flow (Tensor[N, 2, S, S]) in pixels;
+    warped (Tensor[N, 3, S, S]); texture (Tensor[N, 3, S, S]) in [-1, 1];
+    mask (Tensor[N, 1, S, S]) in [0, 1], 1 = keep the warped pixel.
+    """
+
+    output: Tensor
+    flow: Tensor
+    warped: Tensor
+    texture: Tensor
+    mask: Tensor
+
+
+class FaceEditor(nn.Module):
+    """Edit aligned face crops to target Action Units.
+
+    Forward:
+        image (Tensor[N, 3, S, S]): RGB in [-1, 1], S = ``config.image_size``.
+        aus (Tensor[N, 17]): target AU intensities 0..5 in :data:`fastwarp.AU_NAMES` order.
+    Returns:
+        :class:`EditResult`; ``output = mask * warp(image, flow) + (1 - mask) * texture``.
+    """
+
+    def __init__(self, config: EditorConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or EditorConfig()
+        c = self.config
+        if list(c.au_names) != list(AU_NAMES):
+            raise ValueError(f"config.au_names must be fastwarp's AU order {list(AU_NAMES)}, got {c.au_names}")
+        self.motion = MotionNet(c.motion_width, c.motion_res_blocks, c.max_flow) if c.use_motion else None
+        self.texture = TextureNet(c.texture_width, c.texture_res_blocks)
+
+    def forward(self, image: Tensor, aus: Tensor) -> EditResult:
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must have shape [N, 3, S, S], got {list(image.shape)}")
+        if aus.shape != (image.shape[0], len(AU_NAMES)):
+            raise ValueError(f"aus must have shape [{image.shape[0]}, {len(AU_NAMES)}], got {list(aus.shape)}")
+        if self.motion is not None:
+            flow = self.motion(image, aus)
+            warped = ops.warp(image, flow)
+        else:
+            flow = image.new_zeros(image.shape[0], 2, *image.shape[2:])
+            warped = image
+        texture, mask = self.texture(warped, aus)
+        output = ops.warp_blend(image, flow, texture, mask) if self.motion is not None else (
+            mask * image + (1 - mask) * texture)
+        return EditResult(output, flow, warped, texture, mask)
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> tuple[Path, Path]:
+        """Write ``<path>.safetensors`` and ``<path>.json`` atomically (temp file, then rename).
+
+        Returns:
+            The two paths written.
+        """
+        base = Path(path)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        weights, config = base.with_suffix(".safetensors"), base.with_suffix(".json")
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        _atomic_write(weights, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+        text = json.dumps(dataclasses.asdict(self.config), indent=2) + "\n"
+        _atomic_write(config, lambda p: Path(p).write_text(text))
+        return weights, config
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> "FaceEditor":
+        """Load ``<path>.safetensors`` + ``<path>.json`` (default: the bundled weights).
+
+        Raises:
+            FileNotFoundError: either file is missing.
+            ValueError: the config or the weights do not match the architecture.
+        """
+        base = Path(path) if path is not None else DEFAULT_WEIGHTS
+        if base.suffix in (".safetensors", ".json"):
+            base = base.with_suffix("")
+        weights, config = base.with_suffix(".safetensors"), base.with_suffix(".json")
+        for p in (weights, config):
+            if not p.is_file():
+                raise FileNotFoundError(f"checkpoint file not found: {p}")
+        try:
+            raw = json.loads(config.read_text())
+            cfg = EditorConfig(**raw)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"invalid editor config {config}: {exc}") from exc
+        model = cls(cfg)
+        state = load_file(str(weights), device=str(map_location))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"weights {weights} do not match the config: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        return model.to(map_location).eval()
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
