@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -22,6 +21,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
+from fastwarp._io import atomic_path
 from fastwarp.au import AU_NAMES, NUM_AUS
 from fastwarp.face import FaceMesh, align_face, estimate_aus, head_pose
 
@@ -109,23 +109,9 @@ def _read_frames(path: Path, count: int) -> list[tuple[int, np.ndarray]]:
         cap.release()
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _write_manifest(out_dir: Path, manifest: dict) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-    _atomic_write(out_dir / MANIFEST, write)
+    with atomic_path(out_dir / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def _process_video(path: Path, mesh: FaceMesh, size: int, frames_per_video: int) -> dict[str, np.ndarray]:
@@ -212,7 +198,8 @@ def prepare_dataset(faces_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                 continue
             bar.set_postfix_str(path.name)
             arrays = _process_video(path, mesh, size, frames_per_video)
-            _atomic_write(npz, lambda tmp: _savez(tmp, arrays))
+            with atomic_path(npz) as tmp:
+                _savez(tmp, arrays)
             entries[path.stem] = {"frames": int(len(arrays["frame_idx"])), "source": str(path)}
             _write_manifest(out_dir, manifest)
     _write_manifest(out_dir, manifest)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .. import ops
+from .._io import atomic_path
 from ..au import AU_NAMES
 from .networks import MotionNet, TextureNet
 
@@ -88,8 +88,9 @@ class FaceEditor(nn.Module):
             flow = image.new_zeros(image.shape[0], 2, *image.shape[2:])
             warped = image
         texture, mask = self.texture(warped, aus)
-        output = ops.warp_blend(image, flow, texture, mask) if self.motion is not None else (
-            mask * image + (1 - mask) * texture)
+        # With zero flow (texture-only) warp_blend samples pixel centres exactly, so this is
+        # GANimation's mask * image + (1 - mask) * texture.
+        output = ops.warp_blend(image, flow, texture, mask)
         return EditResult(output, flow, warped, texture, mask)
 
     # --- checkpoints ---------------------------------------------------------------------
@@ -104,9 +105,10 @@ class FaceEditor(nn.Module):
         base.parent.mkdir(parents=True, exist_ok=True)
         weights, config = base.with_suffix(".safetensors"), base.with_suffix(".json")
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(weights, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-        text = json.dumps(dataclasses.asdict(self.config), indent=2) + "\n"
-        _atomic_write(config, lambda p: Path(p).write_text(text))
+        with atomic_path(weights) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        with atomic_path(config) as tmp:
+            tmp.write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
         return weights, config
 
     @classmethod
@@ -137,13 +139,3 @@ class FaceEditor(nn.Module):
                              f"unexpected {unexpected[:5]}")
         return model.to(map_location).eval()
 
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,0 +1,126 @@
+"""The editor networks and checkpoints (fastwarp.models)."""
+
+import json
+
+import pytest
+import torch
+
+import fastwarp
+from fastwarp._io import atomic_path
+from fastwarp.models import DEFAULT_WEIGHTS, EditorConfig, FaceEditor, MotionNet, TextureNet
+
+SMALL = EditorConfig(image_size=32, motion_width=8, motion_res_blocks=1, texture_width=8, texture_res_blocks=1)
+
+
+def _inputs(n=2, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g) * 2 - 1, torch.rand(n, 17, generator=g) * 5
+
+
+def test_motion_net_flow_is_bounded_pixels():
+    net = MotionNet(width=8, n_res=1, max_flow=0.1)
+    with torch.no_grad():
+        net.flow_head.weight.normal_(std=10.0)  # saturate the tanh
+        flow = net(*_inputs())
+    assert flow.shape == (2, 2, 32, 32)
+    assert flow.abs().max() <= 0.1 * 32 + 1e-4
+    assert flow.abs().max() > 0.05 * 32  # really saturates: the bound is what holds it
+
+
+def test_texture_net_ranges():
+    texture, mask = TextureNet(width=8, n_res=1)(*_inputs())
+    assert texture.shape == (2, 3, 32, 32) and mask.shape == (2, 1, 32, 32)
+    assert texture.min() >= -1 and texture.max() <= 1 and mask.min() >= 0 and mask.max() <= 1
+
+
+def test_untrained_editor_starts_near_identity_warp():
+    image, aus = _inputs()
+    r = FaceEditor(SMALL)(image, aus)
+    assert r.flow.abs().max() < 0.5  # pixels: the flow head starts near zero
+    assert r.mask.mean() > 0.8       # and the mask keeps the warped image
+
+
+def test_editor_output_is_reference_composition():
+    image, aus = _inputs()
+    r = FaceEditor(SMALL)(image, aus)
+    ref_warped = fastwarp.reference.warp(image, r.flow)
+    torch.testing.assert_close(r.warped, ref_warped, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r.output, r.mask * ref_warped + (1 - r.mask) * r.texture, atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_reach_both_networks():
+    image, aus = _inputs()
+    model = FaceEditor(SMALL)
+    model(image, aus).output.abs().mean().backward()
+    for name in ("motion", "texture"):
+        grads = [p.grad for p in getattr(model, name).parameters()]
+        assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads), name
+
+
+def test_texture_only_ablation_has_no_flow():
+    image, aus = _inputs()
+    cfg = EditorConfig(**{**SMALL.__dict__, "use_motion": False})
+    r = FaceEditor(cfg)(image, aus)
+    assert FaceEditor(cfg).motion is None
+    assert torch.count_nonzero(r.flow) == 0
+    torch.testing.assert_close(r.output, r.mask * image + (1 - r.mask) * r.texture)
+
+
+def test_bad_inputs():
+    model = FaceEditor(SMALL)
+    with pytest.raises(ValueError, match=r"image must have shape \[N, 3, S, S\]"):
+        model(torch.rand(2, 4, 32, 32), torch.rand(2, 17))
+    with pytest.raises(ValueError, match=r"aus must have shape \[2, 17\]"):
+        model(torch.rand(2, 3, 32, 32), torch.rand(2, 16))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model(torch.rand(1, 3, 30, 30), torch.rand(1, 17))
+
+
+def test_save_load_round_trip(tmp_path):
+    image, aus = _inputs()
+    model = FaceEditor(SMALL).eval()
+    weights, config = model.save(tmp_path / "ckpt")
+    assert weights.name == "ckpt.safetensors" and json.loads(config.read_text())["motion_width"] == 8
+    loaded = FaceEditor.load(tmp_path / "ckpt")
+    torch.testing.assert_close(loaded(image, aus).output, model(image, aus).output, rtol=0, atol=0)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
+        FaceEditor.load(tmp_path / "missing")
+    FaceEditor(SMALL).save(tmp_path / "ckpt")
+    cfg = json.loads((tmp_path / "ckpt.json").read_text())
+    cfg["motion_width"] = 16
+    (tmp_path / "ckpt.json").write_text(json.dumps(cfg))
+    with pytest.raises((ValueError, RuntimeError), match="size mismatch|do not match"):
+        FaceEditor.load(tmp_path / "ckpt")
+    (tmp_path / "ckpt.json").write_text("{not json")
+    with pytest.raises(ValueError, match="invalid editor config"):
+        FaceEditor.load(tmp_path / "ckpt")
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-written")
+            raise RuntimeError("writer failed")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+
+
+def test_bundled_default_weights_load():
+    assert DEFAULT_WEIGHTS.with_suffix(".safetensors").stat().st_size < 8 * 2**20  # a few MB at most
+    model = FaceEditor.load()
+    cfg = model.config
+    assert cfg.au_names == list(fastwarp.AU_NAMES) and cfg.image_size == 128
+    assert {"trained_by", "data", "commit", "validation"} <= set(cfg.extra)  # provenance travels with them
+    image, aus = _inputs(1, 128)
+    with torch.no_grad():
+        r = model(image, aus)
+    assert torch.isfinite(r.output).all() and r.output.shape == (1, 3, 128, 128)
