@@ -39,11 +39,11 @@ def extensions():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = ["csrc/fastwarp.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     # at::parallel_for's OpenMP pragma is inlined from ATen's headers into our code.
-    cxx = opt + ["-std=c++17", "-fopenmp"]
+    cxx = opt + ["-fopenmp"]  # the C++ standard is torch's own choice (C++20 for torch 2.13)
     kwargs = dict(extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
     if use_cuda:
         sources += ["csrc/cuda/warp_kernel.cu"]
-        kwargs["extra_compile_args"]["nvcc"] = opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        kwargs["extra_compile_args"]["nvcc"] = opt + ["--expt-relaxed-constexpr", "-lineinfo"]
         ext = CUDAExtension("fastwarp._C", sources, **kwargs)
     else:
         ext = CppExtension("fastwarp._C", sources, **kwargs)

@@ -24,7 +24,7 @@ fi
 status=0
 for cu in $(find csrc -name '*.cu' | sort); do
   start=$(date +%s)
-  if "$NVCC" -std=c++17 -arch="$ARCH" --expt-relaxed-constexpr $includes -I"$pyinc" -c "$cu" -o "$tmp/$(basename "$cu").o"; then
+  if "$NVCC" -std=c++20 -arch="$ARCH" --expt-relaxed-constexpr $includes -I"$pyinc" -c "$cu" -o "$tmp/$(basename "$cu").o"; then
     echo "cuda_check: ok   $cu ($(( $(date +%s) - start ))s, $ARCH)"
   else
     echo "cuda_check: FAIL $cu" >&2

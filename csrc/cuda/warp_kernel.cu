@@ -15,7 +15,7 @@
 #include <algorithm>
 #include <array>
 
-#include "../warp_checks.h"
+#include "../warp_entry.h"
 #include "warp_kernel.cuh"
 
 namespace fastwarp {
@@ -33,126 +33,76 @@ int64_t num_blocks(int64_t total) {
   return std::max<int64_t>(1, std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(sms) * 16));
 }
 
-template <bool kBlend>
-at::Tensor forward_kernel(const char* op, const at::Tensor& image, const at::Tensor& flow, const at::Tensor* texture,
-                          const at::Tensor* mask, c10::string_view padding_mode) {
-  const detail::Padding padding = check_warp_args(op, image, flow, texture, mask, padding_mode);
-  const c10::cuda::CUDAGuard guard(image.device());
-  at::Tensor out = empty_like_format(image, image);
-  if (out.numel() == 0) return out;
-  const int64_t total = image.size(0) * image.size(2) * image.size(3);
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_forward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto in = warp_inputs<scalar_t>(image, flow, texture, mask, padding);
-    detail::warp_forward_cuda_kernel<scalar_t, acc_t, kBlend><<<num_blocks(total), kThreads, 0, stream>>>(
-        in, out.mutable_data_ptr<scalar_t>(), strides4(out), total);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return out;
-}
-
-template <bool kBlend>
-std::array<at::Tensor, 4> backward_kernel(const char* op, const at::Tensor& grad_output, const at::Tensor& image,
-                                          const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
-                                          c10::string_view padding_mode, std::array<bool, 4> need) {
-  const detail::Padding padding = check_warp_args(op, image, flow, texture, mask, padding_mode);
-  TORCH_CHECK_VALUE(grad_output.sizes() == image.sizes(), op, ": grad_output must have the output's shape ",
-                    shape_str(image), ", got ", shape_str(grad_output));
-  TORCH_CHECK_TYPE(grad_output.scalar_type() == image.scalar_type(), op,
-                   ": grad_output.dtype must match image.dtype (", image.scalar_type(), "), got ",
-                   grad_output.scalar_type());
-  const c10::cuda::CUDAGuard guard(image.device());
-  const at::ScalarType acc_type = at::toOpMathType(image.scalar_type());
-  const auto none = image.new_empty({0});
-  const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
-  const bool deterministic = need[0] && at::globalContext().deterministicAlgorithms();
-  at::Tensor acc;
-  if (need[0]) acc = deterministic ? at::zeros({N * H * W, C}, image.options().dtype(acc_type))
-                                   : at::zeros(image.sizes(), image.options().dtype(acc_type));
-  at::Tensor grad_flow = need[1] ? at::empty_like(flow) : none;
-  at::Tensor grad_texture = (kBlend && need[2]) ? at::empty_like(*texture) : none;
-  at::Tensor grad_mask = (kBlend && need[3]) ? at::empty_like(*mask) : none;
-  const int64_t total = N * H * W;
-
-  if (total * C > 0 && (need[0] || need[1] || need[2] || need[3])) {
+struct CudaBackend {
+  template <bool kBlend>
+  static at::Tensor forward(const char* op, const at::Tensor& image, const at::Tensor& flow, const at::Tensor* texture,
+                            const at::Tensor* mask, c10::string_view padding_mode) {
+    const detail::Padding padding = check_warp_args(op, image, flow, texture, mask, padding_mode);
+    const c10::cuda::CUDAGuard guard(image.device());
+    at::Tensor out = empty_like_format(image, image);
+    if (out.numel() == 0) return out;
+    const int64_t total = image.size(0) * image.size(2) * image.size(3);
     const auto stream = c10::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_backward_cuda", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_forward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const auto in = warp_inputs<scalar_t>(image, flow, texture, mask, padding);
-      detail::WarpGrads<scalar_t, acc_t> g{};
-      if (need[0]) {
-        g.image = acc.mutable_data_ptr<acc_t>();
-        g.s_image = strides4(acc.dim() == 4 ? acc : acc.view({N, H, W, C}).permute({0, 3, 1, 2}));
-      }
-      if (need[1]) {
-        g.flow = grad_flow.mutable_data_ptr<scalar_t>();
-        g.s_flow = strides4(grad_flow);
-      }
-      if (kBlend && need[2]) {
-        g.texture = grad_texture.mutable_data_ptr<scalar_t>();
-        g.s_texture = strides4(grad_texture);
-      }
-      if (kBlend && need[3]) {
-        g.mask = grad_mask.mutable_data_ptr<scalar_t>();
-        g.s_mask = strides4(grad_mask);
-      }
-      const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
-      if (deterministic) {
-        at::Tensor rec_index = at::empty({total * 4}, image.options().dtype(at::kLong));
-        at::Tensor rec_value = at::empty({total * 4, C}, image.options().dtype(acc_type));
-        detail::warp_backward_record_cuda_kernel<scalar_t, acc_t, kBlend><<<num_blocks(total), kThreads, 0, stream>>>(
-            in, go, strides4(grad_output), g, rec_index.mutable_data_ptr<int64_t>(),
-            rec_value.mutable_data_ptr<acc_t>(), total);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-        acc.index_put_({rec_index}, rec_value, /*accumulate=*/true);
-      } else {
-        detail::warp_backward_cuda_kernel<scalar_t, acc_t, kBlend><<<num_blocks(total), kThreads, 0, stream>>>(
-            in, go, strides4(grad_output), g, total);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
+      detail::warp_forward_cuda_kernel<scalar_t, acc_t, kBlend><<<num_blocks(total), kThreads, 0, stream>>>(
+          in, out.mutable_data_ptr<scalar_t>(), strides4(out), total);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
+    return out;
   }
-  at::Tensor grad_image = none;
-  if (need[0]) {
-    at::Tensor nchw = deterministic ? acc.view({N, H, W, C}).permute({0, 3, 1, 2}) : acc;
-    grad_image = nchw.to(image.scalar_type()).contiguous(image.suggest_memory_format());
+
+  template <bool kBlend>
+  static std::array<at::Tensor, 4> backward(const char* op, const at::Tensor& grad_output, const at::Tensor& image,
+                                            const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
+                                            c10::string_view padding_mode, std::array<bool, 4> need) {
+    const BackwardSetup setup = setup_backward(op, grad_output, image, flow, texture, mask, padding_mode, need);
+    const c10::cuda::CUDAGuard guard(image.device());
+    const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
+    const bool deterministic = need[0] && at::globalContext().deterministicAlgorithms();
+    // Atomic path: an NCHW accumulation buffer. Deterministic path: [N*H*W, C] rows that a
+    // sort-based index_put_ fills.
+    at::Tensor acc;
+    if (need[0]) acc = deterministic ? at::zeros({N * H * W, C}, image.options().dtype(setup.acc_type))
+                                     : at::zeros(image.sizes(), image.options().dtype(setup.acc_type));
+    const int64_t total = N * H * W;
+
+    if (total * C > 0 && (need[0] || need[1] || need[2] || need[3])) {
+      const auto stream = c10::cuda::getCurrentCUDAStream();
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_backward_cuda", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const auto in = warp_inputs<scalar_t>(image, flow, texture, mask, setup.padding);
+        detail::WarpGrads<scalar_t, acc_t> g = setup.grads<scalar_t, acc_t>();
+        if (need[0]) {
+          g.image = acc.mutable_data_ptr<acc_t>();
+          g.s_image = strides4(deterministic ? acc.view({N, H, W, C}).permute({0, 3, 1, 2}) : acc);
+        }
+        const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+        if (deterministic) {
+          at::Tensor rec_index = at::empty({total * 4}, image.options().dtype(at::kLong));
+          at::Tensor rec_value = at::empty({total * 4, C}, image.options().dtype(setup.acc_type));
+          detail::warp_backward_record_cuda_kernel<scalar_t, acc_t, kBlend>
+              <<<num_blocks(total), kThreads, 0, stream>>>(in, go, strides4(grad_output), g,
+                                                           rec_index.mutable_data_ptr<int64_t>(),
+                                                           rec_value.mutable_data_ptr<acc_t>(), total);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          acc.index_put_({rec_index}, rec_value, /*accumulate=*/true);
+        } else {
+          detail::warp_backward_cuda_kernel<scalar_t, acc_t, kBlend><<<num_blocks(total), kThreads, 0, stream>>>(
+              in, go, strides4(grad_output), g, total);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+      });
+    }
+    at::Tensor grad_image = setup.none();
+    if (need[0]) grad_image = finish_grad_image(deterministic ? acc.view({N, H, W, C}).permute({0, 3, 1, 2}) : acc, image);
+    return {grad_image, setup.grad_flow, setup.grad_texture, setup.grad_mask};
   }
-  return {grad_image, grad_flow, grad_texture, grad_mask};
-}
-
-at::Tensor warp_forward_kernel(const at::Tensor& image, const at::Tensor& flow, c10::string_view padding_mode) {
-  return forward_kernel<false>("fastwarp.warp", image, flow, nullptr, nullptr, padding_mode);
-}
-
-at::Tensor warp_blend_forward_kernel(const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
-                                     const at::Tensor& mask, c10::string_view padding_mode) {
-  return forward_kernel<true>("fastwarp.warp_blend", image, flow, &texture, &mask, padding_mode);
-}
-
-std::tuple<at::Tensor, at::Tensor> warp_backward_kernel(const at::Tensor& grad_output, const at::Tensor& image,
-                                                        const at::Tensor& flow, c10::string_view padding_mode,
-                                                        std::array<bool, 2> output_mask) {
-  auto g = backward_kernel<false>("fastwarp.warp_backward", grad_output, image, flow, nullptr, nullptr, padding_mode,
-                                  {output_mask[0], output_mask[1], false, false});
-  return {g[0], g[1]};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> warp_blend_backward_kernel(
-    const at::Tensor& grad_output, const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
-    const at::Tensor& mask, c10::string_view padding_mode, std::array<bool, 4> output_mask) {
-  auto g = backward_kernel<true>("fastwarp.warp_blend_backward", grad_output, image, flow, &texture, &mask,
-                                 padding_mode, output_mask);
-  return {g[0], g[1], g[2], g[3]};
-}
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastwarp, CUDA, m) {
-  m.impl("warp", &warp_forward_kernel);
-  m.impl("warp_backward", &warp_backward_kernel);
-  m.impl("warp_blend", &warp_blend_forward_kernel);
-  m.impl("warp_blend_backward", &warp_blend_backward_kernel);
-}
+TORCH_LIBRARY_IMPL(fastwarp, CUDA, m) { WarpEntryPoints<CudaBackend>::register_kernels(m); }
 
 }  // namespace fastwarp

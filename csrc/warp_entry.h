@@ -1,0 +1,111 @@
+// Glue every backend of fastwarp's ops shares: the op entry points (one per schema) and
+// the setup of a backward call. A backend is a struct with
+//   template <bool kBlend> static at::Tensor forward(const char* op, image, flow,
+//                                                    const at::Tensor* texture, const at::Tensor* mask,
+//                                                    c10::string_view padding_mode);
+//   template <bool kBlend> static std::array<at::Tensor, 4> backward(const char* op, grad_output, image, flow,
+//                                                    texture, mask, padding_mode, std::array<bool, 4> need);
+// (texture and mask are null for plain warp) and registers itself with
+// WarpEntryPoints<Backend>::register_kernels(m) in its TORCH_LIBRARY_IMPL block.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include <array>
+#include <tuple>
+
+#include "warp_checks.h"
+
+namespace fastwarp {
+
+// A validated backward call with its per-pixel gradients (flow, texture, mask) allocated;
+// the image gradient is each backend's own business (a scatter). A gradient not asked for
+// is an empty tensor of shape [0], a fresh one each (the schema's outputs must not alias).
+struct BackwardSetup {
+  detail::Padding padding;
+  at::ScalarType acc_type;  // float32 for half/bfloat16 inputs
+  at::Tensor grad_flow, grad_texture, grad_mask;
+  at::Tensor options_source;
+
+  at::Tensor none() const { return options_source.new_empty({0}); }
+
+  template <typename scalar_t, typename acc_t>
+  detail::WarpGrads<scalar_t, acc_t> grads() const {
+    detail::WarpGrads<scalar_t, acc_t> g{};
+    if (grad_flow.numel() > 0) {
+      g.flow = grad_flow.mutable_data_ptr<scalar_t>();
+      g.s_flow = strides4(grad_flow);
+    }
+    if (grad_texture.numel() > 0) {
+      g.texture = grad_texture.mutable_data_ptr<scalar_t>();
+      g.s_texture = strides4(grad_texture);
+    }
+    if (grad_mask.numel() > 0) {
+      g.mask = grad_mask.mutable_data_ptr<scalar_t>();
+      g.s_mask = strides4(grad_mask);
+    }
+    return g;
+  }
+};
+
+inline BackwardSetup setup_backward(const char* op, const at::Tensor& grad_output, const at::Tensor& image,
+                                    const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
+                                    c10::string_view padding_mode, std::array<bool, 4> need) {
+  BackwardSetup s;
+  s.padding = check_warp_args(op, image, flow, texture, mask, padding_mode);
+  TORCH_CHECK_VALUE(grad_output.sizes() == image.sizes(), op, ": grad_output must have the output's shape ",
+                    shape_str(image), ", got ", shape_str(grad_output));
+  TORCH_CHECK_TYPE(grad_output.scalar_type() == image.scalar_type(), op,
+                   ": grad_output.dtype must match image.dtype (", image.scalar_type(), "), got ",
+                   grad_output.scalar_type());
+  s.acc_type = at::toOpMathType(image.scalar_type());
+  s.options_source = image;
+  s.grad_flow = need[1] ? at::empty_like(flow) : s.none();
+  s.grad_texture = (texture != nullptr && need[2]) ? at::empty_like(*texture) : s.none();
+  s.grad_mask = (mask != nullptr && need[3]) ? at::empty_like(*mask) : s.none();
+  return s;
+}
+
+// The image gradient from its accumulation buffer: the image's dtype and memory format.
+inline at::Tensor finish_grad_image(const at::Tensor& acc, const at::Tensor& image) {
+  return acc.to(image.scalar_type()).contiguous(image.suggest_memory_format());
+}
+
+template <typename Backend>
+struct WarpEntryPoints {
+  static at::Tensor warp(const at::Tensor& image, const at::Tensor& flow, c10::string_view padding_mode) {
+    return Backend::template forward<false>("fastwarp.warp", image, flow, nullptr, nullptr, padding_mode);
+  }
+
+  static at::Tensor warp_blend(const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
+                               const at::Tensor& mask, c10::string_view padding_mode) {
+    return Backend::template forward<true>("fastwarp.warp_blend", image, flow, &texture, &mask, padding_mode);
+  }
+
+  static std::tuple<at::Tensor, at::Tensor> warp_backward(const at::Tensor& grad_output, const at::Tensor& image,
+                                                          const at::Tensor& flow, c10::string_view padding_mode,
+                                                          std::array<bool, 2> output_mask) {
+    auto g = Backend::template backward<false>("fastwarp.warp_backward", grad_output, image, flow, nullptr, nullptr,
+                                               padding_mode, {output_mask[0], output_mask[1], false, false});
+    return {g[0], g[1]};
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> warp_blend_backward(
+      const at::Tensor& grad_output, const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
+      const at::Tensor& mask, c10::string_view padding_mode, std::array<bool, 4> output_mask) {
+    auto g = Backend::template backward<true>("fastwarp.warp_blend_backward", grad_output, image, flow, &texture,
+                                              &mask, padding_mode, output_mask);
+    return {g[0], g[1], g[2], g[3]};
+  }
+
+  static void register_kernels(torch::Library& m) {
+    m.impl("warp", &warp);
+    m.impl("warp_backward", &warp_backward);
+    m.impl("warp_blend", &warp_blend);
+    m.impl("warp_blend_backward", &warp_blend_backward);
+  }
+};
+
+}  // namespace fastwarp
