@@ -9,11 +9,8 @@ bounds, so gradients are compared only where both sides are well defined.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,22 +21,7 @@ import fastwarp
 from fastwarp import reference
 
 
-def _load_conftest():
-    # tests/ and bench/ each have a conftest.py, and pytest imports both as the module
-    # "conftest": `from conftest import ...` would get bench's when one run collects both
-    # directories. Load this directory's helpers by path instead.
-    name = "fastwarp_tests_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_helpers = _load_conftest()
-LAYOUTS, away_from_integers, devices, make_inputs, with_layout = (
-    _helpers.LAYOUTS, _helpers.away_from_integers, _helpers.devices, _helpers.make_inputs, _helpers.with_layout)
+from op_helpers import LAYOUTS, away_from_integers, devices, make_inputs, with_layout  # noqa: E402
 
 MODES = ("border", "zeros")
 OPS = ("warp", "warp_blend")
@@ -151,7 +133,7 @@ def test_forward_matches_reference(device, dtype, layout, mode, flow_kind, shape
 def test_backward_matches_reference(device, dtype, layout, mode, flow_kind, shape, op):
     inputs = make_inputs(shape, dtype, device, layout, flow_scale_of(flow_kind, shape), seed=2)
     args = args_of(op, inputs)
-    grad_output = random_like(inputs.image, seed=3)
+    grad_output = with_layout(random_like(inputs.image, seed=3), layout)  # the kernels read it by strides
     _, grads = op_grads(op, args, grad_output, mode)
     expected = reference_grads(op, args, grad_output, mode)
     for name, g, e in zip(INPUT_NAMES, grads, expected):
