@@ -110,14 +110,16 @@ class ExpressionEditor:
         crop = self._crop(frame_bgr, faces[0])
         current = estimate_aus(crop.landmarks)
         target = apply_au_edits(current, list(edits))
-        edited = self.edit_crop(crop.image, target)
+        edited = self.edit_crop(crop.image, target, current)
         return FrameEdit(frame=paste_back(frame_bgr, edited, crop), face_found=True, current_aus=current,
                          target_aus=target, crop=crop, edited_crop=edited)
 
     @torch.no_grad()
-    def edit_crop(self, crop_bgr: np.ndarray, target_aus: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Edit an aligned crop ``[S', S', 3]`` uint8 BGR (any ``S' >= S``, divisible by 4
-        or not) to ``target_aus`` ``[17]``; returns the edited crop at its own resolution.
+    def edit_crop(self, crop_bgr: np.ndarray, target_aus: Sequence[float] | np.ndarray,
+                  current_aus: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Edit an aligned crop ``[S', S', 3]`` uint8 BGR (any ``S' >= S``) from its
+        ``current_aus`` to ``target_aus`` (``[17]`` each, 0..5); returns the edited crop at
+        its own resolution.
 
         The networks see the crop resized to the model's size; their flow (scaled to crop
         pixels), texture and mask are bilinearly upsampled (``align_corners=False``) and
@@ -127,8 +129,8 @@ class ExpressionEditor:
         side = crop_bgr.shape[0]
         small = crop_bgr if side == self.size else cv2.resize(crop_bgr, (self.size, self.size),
                                                               interpolation=cv2.INTER_AREA)
-        aus = torch.as_tensor(np.asarray(target_aus, np.float32), device=self.device)[None]
-        result = self.model(bgr_to_tensor(small, self.device), aus)
+        as_batch = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=self.device)[None]  # noqa: E731
+        result = self.model(bgr_to_tensor(small, self.device), as_batch(target_aus), as_batch(current_aus))
         if side == self.size:
             return tensor_to_bgr(result.output)[0]
         hw = (crop_bgr.shape[0], crop_bgr.shape[1])

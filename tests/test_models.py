@@ -124,3 +124,29 @@ def test_bundled_default_weights_load():
     with torch.no_grad():
         r = model(image, aus)
     assert torch.isfinite(r.output).all() and r.output.shape == (1, 3, 128, 128)
+
+
+def test_delta_conditioning_sees_only_the_au_change():
+    image, aus = _inputs()
+    model = FaceEditor(EditorConfig(**{**SMALL.__dict__, "conditioning": "delta"})).eval()
+    other = torch.rand(2, 17) * 5
+    with torch.no_grad():
+        # "No change" is the same condition whatever the face's current AUs are...
+        torch.testing.assert_close(model(image, aus, aus).output, model(image, other, other).output)
+        # ...and the same change from different starting points is the same edit.
+        shift = torch.zeros(2, 17)
+        shift[:, 8] = 1.5
+        torch.testing.assert_close(model(image, aus + shift, aus).flow, model(image, other + shift, other).flow,
+                                   rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(model(image, aus + shift, aus).flow, model(image, aus, aus).flow)
+
+
+def test_delta_conditioning_needs_source_aus():
+    image, aus = _inputs()
+    model = FaceEditor(EditorConfig(**{**SMALL.__dict__, "conditioning": "delta"}))
+    with pytest.raises(ValueError, match="pass source_aus"):
+        model(image, aus)
+    with pytest.raises(ValueError, match=r"source_aus must have shape \[2, 17\]"):
+        model(image, aus, torch.rand(2, 5))
+    with pytest.raises(ValueError, match="conditioning must be 'target' or 'delta'"):
+        FaceEditor(EditorConfig(conditioning="relative"))

@@ -61,7 +61,8 @@ def evaluate_pairs(model: FaceEditor, dataset: dict, pairs: list[tuple[str, int,
         src = np.stack([dataset[v]["crops"][s] for v, s, _ in chunk])
         tgt = np.stack([dataset[v]["crops"][t] for v, _, t in chunk])
         aus = torch.from_numpy(np.stack([dataset[v]["aus"][t] for v, _, t in chunk]))
-        out_t = model(bgr_to_tensor(src), aus).output
+        src_aus = torch.from_numpy(np.stack([dataset[v]["aus"][s] for v, s, _ in chunk]))
+        out_t = model(bgr_to_tensor(src), aus, src_aus).output
         out = tensor_to_bgr(out_t)
         tgt_t = bgr_to_tensor(tgt)
         for i in range(len(chunk)):

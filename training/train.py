@@ -5,6 +5,11 @@ frame to the target frame's estimated AUs and must reconstruct the target frame.
 - reconstruction  L1(edit(src, AU_tgt), tgt)                         (weight ``--w-rec``)
 - cycle           L1(edit(edit(src, AU_tgt), AU_src), src)           (GANimation's cycle loss)
 - flow smoothness total variation of the flow, in pixels             (``--w-flow-tv``)
+- landmark flow   at each MediaPipe landmark of the target frame, the backward flow must
+                  point to the same landmark in the source frame: L1 of
+                  flow(p_tgt) - (p_src - p_tgt) in pixels (``--w-landmark``). Both crops
+                  come with landmarks from data preparation, so this is free supervision
+                  of the motion that a photometric loss alone leaves ambiguous (L1).
 - mask terms      GANimation's L1 mask penalty and mask total variation (``--w-mask``,
                   ``--w-mask-tv``). GANimation penalises the share of its attention mask
                   that keeps the input so the generator cannot ignore the condition; here
@@ -32,6 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fastwarp._io import atomic_path
 from fastwarp.convert import bgr_to_tensor
 from fastwarp.face import FaceMesh
 from fastwarp.models import DEFAULT_WEIGHTS, EditorConfig, FaceEditor
@@ -50,6 +56,22 @@ def mask_terms(mask: torch.Tensor, w_mask: float, w_tv: float) -> torch.Tensor:
     return w_mask * (1 - mask).mean() + w_tv * total_variation(mask)
 
 
+def landmark_flow_loss(flow: torch.Tensor, lm_src: torch.Tensor, lm_tgt: torch.Tensor) -> torch.Tensor:
+    """L1 (pixels) between the flow sampled at the target landmarks and the displacement
+    to the source landmarks (L1, not smooth-L1: most displacements are under a pixel,
+    where a smooth-L1 is nearly flat).
+
+    Args:
+        flow (Tensor[N, 2, S, S]): backward flow in pixels.
+        lm_src, lm_tgt (Tensor[N, P, 2]): landmark (x, y) in crop pixels, same points.
+    """
+    size = flow.shape[-1]
+    grid = (lm_tgt / (size - 1) * 2 - 1)[:, None]  # [N, 1, P, 2], align_corners=True
+    sampled = torch.nn.functional.grid_sample(flow, grid, mode="bilinear", padding_mode="border",
+                                              align_corners=True)[:, :, 0]  # [N, 2, P]
+    return (sampled.transpose(1, 2) - (lm_src - lm_tgt)).abs().mean()
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -59,13 +81,16 @@ def git_commit() -> str:
 
 
 class PairSampler:
-    """Random training batches: (source crops, target crops, source AUs, target AUs)."""
+    """Random training batches: source and target crops ``[B, 3, S, S]`` in [-1, 1], their
+    AUs ``[B, 17]`` and their landmarks ``[B, 478, 2]`` in crop pixels."""
 
     def __init__(self, dataset: dict, videos: list[str], seed: int) -> None:
         self.rng = np.random.default_rng(seed)
         # Training uses every pose-compatible pair, also small expression changes (those
         # teach the model to leave a face alone when the AUs barely change).
-        self.pairs = make_pairs(dataset, videos, max_pose_diff=0.15, min_au_diff=0.0, pairs_per_video=2000,
+        # Head pose within 0.06 rad: at 128 px a larger turn moves landmarks more than most
+        # expressions do.
+        self.pairs = make_pairs(dataset, videos, max_pose_diff=0.06, min_au_diff=0.0, pairs_per_video=2000,
                                 rng=self.rng)
         if not self.pairs:
             raise ValueError("no training pairs: the dataset has no video with two pose-compatible frames")
@@ -78,12 +103,59 @@ class PairSampler:
         tgt = np.stack([self.dataset[v]["crops"][t] for v, _, t in chosen])
         au_s = np.stack([self.dataset[v]["aus"][s] for v, s, _ in chosen])
         au_t = np.stack([self.dataset[v]["aus"][t] for v, _, t in chosen])
+        lm_s = torch.from_numpy(np.stack([self.dataset[v]["landmarks"][s] for v, s, _ in chosen]))
+        lm_t = torch.from_numpy(np.stack([self.dataset[v]["landmarks"][t] for v, _, t in chosen]))
         src_t, tgt_t = bgr_to_tensor(src), bgr_to_tensor(tgt)
-        # Mirror half the pairs (both frames alike): the AUs are bilateral, so labels hold.
+        # Mirror half the pairs (both frames alike): the AUs are bilateral, so labels hold,
+        # and a landmark keeps its correspondence when both positions are mirrored.
         flip = torch.from_numpy(self.rng.random(size) < 0.5)
         src_t[flip] = src_t[flip].flip(-1)
         tgt_t[flip] = tgt_t[flip].flip(-1)
-        return src_t, tgt_t, torch.from_numpy(au_s), torch.from_numpy(au_t)
+        width = src_t.shape[-1]
+        for lm in (lm_s, lm_t):
+            lm[flip, :, 0] = (width - 1) - lm[flip, :, 0]
+        return src_t, tgt_t, torch.from_numpy(au_s), torch.from_numpy(au_t), lm_s, lm_t
+
+
+def write_card(path: Path, summary: dict, table: str) -> None:
+    """The weights card: what the checkpoint is, how it was made, what it scores."""
+    cfg = summary["config"]
+    extra = cfg["extra"]
+    text = f"""# fastwarp default weights (training v0)
+
+FaceEditor (MotionNet + TextureNet: GANimation trunk with AU-conditioned instance norms;
+the motion net adds learned per-AU motion templates) at {cfg['image_size']} px, trunk width
+{cfg['motion_width']}, {cfg['motion_res_blocks']} residual blocks per network, max flow
+{cfg['max_flow']} x image size, conditioned on `{cfg['conditioning']}` AUs. Files:
+`default.safetensors` (weights), `default.json` (architecture, AU order, provenance).
+
+## How they were made
+
+- Command: `{extra['trained_by']}` (after `python -m training.data --faces ../shared/data/faces
+  --out .cache/dataset128 --size 128`), at commit `{extra['commit']}`.
+- Data: {extra['data']}; validation videos (held out by identity): {', '.join(extra['validation_videos'])}.
+- {extra['steps']} steps of batch {extra['batch']} in {extra['train_minutes']} min on {extra['machine']}.
+- Losses: L1 reconstruction of the target frame, cycle L1, landmark flow (L1,
+  pixels), flow total variation, GANimation's mask terms on the texture's share.
+
+## Validation (held-out videos; pairs with head pose within 0.15 rad and some AU
+differing by at least 1; identity = output the source frame unchanged)
+
+{table}
+
+l1: mean absolute RGB error in [-1, 1] units over the crop; nme: MediaPipe landmark error
+divided by the inter-ocular distance (all points, and mouth / eyes / brows); au_err: mean
+|AU(output) - AU(target)| over the AUs the geometric estimator sees.
+
+## Caveats
+
+- A small model trained for minutes on one CPU: edits are real but modest, soft at the
+  mouth; no adversarial or AU-regression training yet.
+- AU targets come from fastwarp's geometric estimator (not OpenFace).
+- {extra['licence_note']}.
+"""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -96,9 +168,15 @@ def train(args: argparse.Namespace) -> dict:
           f"{len(val_videos)} validation videos: {', '.join(val_videos)}", flush=True)
     size = int(next(iter(dataset.values()))["crops"].shape[1])
     config = EditorConfig(image_size=size, motion_width=args.width, motion_res_blocks=args.res_blocks,
-                          texture_width=args.width, texture_res_blocks=args.res_blocks, use_motion=not args.no_motion)
+                          texture_width=args.width, texture_res_blocks=args.res_blocks, use_motion=not args.no_motion,
+                          conditioning=args.conditioning)
     model = FaceEditor(config)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    # The AU motion templates are a few thousand free parameters with one meaning each (a
+    # flow field in pre-tanh units); they take larger steps than the convolution weights.
+    templates = [p for n, p in model.named_parameters() if n.endswith("templates")]
+    others = [p for n, p in model.named_parameters() if not n.endswith("templates")]
+    opt = torch.optim.Adam([{"params": others}, {"params": templates, "lr": args.lr * args.template_lr_scale}],
+                           lr=args.lr, betas=(0.5, 0.999))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     budget = args.minutes * 60.0
@@ -111,16 +189,20 @@ def train(args: argparse.Namespace) -> dict:
         if (args.max_steps and step >= args.max_steps) or elapsed >= budget:
             break
         model.train()
-        src, tgt, au_s, au_t = sampler.batch(args.batch)
-        fwd = model(src, au_t)
+        src, tgt, au_s, au_t, lm_s, lm_t = sampler.batch(args.batch)
+        fwd = model(src, au_t, au_s)
         loss_rec = (fwd.output - tgt).abs().mean()
         loss = args.w_rec * loss_rec + args.w_flow_tv * total_variation(fwd.flow)
+        if args.w_landmark > 0 and not args.no_motion:
+            loss = loss + args.w_landmark * landmark_flow_loss(fwd.flow, lm_s, lm_t)
         loss = loss + mask_terms(fwd.mask, args.w_mask, args.w_mask_tv)
         if args.w_cycle > 0:
-            back = model(fwd.output, au_s)
+            back = model(fwd.output, au_s, au_t)
             loss = loss + args.w_cycle * (back.output - src).abs().mean()
             loss = loss + args.w_flow_tv * total_variation(back.flow) + mask_terms(back.mask, args.w_mask,
                                                                                     args.w_mask_tv)
+            if args.w_landmark > 0 and not args.no_motion:
+                loss = loss + args.w_landmark * landmark_flow_loss(back.flow, lm_t, lm_s)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -162,10 +244,11 @@ def train(args: argparse.Namespace) -> dict:
     config.extra["validation"] = {k: result[k] for k in ("model", "identity", "n_pairs")}
     model.save(out_dir / "editor")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_card(out_dir / "editor.md", summary, table)
     (out_dir / "loss.csv").write_text("step,loss,rec,identity\n" + "".join(
         f"{s},{l:.5f},{r:.5f},{i:.5f}\n" for s, l, r, i in history))
     if args.install:
-        for suffix in (".safetensors", ".json"):
+        for suffix in (".safetensors", ".json", ".md"):
             shutil.copyfile((out_dir / "editor").with_suffix(suffix), DEFAULT_WEIGHTS.with_suffix(suffix))
         print(f"installed as the default weights: {DEFAULT_WEIGHTS}.safetensors/.json")
     return summary
@@ -180,12 +263,16 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--width", type=int, default=24, help="trunk width (GANimation: 64)")
     ap.add_argument("--res-blocks", type=int, default=3, help="residual blocks (GANimation: 6)")
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--template-lr-scale", type=float, default=10.0, help="learning-rate factor of the AU templates")
     ap.add_argument("--w-rec", type=float, default=1.0)
     ap.add_argument("--w-cycle", type=float, default=1.0)
     ap.add_argument("--w-flow-tv", type=float, default=0.01)
+    ap.add_argument("--w-landmark", type=float, default=0.1)
     ap.add_argument("--w-mask", type=float, default=0.1)
     ap.add_argument("--w-mask-tv", type=float, default=1e-5)
+    ap.add_argument("--conditioning", choices=("target", "delta"), default="delta",
+                    help="networks see the target AUs (GANimation) or target minus source AUs (STGAN)")
     ap.add_argument("--no-motion", action="store_true", help="texture-only ablation (GANimation: no flow)")
     ap.add_argument("--val-fraction", type=float, default=0.15)
     ap.add_argument("--checkpoint-every", type=int, default=100)

@@ -38,6 +38,10 @@ class EditorConfig:
     texture_res_blocks: int = 6
     max_flow: float = 0.15
     use_motion: bool = True  # False: GANimation's texture-only editing (the ablation)
+    # What the networks see: "target" — the target AUs (GANimation); "delta" — target minus
+    # the face's current AUs (difference attributes, STGAN, Liu et al. CVPR 2019): an
+    # unchanged AU reads 0, so "no edit" is the zero condition.
+    conditioning: str = "target"
     au_names: list[str] = field(default_factory=lambda: list(AU_NAMES))
     extra: dict = field(default_factory=dict)  # provenance: training data, command, commit
 
@@ -63,6 +67,8 @@ class FaceEditor(nn.Module):
     Forward:
         image (Tensor[N, 3, S, S]): RGB in [-1, 1], S = ``config.image_size``.
         aus (Tensor[N, 17]): target AU intensities 0..5 in :data:`fastwarp.AU_NAMES` order.
+        source_aus (Tensor[N, 17] or None): the face's current AUs; required when
+            ``config.conditioning == "delta"`` (the networks then see ``aus - source_aus``).
     Returns:
         :class:`EditResult`; ``output = mask * warp(image, flow) + (1 - mask) * texture``.
     """
@@ -71,16 +77,27 @@ class FaceEditor(nn.Module):
         super().__init__()
         self.config = config or EditorConfig()
         c = self.config
+        if c.conditioning not in ("target", "delta"):
+            raise ValueError(f"config.conditioning must be 'target' or 'delta', got {c.conditioning!r}")
         if list(c.au_names) != list(AU_NAMES):
             raise ValueError(f"config.au_names must be fastwarp's AU order {list(AU_NAMES)}, got {c.au_names}")
         self.motion = MotionNet(c.motion_width, c.motion_res_blocks, c.max_flow) if c.use_motion else None
         self.texture = TextureNet(c.texture_width, c.texture_res_blocks)
 
-    def forward(self, image: Tensor, aus: Tensor) -> EditResult:
+    def forward(self, image: Tensor, aus: Tensor, source_aus: Tensor | None = None) -> EditResult:
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must have shape [N, 3, S, S], got {list(image.shape)}")
-        if aus.shape != (image.shape[0], len(AU_NAMES)):
+        expected = (image.shape[0], len(AU_NAMES))
+        if aus.shape != expected:
             raise ValueError(f"aus must have shape [{image.shape[0]}, {len(AU_NAMES)}], got {list(aus.shape)}")
+        if self.config.conditioning == "delta":
+            if source_aus is None:
+                raise ValueError("this model is conditioned on AU differences: pass source_aus (the face's "
+                                 "current AUs)")
+            if source_aus.shape != expected:
+                raise ValueError(f"source_aus must have shape [{expected[0]}, {expected[1]}], "
+                                 f"got {list(source_aus.shape)}")
+            aus = aus - source_aus
         if self.motion is not None:
             flow = self.motion(image, aus)
             warped = ops.warp(image, flow)
