@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .landmarks import FACE_OVAL, NUM_LANDMARKS
+from .landmarks import FACE_OVAL, NUM_LANDMARKS, check_bgr_image
 
 # Stable landmarks: outer/inner eye corners and the nose ridge from the bridge (168) to
 # the subnasale (2).
@@ -69,13 +69,7 @@ class FaceCrop:
 
 
 def _check_frame(frame_bgr: np.ndarray, name: str = "frame") -> np.ndarray:
-    if not isinstance(frame_bgr, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array, got {type(frame_bgr).__name__}")
-    if frame_bgr.dtype != np.uint8:
-        raise ValueError(f"{name} must be uint8 BGR, got dtype {frame_bgr.dtype}")
-    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
-        raise ValueError(f"{name} must have shape [H, W, 3] (BGR), got {frame_bgr.shape}")
-    return frame_bgr
+    return check_bgr_image(frame_bgr, name)
 
 
 def _check_landmarks(landmarks: np.ndarray) -> np.ndarray:

@@ -193,15 +193,17 @@ def head_pose(lm: np.ndarray) -> tuple[float, float]:
     return yaw, pitch
 
 
-def _check_image(image_bgr: np.ndarray) -> np.ndarray:
+def check_bgr_image(image_bgr: np.ndarray, name: str = "image", min_size: int = 1) -> np.ndarray:
+    """Raise ``ValueError`` naming ``name`` unless it is a uint8 ``[H, W, 3]`` array of at
+    least ``min_size`` pixels a side; return it unchanged."""
     if not isinstance(image_bgr, np.ndarray):
-        raise ValueError(f"image must be a numpy array, got {type(image_bgr).__name__}")
+        raise ValueError(f"{name} must be a numpy array, got {type(image_bgr).__name__}")
     if image_bgr.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 BGR, got dtype {image_bgr.dtype}")
+        raise ValueError(f"{name} must be uint8 BGR, got dtype {image_bgr.dtype}")
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-        raise ValueError(f"image must have shape [H, W, 3] (BGR), got {image_bgr.shape}")
-    if image_bgr.shape[0] < 2 or image_bgr.shape[1] < 2:
-        raise ValueError(f"image is too small: {image_bgr.shape}")
+        raise ValueError(f"{name} must have shape [H, W, 3] (BGR), got {image_bgr.shape}")
+    if image_bgr.shape[0] < min_size or image_bgr.shape[1] < min_size:
+        raise ValueError(f"{name} is too small: {image_bgr.shape}")
     return image_bgr
 
 
@@ -251,7 +253,7 @@ class FaceMesh:
         Raises:
             ValueError: not a uint8 3-channel image; RuntimeError: after :meth:`close`.
         """
-        img = _check_image(image_bgr)
+        img = check_bgr_image(image_bgr, min_size=2)
         if self._mesh is None:
             raise RuntimeError("FaceMesh is closed")
         import cv2
