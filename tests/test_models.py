@@ -122,7 +122,7 @@ def test_bundled_default_weights_load():
     assert {"trained_by", "data", "commit", "validation"} <= set(cfg.extra)  # provenance travels with them
     image, aus = _inputs(1, 128)
     with torch.no_grad():
-        r = model(image, aus)
+        r = model(image, aus, torch.zeros_like(aus) if cfg.conditioning == "delta" else None)
     assert torch.isfinite(r.output).all() and r.output.shape == (1, 3, 128, 128)
 
 

@@ -73,8 +73,9 @@ def landmark_flow_loss(flow: torch.Tensor, lm_src: torch.Tensor, lm_tgt: torch.T
 
 
 def git_commit() -> str:
+    """The commit the code runs from, with "-dirty" when the working tree has changes."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -138,6 +139,9 @@ the motion net adds learned per-AU motion templates) at {cfg['image_size']} px, 
 - Losses: L1 reconstruction of the target frame, cycle L1, landmark flow (L1,
   pixels), flow total variation, GANimation's mask terms on the texture's share.
 
+Stored in float16 (loading converts to float32); `python -m training.evaluate --data
+.cache/dataset128` reproduces the table below from the stored weights.
+
 ## Validation (held-out videos; pairs with head pose within 0.15 rad and some AU
 differing by at least 1; identity = output the source frame unchanged)
 
@@ -160,6 +164,7 @@ divided by the inter-ocular distance (all points, and mouth / eyes / brows); au_
 
 def train(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
+    commit = git_commit()  # at the start: the code that trains, not what is committed meanwhile
     dataset = load_dataset(args.data)
     names = sorted(dataset)
     train_videos, val_videos = split_videos(names, args.val_fraction, args.seed)
@@ -225,7 +230,7 @@ def train(args: argparse.Namespace) -> dict:
         "trained_by": "python -m training.train " + " ".join(sys.argv[1:]),
         "data": f"{len(train_videos)} videos of ../shared/data/faces (frames from `python -m training.data`)",
         "validation_videos": val_videos,
-        "commit": git_commit(),
+        "commit": commit,
         "steps": step,
         "batch": args.batch,
         "train_minutes": round(train_seconds / 60, 1),
@@ -248,8 +253,9 @@ def train(args: argparse.Namespace) -> dict:
     (out_dir / "loss.csv").write_text("step,loss,rec,identity\n" + "".join(
         f"{s},{l:.5f},{r:.5f},{i:.5f}\n" for s, l, r, i in history))
     if args.install:
-        for suffix in (".safetensors", ".json", ".md"):
-            shutil.copyfile((out_dir / "editor").with_suffix(suffix), DEFAULT_WEIGHTS.with_suffix(suffix))
+        # Shipped in float16 (half the size; loading converts back to float32).
+        model.save(DEFAULT_WEIGHTS, dtype=torch.float16)
+        shutil.copyfile(out_dir / "editor.md", DEFAULT_WEIGHTS.with_suffix(".md"))
         print(f"installed as the default weights: {DEFAULT_WEIGHTS}.safetensors/.json")
     return summary
 

@@ -112,16 +112,20 @@ class FaceEditor(nn.Module):
 
     # --- checkpoints ---------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> tuple[Path, Path]:
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> tuple[Path, Path]:
         """Write ``<path>.safetensors`` and ``<path>.json`` atomically (temp file, then rename).
 
+        Args:
+            dtype: store floating-point tensors in this dtype (e.g. ``torch.float16`` halves
+                the file; :meth:`load` converts back to the model's dtype).
         Returns:
             The two paths written.
         """
         base = Path(path)
         base.parent.mkdir(parents=True, exist_ok=True)
         weights, config = base.with_suffix(".safetensors"), base.with_suffix(".json")
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tensors = {k: v.detach().cpu().to(dtype if dtype is not None and v.is_floating_point() else v.dtype)
+                   .contiguous() for k, v in self.state_dict().items()}
         with atomic_path(weights) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
         with atomic_path(config) as tmp:
