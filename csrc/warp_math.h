@@ -32,8 +32,25 @@ struct Strides4 {
   int64_t n, c, h, w;
 };
 
+#if defined(__CUDA_ARCH__)
 FW_HOST_DEVICE float fw_floor(float v) { return floorf(v); }
 FW_HOST_DEVICE double fw_floor(double v) { return floor(v); }
+#else
+// Baseline x86-64 (SSE2) has no rounding instruction, and the compiler's inline floorf
+// sequence made the CPU kernel ~25% slower than with SSE4.1's roundss. Truncation is exact
+// where it is defined: every float of magnitude >= 2^23 (double: 2^52) is an integer, and
+// NaN and infinities are their own floor, so those are returned unchanged.
+FW_HOST_DEVICE float fw_floor(float v) {
+  if (!(fabsf(v) < 8388608.0f)) return v;
+  const float t = static_cast<float>(static_cast<int32_t>(v));
+  return t > v ? t - 1.0f : t;
+}
+FW_HOST_DEVICE double fw_floor(double v) {
+  if (!(fabs(v) < 4503599627370496.0)) return v;
+  const double t = static_cast<double>(static_cast<int64_t>(v));
+  return t > v ? t - 1.0 : t;
+}
+#endif
 
 // One axis of a bilinear sample: the lower tap index, which taps are inside the image,
 // the fractional position (weight of the upper tap) and d(coordinate)/d(flow).
