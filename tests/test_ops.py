@@ -99,19 +99,26 @@ def random_like(t: torch.Tensor, seed: int) -> torch.Tensor:
 
 # --- forward and backward against the reference --------------------------------------------
 
+def reference_cases(test):
+    """Every device x dtype x layout x padding mode x flow size x shape x op."""
+    for mark in (pytest.mark.parametrize("op", OPS),
+                 pytest.mark.parametrize("shape", SHAPES, ids=shape_id),
+                 pytest.mark.parametrize("flow_kind", ["inside", "outside"]),
+                 pytest.mark.parametrize("mode", MODES),
+                 pytest.mark.parametrize("layout", LAYOUTS),
+                 pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str),
+                 pytest.mark.parametrize("device", devices())):
+        test = mark(test)
+    return test
+
+
 def flow_scale_of(kind: str, shape) -> float:
     # "inside": a few pixels, most samples stay in the image; "outside": twice the image
     # size, most samples leave it (clamped in border mode, zero taps in zeros mode).
     return 3.0 if kind == "inside" else 2.0 * max(shape[2], shape[3])
 
 
-@pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
-@pytest.mark.parametrize("flow_kind", ["inside", "outside"])
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("device", devices())
+@reference_cases
 def test_forward_matches_reference(device, dtype, layout, mode, flow_kind, shape, op):
     inputs = make_inputs(shape, dtype, device, layout, flow_scale_of(flow_kind, shape), seed=1)
     args = args_of(op, inputs)
@@ -123,13 +130,7 @@ def test_forward_matches_reference(device, dtype, layout, mode, flow_kind, shape
     assert out.is_contiguous(memory_format=fmt)
 
 
-@pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
-@pytest.mark.parametrize("flow_kind", ["inside", "outside"])
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("device", devices())
+@reference_cases
 def test_backward_matches_reference(device, dtype, layout, mode, flow_kind, shape, op):
     inputs = make_inputs(shape, dtype, device, layout, flow_scale_of(flow_kind, shape), seed=2)
     args = args_of(op, inputs)
