@@ -125,7 +125,6 @@ class ExpressionEditor:
         pixels), texture and mask are bilinearly upsampled (``align_corners=False``) and
         applied by :func:`fastwarp.warp_blend` to the full-resolution crop.
         """
-        image_hr = bgr_to_tensor(crop_bgr, self.device)
         side = crop_bgr.shape[0]
         small = crop_bgr if side == self.size else cv2.resize(crop_bgr, (self.size, self.size),
                                                               interpolation=cv2.INTER_AREA)
@@ -133,6 +132,7 @@ class ExpressionEditor:
         result = self.model(bgr_to_tensor(small, self.device), as_batch(target_aus), as_batch(current_aus))
         if side == self.size:
             return tensor_to_bgr(result.output)[0]
+        image_hr = bgr_to_tensor(crop_bgr, self.device)
         hw = (crop_bgr.shape[0], crop_bgr.shape[1])
         up = lambda t: F.interpolate(t, size=hw, mode="bilinear", align_corners=False)  # noqa: E731
         flow = up(result.flow)
