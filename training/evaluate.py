@@ -62,14 +62,15 @@ def evaluate_pairs(model: FaceEditor, dataset: dict, pairs: list[tuple[str, int,
         tgt = np.stack([dataset[v]["crops"][t] for v, _, t in chunk])
         aus = torch.from_numpy(np.stack([dataset[v]["aus"][t] for v, _, t in chunk]))
         src_aus = torch.from_numpy(np.stack([dataset[v]["aus"][s] for v, s, _ in chunk]))
-        out_t = model(bgr_to_tensor(src), aus, src_aus).output
+        src_t = bgr_to_tensor(src)
+        out_t = model(src_t, aus, src_aus).output
         out = tensor_to_bgr(out_t)
         tgt_t = bgr_to_tensor(tgt)
         for i in range(len(chunk)):
             lm_t = mesh.detect(tgt[i])
             if not lm_t:
                 continue
-            for name, img, img_t in (("model", out[i], out_t[i]), ("identity", src[i], bgr_to_tensor(src[i])[0])):
+            for name, img, img_t in (("model", out[i], out_t[i]), ("identity", src[i], src_t[i])):
                 lm = mesh.detect(img)
                 if not lm:
                     continue
