@@ -2,7 +2,7 @@
 //
 // Each message names the argument, what was expected and what arrived, e.g.
 // "fastwarp.warp: flow.shape[1] must be 2 (dx, dy), got 3". The Python fake kernels
-// (fastwarp/_meta.py) raise the same messages, so eager and traced calls agree.
+// (fastwarp/_checks.py) raise the same messages, so eager and traced calls agree.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -28,7 +28,10 @@ inline detail::Padding parse_padding(const char* op, c10::string_view padding_mo
   TORCH_CHECK_VALUE(false, op, ": padding_mode must be 'border' or 'zeros', got '", std::string(padding_mode), "'");
 }
 
-inline void check_tensor(const char* op, const char* name, const at::Tensor& t, const at::Tensor& image) {
+// `flow` is null when `t` is the flow itself (whose size may be at most the image's);
+// texture and mask must have the flow's spatial size.
+inline void check_tensor(const char* op, const char* name, const at::Tensor& t, const at::Tensor& image,
+                         const at::Tensor* flow = nullptr) {
   TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must be a 4-D tensor, got ", t.dim(), "-D with shape ",
                     shape_str(t));
   TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", name,
@@ -40,9 +43,15 @@ inline void check_tensor(const char* op, const char* name, const at::Tensor& t, 
                     image.device(), "), got ", t.device());
   TORCH_CHECK_VALUE(t.size(0) == image.size(0), op, ": batch mismatch: image has N=", image.size(0), " but ",
                     name, " has N=", t.size(0));
-  TORCH_CHECK_VALUE(t.size(2) == image.size(2) && t.size(3) == image.size(3), op, ": ", name,
-                    " must have the image's spatial size [H, W] = [", image.size(2), ", ", image.size(3), "], got [",
-                    t.size(2), ", ", t.size(3), "]");
+  if (flow == nullptr) {
+    TORCH_CHECK_VALUE(t.size(2) >= 1 && t.size(2) <= image.size(2) && t.size(3) >= 1 && t.size(3) <= image.size(3),
+                      op, ": flow's spatial size [h, w] must be at least [1, 1] and at most the image's [H, W] = [",
+                      image.size(2), ", ", image.size(3), "], got [", t.size(2), ", ", t.size(3), "]");
+  } else {
+    TORCH_CHECK_VALUE(t.size(2) == flow->size(2) && t.size(3) == flow->size(3), op, ": ", name,
+                      " must have the flow's spatial size [h, w] = [", flow->size(2), ", ", flow->size(3), "], got [",
+                      t.size(2), ", ", t.size(3), "]");
+  }
 }
 
 // Checks the arguments of warp (texture and mask undefined) or warp_blend.
@@ -66,13 +75,13 @@ inline detail::Padding check_warp_args(const char* op, const at::Tensor& image, 
       TORCH_CHECK_VALUE(texture->size(1) == image.size(1), op, ": texture.shape[1] must equal image channels C=",
                         image.size(1), ", got ", texture->size(1));
     }
-    check_tensor(op, "texture", *texture, image);
+    check_tensor(op, "texture", *texture, image, &flow);
   }
   if (mask != nullptr) {
     if (mask->dim() == 4) {
       TORCH_CHECK_VALUE(mask->size(1) == 1, op, ": mask.shape[1] must be 1, got ", mask->size(1));
     }
-    check_tensor(op, "mask", *mask, image);
+    check_tensor(op, "mask", *mask, image, &flow);
   }
   return padding;
 }
@@ -101,6 +110,8 @@ detail::WarpInputs<scalar_t> warp_inputs(const at::Tensor& image, const at::Tens
   in.C = image.size(1);
   in.H = image.size(2);
   in.W = image.size(3);
+  in.h = flow.size(2);
+  in.w = flow.size(3);
   in.padding = padding;
   return in;
 }

@@ -5,8 +5,11 @@
 //                                                    c10::string_view padding_mode);
 //   template <bool kBlend> static std::array<at::Tensor, 4> backward(const char* op, grad_output, image, flow,
 //                                                    texture, mask, padding_mode, std::array<bool, 4> need);
-// (texture and mask are null for plain warp) and registers itself with
-// WarpEntryPoints<Backend>::register_kernels(m) in its TORCH_LIBRARY_IMPL block.
+// (texture and mask are null for plain warp) and
+//   static void upsample_adjoint(const at::Tensor& grad_hi, const at::Tensor& grad_lo);
+// (the gradient of the bilinear upsampling, detail::upsample_adjoint_at at every element
+// of grad_lo), and registers itself with WarpEntryPoints<Backend>::register_kernels(m) in
+// its TORCH_LIBRARY_IMPL block.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -23,30 +26,46 @@ namespace fastwarp {
 // A validated backward call with its per-pixel gradients (flow, texture, mask) allocated;
 // the image gradient is each backend's own business (a scatter). A gradient not asked for
 // is an empty tensor of shape [0], a fresh one each (the schema's outputs must not alias).
+//
+// When flow, texture and mask are smaller than the image (resolution independence), the
+// kernels write their per-output-pixel gradients into H x W buffers (`*_hi`) and
+// finish() reduces each onto its h x w tensor with the backend's upsample_adjoint.
 struct BackwardSetup {
   detail::Padding padding;
   at::ScalarType acc_type;  // float32 for half/bfloat16 inputs
   at::Tensor grad_flow, grad_texture, grad_mask;
+  at::Tensor flow_hi, texture_hi, mask_hi;  // defined only when the grid is smaller
   at::Tensor options_source;
 
   at::Tensor none() const { return options_source.new_empty({0}); }
+
+  // Where the kernels write: the gradient itself, or its H x W buffer.
+  static const at::Tensor& target(const at::Tensor& grad, const at::Tensor& hi) { return hi.defined() ? hi : grad; }
 
   template <typename scalar_t, typename acc_t>
   detail::WarpGrads<scalar_t, acc_t> grads() const {
     detail::WarpGrads<scalar_t, acc_t> g{};
     if (grad_flow.numel() > 0) {
-      g.flow = grad_flow.mutable_data_ptr<scalar_t>();
-      g.s_flow = strides4(grad_flow);
+      g.flow = target(grad_flow, flow_hi).mutable_data_ptr<scalar_t>();
+      g.s_flow = strides4(target(grad_flow, flow_hi));
     }
     if (grad_texture.numel() > 0) {
-      g.texture = grad_texture.mutable_data_ptr<scalar_t>();
-      g.s_texture = strides4(grad_texture);
+      g.texture = target(grad_texture, texture_hi).mutable_data_ptr<scalar_t>();
+      g.s_texture = strides4(target(grad_texture, texture_hi));
     }
     if (grad_mask.numel() > 0) {
-      g.mask = grad_mask.mutable_data_ptr<scalar_t>();
-      g.s_mask = strides4(grad_mask);
+      g.mask = target(grad_mask, mask_hi).mutable_data_ptr<scalar_t>();
+      g.s_mask = strides4(target(grad_mask, mask_hi));
     }
     return g;
+  }
+
+  // After the kernels: the h x w gradients from their H x W buffers.
+  template <typename Backend>
+  void finish() const {
+    if (flow_hi.defined()) Backend::upsample_adjoint(flow_hi, grad_flow);
+    if (texture_hi.defined()) Backend::upsample_adjoint(texture_hi, grad_texture);
+    if (mask_hi.defined()) Backend::upsample_adjoint(mask_hi, grad_mask);
   }
 };
 
@@ -65,6 +84,13 @@ inline BackwardSetup setup_backward(const char* op, const at::Tensor& grad_outpu
   s.grad_flow = need[1] ? at::empty_like(flow) : s.none();
   s.grad_texture = (texture != nullptr && need[2]) ? at::empty_like(*texture) : s.none();
   s.grad_mask = (mask != nullptr && need[3]) ? at::empty_like(*mask) : s.none();
+  if (flow.size(2) != image.size(2) || flow.size(3) != image.size(3)) {
+    const int64_t N = image.size(0), H = image.size(2), W = image.size(3);
+    const auto opts = image.options().memory_format(image.suggest_memory_format());
+    if (s.grad_flow.numel() > 0) s.flow_hi = at::empty({N, 2, H, W}, opts);
+    if (s.grad_texture.numel() > 0) s.texture_hi = at::empty({N, image.size(1), H, W}, opts);
+    if (s.grad_mask.numel() > 0) s.mask_hi = at::empty({N, 1, H, W}, opts);
+  }
   return s;
 }
 

@@ -147,7 +147,110 @@ FW_HOST_DEVICE Quad<acc_t> load_quad(const scalar_t* plane, int64_t sh, int64_t 
   return q;
 }
 
-// Pointers and strides of one call. texture and mask are null for plain warp.
+// One axis of the bilinear upsampling of the flow/texture/mask grid (size `in`) onto the
+// image grid (size `out` >= in): F.interpolate(mode="bilinear", align_corners=False) as
+// PyTorch computes it (area_pixel_compute_source_index, then guard_index_and_lambda).
+template <typename acc_t>
+struct UpAxis {
+  int64_t i0, i1;  // the two source samples
+  acc_t l0, l1;    // their weights
+
+  FW_HOST_DEVICE static UpAxis make(int64_t dst, int64_t in, int64_t out) {
+    UpAxis a;
+    const acc_t scale = static_cast<acc_t>(in) / static_cast<acc_t>(out);
+    acc_t src = scale * (static_cast<acc_t>(dst) + acc_t(0.5)) - acc_t(0.5);
+    if (src < acc_t(0)) src = acc_t(0);
+    a.i0 = static_cast<int64_t>(src);  // src >= 0 and finite: truncation is floor
+    if (a.i0 > in - 1) a.i0 = in - 1;
+    a.i1 = a.i0 + (a.i0 < in - 1 ? 1 : 0);
+    acc_t l1 = src - static_cast<acc_t>(a.i0);
+    l1 = l1 < acc_t(0) ? acc_t(0) : (l1 > acc_t(1) ? acc_t(1) : l1);
+    a.l1 = l1;
+    a.l0 = acc_t(1) - l1;
+    return a;
+  }
+
+  // Weight of source sample i in output sample dst (0 if dst does not read i).
+  FW_HOST_DEVICE static acc_t weight(int64_t i, int64_t dst, int64_t in, int64_t out) {
+    const UpAxis a = make(dst, in, out);
+    return (a.i0 == i ? a.l0 : acc_t(0)) + (a.i1 == i ? a.l1 : acc_t(0));
+  }
+
+  // Output samples [*lo, *hi) that may read source sample i: a superset (the weight
+  // decides), from the inverse map dst = (src + 0.5) * out / in - 0.5 with src in
+  // [i - 1, i + 1), widened by two samples against rounding.
+  FW_HOST_DEVICE static void readers(int64_t i, int64_t in, int64_t out, int64_t* lo, int64_t* hi) {
+    const double inv = static_cast<double>(out) / static_cast<double>(in);
+    int64_t a = static_cast<int64_t>((static_cast<double>(i) - 0.5) * inv - 0.5) - 2;
+    int64_t b = static_cast<int64_t>((static_cast<double>(i) + 1.5) * inv - 0.5) + 3;
+    *lo = a < 0 ? 0 : a;
+    *hi = b > out ? out : b;
+  }
+};
+
+// Where output pixel (y, x) reads the flow/texture/mask grid (h x w): the pixel itself
+// when that grid has the image's size, else its bilinear upsampling, with the flow's
+// values scaled from pixels of the h x w grid to pixels of the image (W / w, H / h).
+template <typename acc_t>
+struct LowRes {
+  bool identity;
+  int64_t y, x;
+  UpAxis<acc_t> ay, ax;
+  acc_t sx, sy;  // flow scale: W / w and H / h (exactly 1 when identity)
+
+  FW_HOST_DEVICE static LowRes make(int64_t y, int64_t x, int64_t h, int64_t w, int64_t H, int64_t W) {
+    LowRes r;
+    r.identity = (h == H && w == W);
+    r.y = y;
+    r.x = x;
+    if (r.identity) {
+      r.sx = acc_t(1);
+      r.sy = acc_t(1);
+    } else {
+      r.ay = UpAxis<acc_t>::make(y, h, H);
+      r.ax = UpAxis<acc_t>::make(x, w, W);
+      r.sx = static_cast<acc_t>(W) / static_cast<acc_t>(w);
+      r.sy = static_cast<acc_t>(H) / static_cast<acc_t>(h);
+    }
+    return r;
+  }
+
+  template <typename scalar_t>
+  FW_HOST_DEVICE acc_t sample(const scalar_t* plane, int64_t sh, int64_t sw) const {
+    if (identity) return static_cast<acc_t>(plane[y * sh + x * sw]);
+    const acc_t top = ax.l0 * static_cast<acc_t>(plane[ay.i0 * sh + ax.i0 * sw]) +
+                      ax.l1 * static_cast<acc_t>(plane[ay.i0 * sh + ax.i1 * sw]);
+    const acc_t bottom = ax.l0 * static_cast<acc_t>(plane[ay.i1 * sh + ax.i0 * sw]) +
+                         ax.l1 * static_cast<acc_t>(plane[ay.i1 * sh + ax.i1 * sw]);
+    return ay.l0 * top + ay.l1 * bottom;
+  }
+};
+
+// Gradient of the upsampling at one element (i, k) of an h x w plane: the adjoint of
+// F.interpolate(bilinear, align_corners=False), as a gather over the H x W gradient
+// plane `g` (so it needs no atomics and its summation order is fixed).
+template <typename scalar_t, typename acc_t>
+FW_HOST_DEVICE acc_t upsample_adjoint_at(const scalar_t* g, int64_t sh, int64_t sw, int64_t i, int64_t k, int64_t h,
+                                         int64_t w, int64_t H, int64_t W) {
+  int64_t y_lo, y_hi, x_lo, x_hi;
+  UpAxis<acc_t>::readers(i, h, H, &y_lo, &y_hi);
+  UpAxis<acc_t>::readers(k, w, W, &x_lo, &x_hi);
+  acc_t sum = acc_t(0);
+  for (int64_t y = y_lo; y < y_hi; ++y) {
+    const acc_t wy = UpAxis<acc_t>::weight(i, y, h, H);
+    if (wy == acc_t(0)) continue;
+    acc_t row = acc_t(0);
+    for (int64_t x = x_lo; x < x_hi; ++x) {
+      const acc_t wx = UpAxis<acc_t>::weight(k, x, w, W);
+      if (wx != acc_t(0)) row += wx * static_cast<acc_t>(g[y * sh + x * sw]);
+    }
+    sum += wy * row;
+  }
+  return sum;
+}
+
+// Pointers and strides of one call. texture and mask are null for plain warp. flow,
+// texture and mask share the grid h x w (h <= H, w <= W).
 template <typename scalar_t>
 struct WarpInputs {
   const scalar_t* image;
@@ -159,27 +262,31 @@ struct WarpInputs {
   const scalar_t* mask;
   Strides4 s_mask;
   int64_t N, C, H, W;
+  int64_t h, w;
   Padding padding;
 };
 
 // Forward of one output pixel (n, y, x), all channels:
 //   warp:       out = bilinear(image, x + dx, y + dy)
 //   warp_blend: out = mask * bilinear(...) + (1 - mask) * texture
+// with dx, dy, mask and texture read through LowRes (upsampled when h x w < H x W).
 template <typename scalar_t, typename acc_t, bool kBlend>
 FW_HOST_DEVICE void warp_forward_pixel(const WarpInputs<scalar_t>& in, scalar_t* out, const Strides4& s_out,
                                        int64_t n, int64_t y, int64_t x) {
-  const scalar_t* fl = in.flow + n * in.s_flow.n + y * in.s_flow.h + x * in.s_flow.w;
-  const Taps<acc_t> t = make_taps<acc_t>(x, y, static_cast<acc_t>(fl[0]), static_cast<acc_t>(fl[in.s_flow.c]),
-                                         in.W, in.H, in.padding);
+  const LowRes<acc_t> lr = LowRes<acc_t>::make(y, x, in.h, in.w, in.H, in.W);
+  const scalar_t* fl = in.flow + n * in.s_flow.n;
+  const acc_t dx = lr.sample(fl, in.s_flow.h, in.s_flow.w) * lr.sx;
+  const acc_t dy = lr.sample(fl + in.s_flow.c, in.s_flow.h, in.s_flow.w) * lr.sy;
+  const Taps<acc_t> t = make_taps<acc_t>(x, y, dx, dy, in.W, in.H, in.padding);
   acc_t m = acc_t(1);
-  if (kBlend) m = static_cast<acc_t>(in.mask[n * in.s_mask.n + y * in.s_mask.h + x * in.s_mask.w]);
+  if (kBlend) m = lr.sample(in.mask + n * in.s_mask.n, in.s_mask.h, in.s_mask.w);
   const scalar_t* img_n = in.image + n * in.s_image.n;
   scalar_t* out_px = out + n * s_out.n + y * s_out.h + x * s_out.w;
   for (int64_t c = 0; c < in.C; ++c) {
     acc_t v = load_quad<acc_t>(img_n + c * in.s_image.c, in.s_image.h, in.s_image.w, t).interpolate(t);
     if (kBlend) {
-      const acc_t tex = static_cast<acc_t>(
-          in.texture[n * in.s_texture.n + c * in.s_texture.c + y * in.s_texture.h + x * in.s_texture.w]);
+      const acc_t tex = lr.sample(in.texture + n * in.s_texture.n + c * in.s_texture.c, in.s_texture.h,
+                                  in.s_texture.w);
       v = m * v + (acc_t(1) - m) * tex;
     }
     out_px[c * s_out.c] = static_cast<scalar_t>(v);
@@ -188,7 +295,9 @@ FW_HOST_DEVICE void warp_forward_pixel(const WarpInputs<scalar_t>& in, scalar_t*
 
 // Gradient outputs of one backward call. grad_image is an accumulation buffer in acc_t
 // (float32 for half/bfloat16 inputs): the image gradient is a scatter of many taps.
-// A null pointer means that gradient was not asked for.
+// flow, texture and mask receive the gradient at each output pixel (n, y, x): the
+// tensors' own gradients when their grid is the image's, else H x W buffers whose
+// upsample_adjoint_at gives the h x w gradients. A null pointer means not asked for.
 template <typename scalar_t, typename acc_t>
 struct WarpGrads {
   acc_t* image;
@@ -209,11 +318,13 @@ template <typename scalar_t, typename acc_t, bool kBlend, typename Scatter>
 FW_HOST_DEVICE void warp_backward_pixel(const WarpInputs<scalar_t>& in, const scalar_t* grad_out,
                                         const Strides4& s_gout, const WarpGrads<scalar_t, acc_t>& g, int64_t n,
                                         int64_t y, int64_t x, Scatter& scatter) {
-  const scalar_t* fl = in.flow + n * in.s_flow.n + y * in.s_flow.h + x * in.s_flow.w;
-  const Taps<acc_t> t = make_taps<acc_t>(x, y, static_cast<acc_t>(fl[0]), static_cast<acc_t>(fl[in.s_flow.c]),
-                                         in.W, in.H, in.padding);
+  const LowRes<acc_t> lr = LowRes<acc_t>::make(y, x, in.h, in.w, in.H, in.W);
+  const scalar_t* fl = in.flow + n * in.s_flow.n;
+  const acc_t dx = lr.sample(fl, in.s_flow.h, in.s_flow.w) * lr.sx;
+  const acc_t dy = lr.sample(fl + in.s_flow.c, in.s_flow.h, in.s_flow.w) * lr.sy;
+  const Taps<acc_t> t = make_taps<acc_t>(x, y, dx, dy, in.W, in.H, in.padding);
   acc_t m = acc_t(1);
-  if (kBlend) m = static_cast<acc_t>(in.mask[n * in.s_mask.n + y * in.s_mask.h + x * in.s_mask.w]);
+  if (kBlend) m = lr.sample(in.mask + n * in.s_mask.n, in.s_mask.h, in.s_mask.w);
   const bool need_values = g.flow != nullptr || (kBlend && g.mask != nullptr);
   const scalar_t* img_n = in.image + n * in.s_image.n;
   const scalar_t* go_px = grad_out + n * s_gout.n + y * s_gout.h + x * s_gout.w;
@@ -224,12 +335,15 @@ FW_HOST_DEVICE void warp_backward_pixel(const WarpInputs<scalar_t>& in, const sc
     Quad<acc_t> q;
     if (need_values) q = load_quad<acc_t>(img_n + c * in.s_image.c, in.s_image.h, in.s_image.w, t);
     if (kBlend) {
-      const int64_t toff = n * in.s_texture.n + c * in.s_texture.c + y * in.s_texture.h + x * in.s_texture.w;
       if (g.texture != nullptr) {
         g.texture[n * g.s_texture.n + c * g.s_texture.c + y * g.s_texture.h + x * g.s_texture.w] =
             static_cast<scalar_t>(go * (acc_t(1) - m));
       }
-      if (g.mask != nullptr) gmask += go * (q.interpolate(t) - static_cast<acc_t>(in.texture[toff]));
+      if (g.mask != nullptr) {
+        const acc_t tex = lr.sample(in.texture + n * in.s_texture.n + c * in.s_texture.c, in.s_texture.h,
+                                    in.s_texture.w);
+        gmask += go * (q.interpolate(t) - tex);
+      }
       go = go * m;  // gradient reaching the warped image
     }
     if (g.image != nullptr) {
@@ -245,8 +359,8 @@ FW_HOST_DEVICE void warp_backward_pixel(const WarpInputs<scalar_t>& in, const sc
   }
   if (g.flow != nullptr) {
     scalar_t* gf = g.flow + n * g.s_flow.n + y * g.s_flow.h + x * g.s_flow.w;
-    gf[0] = static_cast<scalar_t>(gdx * t.x.grad);
-    gf[g.s_flow.c] = static_cast<scalar_t>(gdy * t.y.grad);
+    gf[0] = static_cast<scalar_t>(gdx * t.x.grad * lr.sx);
+    gf[g.s_flow.c] = static_cast<scalar_t>(gdy * t.y.grad * lr.sy);
   }
   if (kBlend && g.mask != nullptr) {
     g.mask[n * g.s_mask.n + y * g.s_mask.h + x * g.s_mask.w] = static_cast<scalar_t>(gmask);

@@ -26,7 +26,8 @@ def shape_str(t: torch.Tensor) -> str:
     return "[" + ", ".join(str(s) for s in t.shape) + "]"
 
 
-def _check_tensor(op: str, name: str, t: torch.Tensor, image: torch.Tensor) -> None:
+def _check_tensor(op: str, name: str, t: torch.Tensor, image: torch.Tensor,
+                  flow: torch.Tensor | None = None) -> None:
     if t.dim() != 4:
         raise ValueError(f"{op}: {name} must be a 4-D tensor, got {t.dim()}-D with shape {shape_str(t)}")
     if not t.dtype.is_floating_point:
@@ -39,9 +40,14 @@ def _check_tensor(op: str, name: str, t: torch.Tensor, image: torch.Tensor) -> N
         raise ValueError(f"{op}: {name} must be on the image's device ({image.device}), got {t.device}")
     if t.shape[0] != image.shape[0]:
         raise ValueError(f"{op}: batch mismatch: image has N={image.shape[0]} but {name} has N={t.shape[0]}")
-    if t.shape[2] != image.shape[2] or t.shape[3] != image.shape[3]:
-        raise ValueError(f"{op}: {name} must have the image's spatial size [H, W] = [{image.shape[2]}, "
-                         f"{image.shape[3]}], got [{t.shape[2]}, {t.shape[3]}]")
+    if flow is None:  # the flow itself: at most the image's size
+        if not (1 <= t.shape[2] <= image.shape[2] and 1 <= t.shape[3] <= image.shape[3]):
+            raise ValueError(f"{op}: flow's spatial size [h, w] must be at least [1, 1] and at most the "
+                             f"image's [H, W] = [{image.shape[2]}, {image.shape[3]}], "
+                             f"got [{t.shape[2]}, {t.shape[3]}]")
+    elif t.shape[2] != flow.shape[2] or t.shape[3] != flow.shape[3]:
+        raise ValueError(f"{op}: {name} must have the flow's spatial size [h, w] = [{flow.shape[2]}, "
+                         f"{flow.shape[3]}], got [{t.shape[2]}, {t.shape[3]}]")
 
 
 def check_warp_args(op: str, image: torch.Tensor, flow: torch.Tensor, texture: torch.Tensor | None = None,
@@ -64,11 +70,11 @@ def check_warp_args(op: str, image: torch.Tensor, flow: torch.Tensor, texture: t
         if texture.dim() == 4 and texture.shape[1] != image.shape[1]:
             raise ValueError(f"{op}: texture.shape[1] must equal image channels C={image.shape[1]}, "
                              f"got {texture.shape[1]}")
-        _check_tensor(op, "texture", texture, image)
+        _check_tensor(op, "texture", texture, image, flow)
     if mask is not None:
         if mask.dim() == 4 and mask.shape[1] != 1:
             raise ValueError(f"{op}: mask.shape[1] must be 1, got {mask.shape[1]}")
-        _check_tensor(op, "mask", mask, image)
+        _check_tensor(op, "mask", mask, image, flow)
 
 
 def check_grad_output(op: str, grad_output: torch.Tensor, image: torch.Tensor) -> None:

@@ -39,8 +39,11 @@ def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border") -> Tensor
     Args:
         image (Tensor[N, C, H, W]): float16, bfloat16, float32 or float64; contiguous NCHW,
             channels_last or any strided view.
-        flow (Tensor[N, 2, H, W]): displacement in pixels of the image, ``flow[:, 0]`` = dx
-            (rightwards), ``flow[:, 1]`` = dy (downwards); same dtype and device as image.
+        flow (Tensor[N, 2, h, w]): displacement in pixels, ``flow[:, 0]`` = dx (rightwards),
+            ``flow[:, 1]`` = dy (downwards); same dtype and device as image. ``h <= H`` and
+            ``w <= W``: a smaller flow is upsampled on the fly (bilinear,
+            ``align_corners=False``) and its values scaled by ``W / w`` and ``H / h``, i.e.
+            it is in pixels of its own grid (DESIGN.md, resolution independence).
         padding_mode (str): ``"border"`` clamps sample coordinates into the image (NaN
             clamps to the first pixel); ``"zeros"`` makes taps outside the image read 0
             (a NaN or infinite coordinate then gives NaN, as grid_sample does).
@@ -50,8 +53,8 @@ def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border") -> Tensor
         respect to ``image`` and ``flow``; half precision computes in float32.
 
     Raises:
-        ValueError: wrong rank or shape (``flow.shape[1] != 2``, batch or spatial size
-            mismatch), tensors on different devices, unknown ``padding_mode``.
+        ValueError: wrong rank or shape (``flow.shape[1] != 2``, batch mismatch, flow larger
+            than the image), tensors on different devices, unknown ``padding_mode``.
         TypeError: integer tensors or mismatched dtypes.
 
     Example:
@@ -70,10 +73,16 @@ def warp_blend(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, *,
     mask = 1 keeps the warped pixel).
 
     Args:
-        image (Tensor[N, C, H, W]), flow (Tensor[N, 2, H, W]), padding_mode: as in :func:`warp`.
-        texture (Tensor[N, C, H, W]): the texture network's output, same dtype and device.
-        mask (Tensor[N, 1, H, W]): blend weight per pixel, broadcast over channels; not
+        image (Tensor[N, C, H, W]), flow (Tensor[N, 2, h, w]), padding_mode: as in :func:`warp`.
+        texture (Tensor[N, C, h, w]): the texture network's output, same dtype and device.
+        mask (Tensor[N, 1, h, w]): blend weight per pixel, broadcast over channels; not
             clamped by the op.
+
+    flow, texture and mask share one grid ``h x w`` no larger than the image's; when it is
+    smaller, all three are upsampled inside the kernel (``F.interpolate(...,
+    mode="bilinear", align_corners=False)`` semantics) and the output keeps the image's
+    full resolution: the networks can run at 128 px while a 512 px crop keeps its detail.
+    Gradients reach the small tensors through the upsampling.
 
     Returns:
         Tensor[N, C, H, W] in the image's dtype and memory format; differentiable with
@@ -81,7 +90,7 @@ def warp_blend(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, *,
 
     Raises:
         ValueError, TypeError: as :func:`warp`, also for ``texture`` (shape
-            ``[N, C, H, W]``) and ``mask`` (``mask.shape[1] != 1``).
+            ``[N, C, h, w]``) and ``mask`` (``mask.shape[1] != 1``, or not the flow's grid).
     """
     return _ops.warp_blend.default(image, flow, texture, mask, padding_mode)
 

@@ -7,6 +7,12 @@ puts pixel centres at integer coordinates, so the flow in pixels is normalised b
 ``2 / (size - 1)``. A size-1 axis has no extent: grid_sample maps every finite
 coordinate onto its only pixel, so its normalising factor is 0 (non-finite flow still
 gives NaN coordinates there, as grid_sample would).
+
+Resolution independence (DESIGN.md): ``flow``, ``texture`` and ``mask`` may share a
+smaller size ``h x w`` (``h <= H``, ``w <= W``). They are first brought to the image's
+size by :func:`upsample` (``F.interpolate(..., mode="bilinear", align_corners=False)``),
+the flow's values scaled by ``W / w`` (dx) and ``H / h`` (dy), so a flow stays in pixels
+of the grid it was predicted on.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["warp", "warp_blend", "normalised_grid"]
+__all__ = ["warp", "warp_blend", "normalised_grid", "upsample", "upsample_flow"]
 
 
 def normalised_grid(flow: Tensor) -> Tensor:
@@ -37,16 +43,51 @@ def normalised_grid(flow: Tensor) -> Tensor:
     return torch.stack((gx, gy), dim=-1)
 
 
+def upsample(t: Tensor, size: tuple[int, int]) -> Tensor:
+    """``t`` bilinearly resized to ``size`` = (H, W) with ``align_corners=False``
+    (``F.interpolate`` semantics); returned unchanged when it already has that size.
+
+    Args:
+        t (Tensor[N, C, h, w]): floating point.
+        size: (H, W), each at least the input's.
+    Returns:
+        Tensor[N, C, H, W].
+    """
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t
+    return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def upsample_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
+    """A flow in pixels of its own ``h x w`` grid, as a flow in pixels of an ``H x W``
+    grid: :func:`upsample`, then dx times ``W / w`` and dy times ``H / h``.
+
+    Args:
+        flow (Tensor[N, 2, h, w]): (dx, dy) in pixels of the h x w grid.
+        size: (H, W).
+    Returns:
+        Tensor[N, 2, H, W].
+    """
+    h, w = flow.shape[-2:]
+    H, W = size
+    if (h, w) == (H, W):
+        return flow
+    up = upsample(flow, size)
+    return torch.stack((up[:, 0] * (W / w), up[:, 1] * (H / h)), dim=1)
+
+
 def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border") -> Tensor:
     """Reference backward warp: ``out[n, c, y, x] = bilinear(image[n, c], x + dx, y + dy)``.
 
     Args:
         image (Tensor[N, C, H, W]): floating point.
-        flow (Tensor[N, 2, H, W]): displacement in pixels (dx, dy), same dtype and device.
+        flow (Tensor[N, 2, h, w]): displacement (dx, dy) in pixels, same dtype and device;
+            ``h <= H``, ``w <= W`` (upsampled by :func:`upsample_flow`).
         padding_mode (str): ``"border"`` or ``"zeros"``.
     Returns:
         Tensor[N, C, H, W].
     """
+    flow = upsample_flow(flow, image.shape[-2:])
     return F.grid_sample(image, normalised_grid(flow), mode="bilinear", padding_mode=padding_mode,
                          align_corners=True)
 
@@ -56,8 +97,11 @@ def warp_blend(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, *,
     """Reference warp-plus-blend: ``mask * warp(image, flow) + (1 - mask) * texture``.
 
     Args:
-        image (Tensor[N, C, H, W]), flow (Tensor[N, 2, H, W]) as in :func:`warp`.
-        texture (Tensor[N, C, H, W]): the texture network's image.
-        mask (Tensor[N, 1, H, W]): attention mask, 1 keeps the warped pixel (GANimation).
+        image (Tensor[N, C, H, W]), flow (Tensor[N, 2, h, w]) as in :func:`warp`.
+        texture (Tensor[N, C, h, w]): the texture network's image.
+        mask (Tensor[N, 1, h, w]): attention mask, 1 keeps the warped pixel (GANimation).
+    Texture and mask are upsampled to H x W by :func:`upsample`.
     """
-    return mask * warp(image, flow, padding_mode=padding_mode) + (1 - mask) * texture
+    size = image.shape[-2:]
+    mask = upsample(mask, size)
+    return mask * warp(image, flow, padding_mode=padding_mode) + (1 - mask) * upsample(texture, size)

@@ -71,7 +71,7 @@ def with_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
 
 
 def make_inputs(shape, dtype=torch.float64, device="cpu", layout="contiguous", flow_scale=3.0,
-                seed=0) -> WarpInputs:
+                seed=0, grid=None) -> WarpInputs:
     """Fresh random inputs of the ops (never zeros).
 
     Args:
@@ -81,18 +81,20 @@ def make_inputs(shape, dtype=torch.float64, device="cpu", layout="contiguous", f
         flow_scale: standard deviation of the flow in pixels; a few times the image size
             sends most samples outside it.
         seed: the data depend on it only (drawn in float64 on the CPU, then converted).
+        grid: (h, w) of flow, texture and mask (resolution independence); default (H, W).
 
     Returns:
-        WarpInputs(image [N, C, H, W] uniform in [-1, 1), flow [N, 2, H, W] with
-        fractional parts in [0.1, 0.9] (see :func:`away_from_integers`), texture like
-        image, mask [N, 1, H, W] uniform in [0, 1)). None requires grad.
+        WarpInputs(image [N, C, H, W] uniform in [-1, 1), flow [N, 2, h, w] with
+        fractional parts in [0.1, 0.9] (see :func:`away_from_integers`), texture
+        [N, C, h, w] like image, mask [N, 1, h, w] uniform in [0, 1)). None requires grad.
     """
     N, C, H, W = shape
+    h, w = grid or (H, W)
     gen = torch.Generator().manual_seed(seed)
     opts = dict(dtype=torch.float64, generator=gen)
     image = torch.rand(N, C, H, W, **opts) * 2 - 1
-    flow = away_from_integers(torch.randn(N, 2, H, W, **opts) * flow_scale)
-    texture = torch.rand(N, C, H, W, **opts) * 2 - 1
-    mask = torch.rand(N, 1, H, W, **opts)
+    flow = away_from_integers(torch.randn(N, 2, h, w, **opts) * flow_scale)
+    texture = torch.rand(N, C, h, w, **opts) * 2 - 1
+    mask = torch.rand(N, 1, h, w, **opts)
     return WarpInputs(*(with_layout(t.to(device=device, dtype=dtype), layout)
                         for t in (image, flow, texture, mask)))

@@ -142,6 +142,68 @@ def test_backward_matches_reference(device, dtype, layout, mode, flow_kind, shap
         assert_matches(g, e, TOL[dtype], name=name)
 
 
+# --- resolution independence: flow, texture and mask on a smaller grid -------------------
+
+# (image shape, grid (h, w)): integer and fractional scale factors, one axis at full size,
+# a 1 x 1 grid, and the networks' 4x case.
+LOWRES_CASES = [
+    ((2, 3, 16, 20), (8, 5)),
+    ((1, 3, 17, 19), (4, 7)),
+    ((2, 2, 12, 9), (12, 4)),
+    ((2, 3, 9, 11), (1, 1)),
+    ((2, 3, 32, 32), (8, 8)),
+]
+
+
+def lowres_cases(test):
+    for mark in (pytest.mark.parametrize("op", OPS),
+                 pytest.mark.parametrize("shape,grid", LOWRES_CASES, ids=lambda v: shape_id(v)),
+                 pytest.mark.parametrize("mode", MODES),
+                 pytest.mark.parametrize("layout", LAYOUTS),
+                 pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str),
+                 pytest.mark.parametrize("device", devices())):
+        test = mark(test)
+    return test
+
+
+@lowres_cases
+def test_lowres_forward_matches_reference(device, dtype, layout, mode, shape, grid, op):
+    inputs = make_inputs(shape, dtype, device, layout, flow_scale=2.0, seed=31, grid=grid)
+    args = args_of(op, inputs)
+    out = FAST[op](*args, padding_mode=mode)
+    assert out.shape == shape
+    assert_matches(out, reference_forward(op, args, mode), TOL[dtype])
+
+
+@lowres_cases
+def test_lowres_backward_matches_reference(device, dtype, layout, mode, shape, grid, op):
+    # Gradients reach the h x w tensors through the adjoint of the upsampling.
+    inputs = make_inputs(shape, dtype, device, layout, flow_scale=2.0, seed=32, grid=grid)
+    args = args_of(op, inputs)
+    grad_output = with_layout(random_like(inputs.image, seed=33), layout)
+    _, grads = op_grads(op, args, grad_output, mode)
+    expected = reference_grads(op, args, grad_output, mode)
+    for name, g, e in zip(INPUT_NAMES, grads, expected):
+        assert g is not None and g.shape == e.shape, name
+        assert_matches(g, e, TOL[dtype], name=name)
+
+
+def test_lowres_upsampling_is_interpolate():
+    # Independent of fastwarp.reference: a constant flow on a 4x smaller grid is the same
+    # constant flow in image pixels times 4, and a zero flow with mask 0 returns the
+    # texture upsampled by F.interpolate.
+    image = torch.rand(1, 3, 32, 32, dtype=torch.float64)
+    flow = torch.zeros(1, 2, 8, 8, dtype=torch.float64)
+    flow[:, 0] = 0.5  # 0.5 px of the 8 x 8 grid = 2 px of the image
+    out = fastwarp.warp(image, flow)
+    torch.testing.assert_close(out[..., :30], image[..., 2:], rtol=0, atol=1e-12)
+    texture = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    mask = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    out = fastwarp.warp_blend(image, flow, texture, mask)
+    expected = torch.nn.functional.interpolate(texture, size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("shape", [(2, 3, 1, 1), (2, 3, 1, 9), (2, 1, 8, 1), (3, 4, 9, 11)], ids=shape_id)
 @pytest.mark.parametrize("mode", MODES)
@@ -492,13 +554,18 @@ BAD_INPUTS = [
     ("flow_batch", dict(flow=_f(3, 2, 5, 6)), ValueError, r"batch mismatch: image has N=2 but flow has N=3"),
     ("texture_batch", dict(texture=_f(1, 3, 5, 6)), ValueError, r"batch mismatch: image has N=2 but texture has N=1"),
     ("mask_batch", dict(mask=_f(3, 1, 5, 6)), ValueError, r"batch mismatch: image has N=2 but mask has N=3"),
-    # Larger than the image: never valid, also once smaller sizes are upsampled.
+    # The flow may be smaller than the image (upsampled), never larger; texture and mask
+    # share the flow's grid.
     ("flow_size", dict(flow=_f(2, 2, 6, 6)), ValueError,
-     r"flow must have the image's spatial size \[H, W\] = \[5, 6\], got \[6, 6\]"),
+     r"flow's spatial size \[h, w\] must be at least \[1, 1\] and at most the image's \[H, W\] = \[5, 6\], "
+     r"got \[6, 6\]"),
+    ("flow_size_empty", dict(flow=_f(2, 2, 0, 6)), ValueError,
+     r"flow's spatial size \[h, w\] must be at least \[1, 1\] and at most the image's \[H, W\] = \[5, 6\], "
+     r"got \[0, 6\]"),
     ("texture_size", dict(texture=_f(2, 3, 5, 7)), ValueError,
-     r"texture must have the image's spatial size \[H, W\] = \[5, 6\], got \[5, 7\]"),
-    ("mask_size", dict(mask=_f(2, 1, 9, 9)), ValueError,
-     r"mask must have the image's spatial size \[H, W\] = \[5, 6\], got \[9, 9\]"),
+     r"texture must have the flow's spatial size \[h, w\] = \[5, 6\], got \[5, 7\]"),
+    ("mask_size", dict(mask=_f(2, 1, 3, 3)), ValueError,
+     r"mask must have the flow's spatial size \[h, w\] = \[5, 6\], got \[3, 3\]"),
     ("flow_dtype", dict(flow=_f(2, 2, 5, 6, dtype=torch.float64)), TypeError,
      r"flow\.dtype must match image\.dtype \(Float\), got Double"),
     ("texture_dtype", dict(texture=_f(2, 3, 5, 6, dtype=torch.float16)), TypeError,
@@ -566,17 +633,6 @@ def test_bad_input_raises_from_wrapper(op, how):
                 FAST[op](*(fake_mode.from_tensor(t) for t in tensors))
         else:
             FAST[op](*tensors)
-
-
-@pytest.mark.parametrize("op", OPS)
-def test_smaller_flow_texture_mask_not_supported_yet(op):
-    # DESIGN.md's resolution independence (flow/texture/mask smaller than the image) is
-    # not implemented yet: until it is, smaller sizes are refused with a clear message.
-    # Replace this test by forward/backward tests against the upsampling reference then.
-    args = _base(op)
-    args["flow"] = _f(2, 2, 3, 3)
-    with pytest.raises(ValueError, match="flow must have the image's spatial size"):
-        _call(op, "eager", args)
 
 
 @pytest.mark.parametrize("how", ["eager", "fake", "meta"])

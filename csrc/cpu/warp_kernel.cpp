@@ -109,7 +109,30 @@ struct CpuBackend {
       });
     }
     at::Tensor grad_image = need[0] ? finish_grad_image(acc, image) : setup.none();
+    setup.finish<CpuBackend>();
     return {grad_image, setup.grad_flow, setup.grad_texture, setup.grad_mask};
+  }
+
+  static void upsample_adjoint(const at::Tensor& grad_hi, const at::Tensor& grad_lo) {
+    const int64_t N = grad_lo.size(0), K = grad_lo.size(1), h = grad_lo.size(2), w = grad_lo.size(3);
+    const int64_t H = grad_hi.size(2), W = grad_hi.size(3);
+    if (grad_lo.numel() == 0) return;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_lo.scalar_type(), "fastwarp_adjoint_cpu", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const scalar_t* hi = grad_hi.const_data_ptr<scalar_t>();
+      scalar_t* lo = grad_lo.mutable_data_ptr<scalar_t>();
+      const Strides4 sh = strides4(grad_hi), sl = strides4(grad_lo);
+      at::parallel_for(0, N * K * h, row_grain(w * 16), [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const int64_t i = r % h, nk = r / h, k = nk % K, n = nk / K;
+          const scalar_t* plane = hi + n * sh.n + k * sh.c;
+          for (int64_t j = 0; j < w; ++j) {
+            lo[n * sl.n + k * sl.c + i * sl.h + j * sl.w] = static_cast<scalar_t>(
+                detail::upsample_adjoint_at<scalar_t, acc_t>(plane, sh.h, sh.w, i, j, h, w, H, W));
+          }
+        }
+      });
+    });
   }
 };
 

@@ -21,7 +21,9 @@ namespace detail {
   template __global__ void warp_backward_record_cuda_kernel<scalar_t, acc_t, false>(                        \
       WarpInputs<scalar_t>, const scalar_t*, Strides4, WarpGrads<scalar_t, acc_t>, int64_t*, acc_t*, int64_t); \
   template __global__ void warp_backward_record_cuda_kernel<scalar_t, acc_t, true>(                         \
-      WarpInputs<scalar_t>, const scalar_t*, Strides4, WarpGrads<scalar_t, acc_t>, int64_t*, acc_t*, int64_t);
+      WarpInputs<scalar_t>, const scalar_t*, Strides4, WarpGrads<scalar_t, acc_t>, int64_t*, acc_t*, int64_t); \
+  template __global__ void upsample_adjoint_cuda_kernel<scalar_t, acc_t>(                                   \
+      const scalar_t*, Strides4, scalar_t*, Strides4, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
 
 FW_INSTANTIATE(float, float)
 FW_INSTANTIATE(double, double)

@@ -97,7 +97,22 @@ struct CudaBackend {
     }
     at::Tensor grad_image = setup.none();
     if (need[0]) grad_image = finish_grad_image(deterministic ? acc.view({N, H, W, C}).permute({0, 3, 1, 2}) : acc, image);
+    setup.finish<CudaBackend>();
     return {grad_image, setup.grad_flow, setup.grad_texture, setup.grad_mask};
+  }
+
+  static void upsample_adjoint(const at::Tensor& grad_hi, const at::Tensor& grad_lo) {
+    const int64_t total = grad_lo.numel();
+    if (total == 0) return;
+    const auto stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_lo.scalar_type(), "fastwarp_adjoint_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      detail::upsample_adjoint_cuda_kernel<scalar_t, acc_t><<<num_blocks(total), kThreads, 0, stream>>>(
+          grad_hi.const_data_ptr<scalar_t>(), strides4(grad_hi), grad_lo.mutable_data_ptr<scalar_t>(),
+          strides4(grad_lo), grad_lo.size(1), grad_lo.size(2), grad_lo.size(3), grad_hi.size(2), grad_hi.size(3),
+          total);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   }
 };
 

@@ -84,5 +84,19 @@ __global__ void warp_backward_record_cuda_kernel(WarpInputs<scalar_t> in, const 
   }
 }
 
+// Gradient of the flow/texture/mask upsampling: one thread per h x w element, a gather
+// over the H x W per-pixel gradients (no atomics, so it is deterministic too).
+template <typename scalar_t, typename acc_t>
+__global__ void upsample_adjoint_cuda_kernel(const scalar_t* grad_hi, Strides4 s_hi, scalar_t* grad_lo, Strides4 s_lo,
+                                             int64_t K, int64_t h, int64_t w, int64_t H, int64_t W, int64_t total) {
+  const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
+    const int64_t j = e % w, i = (e / w) % h, k = (e / (w * h)) % K, n = e / (w * h * K);
+    const acc_t v = upsample_adjoint_at<scalar_t, acc_t>(grad_hi + n * s_hi.n + k * s_hi.c, s_hi.h, s_hi.w, i, j, h,
+                                                         w, H, W);
+    grad_lo[n * s_lo.n + k * s_lo.c + i * s_lo.h + j * s_lo.w] = static_cast<scalar_t>(v);
+  }
+}
+
 }  // namespace detail
 }  // namespace fastwarp
