@@ -1,0 +1,317 @@
+// AVX2 + FMA row kernels of the CPU backend (see warp_simd.h). Only the functions marked
+// FW_AVX2 use AVX2 instructions; the host code calls them after simd_available(), so the
+// extension still loads and runs (scalar path) on a CPU without AVX2.
+//
+// Eight output pixels per step: the flow, the tap coordinates, weights and validity are
+// computed once per pixel in vector registers and shared by every channel; the four taps
+// of a channel are masked gathers (a tap outside the image is never read and counts 0).
+// The image gradient is a scatter in a fixed order (see backward_row_avx2), so it is
+// deterministic. Semantics are those of ../warp_math.h, step by step.
+#include "warp_simd.h"
+
+#include <immintrin.h>
+#include <stdlib.h>
+
+namespace fastwarp {
+namespace cpu {
+
+bool simd_available() {
+  static const bool ok = [] {
+    const char* off = getenv("FASTWARP_CPU_SIMD");
+    if (off != nullptr && off[0] == '0') return false;  // FASTWARP_CPU_SIMD=0: scalar path only
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return ok;
+}
+
+#define FW_AVX2 __attribute__((target("avx2,fma"))) static inline
+
+namespace {
+
+constexpr int kLanes = 8;
+
+// Lanes [0, n) of a step, as an integer mask for maskload/maskstore and a float mask.
+FW_AVX2 __m256i lane_mask(int n) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
+}
+
+FW_AVX2 __m256 load_row(const float* p, int64_t stride, int64_t x, int n, __m256i lanes) {
+  if (stride == 1) return n == kLanes ? _mm256_loadu_ps(p + x) : _mm256_maskload_ps(p + x, lanes);
+  alignas(32) float tmp[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int i = 0; i < n; ++i) tmp[i] = p[(x + i) * stride];
+  return _mm256_load_ps(tmp);
+}
+
+FW_AVX2 void store_row(float* p, int64_t stride, int64_t x, int n, __m256i lanes, __m256 v) {
+  if (stride == 1) {
+    if (n == kLanes) {
+      _mm256_storeu_ps(p + x, v);
+    } else {
+      _mm256_maskstore_ps(p + x, lanes, v);
+    }
+    return;
+  }
+  alignas(32) float tmp[kLanes];
+  _mm256_store_ps(tmp, v);
+  for (int i = 0; i < n; ++i) p[(x + i) * stride] = tmp[i];
+}
+
+// detail::Axis for eight coordinates (see warp_math.h for the semantics).
+struct AxisV {
+  __m256 frac;  // weight of the upper tap
+  __m256 grad;  // d coordinate / d flow: 1, or 0 where border clamps or the size is 1
+  __m256 v0;    // lower tap inside (all-ones lanes)
+  __m256 v1;    // upper tap inside
+  __m256i i0;   // lower tap index (0 where neither tap is inside)
+};
+
+FW_AVX2 AxisV make_axis(__m256 pos, __m256 d, int64_t size, int padding) {
+  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+  AxisV a;
+  __m256 c;
+  a.grad = one;
+  if (size == 1) {
+    c = _mm256_mul_ps(d, zero);
+    a.grad = zero;
+  } else {
+    c = _mm256_add_ps(pos, d);
+  }
+  const __m256 last = _mm256_set1_ps(static_cast<float>(size - 1));
+  if (padding == 0) {
+    const __m256 inside = _mm256_and_ps(_mm256_cmp_ps(c, zero, _CMP_GT_OQ), _mm256_cmp_ps(c, last, _CMP_LT_OQ));
+    a.grad = _mm256_and_ps(a.grad, inside);
+    // max returns its second operand when the first is NaN: NaN clamps to 0.
+    c = _mm256_min_ps(_mm256_max_ps(c, zero), last);
+  }
+  const __m256 f = _mm256_floor_ps(c);
+  a.frac = _mm256_sub_ps(c, f);
+  a.v0 = _mm256_and_ps(_mm256_cmp_ps(f, zero, _CMP_GE_OQ), _mm256_cmp_ps(f, last, _CMP_LE_OQ));
+  a.v1 = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps(-1.0f), _CMP_GE_OQ),
+                       _mm256_cmp_ps(f, _mm256_sub_ps(last, one), _CMP_LE_OQ));
+  a.i0 = _mm256_and_si256(_mm256_cvttps_epi32(f), _mm256_castps_si256(_mm256_or_ps(a.v0, a.v1)));
+  return a;
+}
+
+// The taps of eight output pixels: weights, gather masks and offsets.
+struct TapsV {
+  AxisV x, y;
+  __m256 w_nw, w_ne, w_sw, w_se;
+  __m256 m_nw, m_ne, m_sw, m_se;  // tap inside the image and lane in the row
+  __m256i off;                    // offset of the nw tap: y0 * s_h + x0 * s_w
+};
+
+FW_AVX2 TapsV make_taps(const RowArgs& a, int64_t x, __m256 dx, __m256 dy, __m256 lanes_f) {
+  TapsV t;
+  const __m256 px = _mm256_add_ps(_mm256_set1_ps(static_cast<float>(x)), _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7));
+  t.x = make_axis(px, dx, a.W, a.padding);
+  t.y = make_axis(_mm256_set1_ps(static_cast<float>(a.y)), dy, a.H, a.padding);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 gx = _mm256_sub_ps(one, t.x.frac), gy = _mm256_sub_ps(one, t.y.frac);
+  t.w_nw = _mm256_mul_ps(gx, gy);
+  t.w_ne = _mm256_mul_ps(t.x.frac, gy);
+  t.w_sw = _mm256_mul_ps(gx, t.y.frac);
+  t.w_se = _mm256_mul_ps(t.x.frac, t.y.frac);
+  t.m_nw = _mm256_and_ps(lanes_f, _mm256_and_ps(t.y.v0, t.x.v0));
+  t.m_ne = _mm256_and_ps(lanes_f, _mm256_and_ps(t.y.v0, t.x.v1));
+  t.m_sw = _mm256_and_ps(lanes_f, _mm256_and_ps(t.y.v1, t.x.v0));
+  t.m_se = _mm256_and_ps(lanes_f, _mm256_and_ps(t.y.v1, t.x.v1));
+  t.off = _mm256_add_epi32(_mm256_mullo_epi32(t.y.i0, _mm256_set1_epi32(static_cast<int32_t>(a.s_h))),
+                           _mm256_mullo_epi32(t.x.i0, _mm256_set1_epi32(static_cast<int32_t>(a.s_w))));
+  return t;
+}
+
+struct QuadV {
+  __m256 nw, ne, sw, se;
+};
+
+FW_AVX2 QuadV gather_quad(const float* plane, const TapsV& t, int64_t s_h, int64_t s_w) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256i dw = _mm256_set1_epi32(static_cast<int32_t>(s_w));
+  const __m256i dh = _mm256_set1_epi32(static_cast<int32_t>(s_h));
+  QuadV q;
+  q.nw = _mm256_mask_i32gather_ps(zero, plane, t.off, t.m_nw, 4);
+  q.ne = _mm256_mask_i32gather_ps(zero, plane, _mm256_add_epi32(t.off, dw), t.m_ne, 4);
+  q.sw = _mm256_mask_i32gather_ps(zero, plane, _mm256_add_epi32(t.off, dh), t.m_sw, 4);
+  q.se = _mm256_mask_i32gather_ps(zero, plane, _mm256_add_epi32(_mm256_add_epi32(t.off, dh), dw), t.m_se, 4);
+  return q;
+}
+
+// Two horizontally adjacent floats per lane, (x0, x0 + 1) of one row, as 64-bit gathers:
+// half the gathered elements of gather_quad, for images contiguous along x (s_w == 1).
+// Returns the left values in *left and the right ones in *right; lanes off in `mask` read 0.
+FW_AVX2 void gather_pairs(const float* plane, __m256i off, __m256 mask, __m256* left, __m256* right) {
+  const double* base = reinterpret_cast<const double*>(plane);
+  const __m256i mi = _mm256_castps_si256(mask);
+  const __m256d m_lo = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(mi)));
+  const __m256d m_hi = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(mi, 1)));
+  const __m256d zero = _mm256_setzero_pd();
+  const __m256 a = _mm256_castpd_ps(_mm256_mask_i32gather_pd(zero, base, _mm256_castsi256_si128(off), m_lo, 4));
+  const __m256 b = _mm256_castpd_ps(_mm256_mask_i32gather_pd(zero, base, _mm256_extracti128_si256(off, 1), m_hi, 4));
+  // a = [l0 r0 l1 r1 | l2 r2 l3 r3], b = [l4 r4 l5 r5 | l6 r6 l7 r7]
+  const __m256 l = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // [l0 l1 l4 l5 | l2 l3 l6 l7]
+  const __m256 r = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+  *left = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(l), _MM_SHUFFLE(3, 1, 2, 0)));
+  *right = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(r), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+// gather_quad for s_w == 1: lanes whose two x taps are both inside the row (x0 in
+// [0, W - 2]) load each row's pair at once; the others (a sample on the left or right
+// edge, one x tap outside) take per-tap gathers, so nothing outside the row is read.
+FW_AVX2 QuadV gather_quad_rows(const float* plane, const TapsV& t, int64_t s_h) {
+  const __m256 pair = _mm256_and_ps(t.x.v0, t.x.v1);
+  QuadV q;
+  const __m256i dh = _mm256_set1_epi32(static_cast<int32_t>(s_h));
+  gather_pairs(plane, t.off, _mm256_and_ps(pair, t.m_nw), &q.nw, &q.ne);
+  gather_pairs(plane, _mm256_add_epi32(t.off, dh), _mm256_and_ps(pair, t.m_sw), &q.sw, &q.se);
+  const __m256 edge = _mm256_andnot_ps(pair, _mm256_or_ps(_mm256_or_ps(t.m_nw, t.m_ne), _mm256_or_ps(t.m_sw, t.m_se)));
+  if (_mm256_movemask_ps(edge) != 0) {
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256i dw = _mm256_set1_epi32(1);
+    q.nw = _mm256_or_ps(q.nw, _mm256_mask_i32gather_ps(zero, plane, t.off, _mm256_andnot_ps(pair, t.m_nw), 4));
+    q.ne = _mm256_or_ps(q.ne, _mm256_mask_i32gather_ps(zero, plane, _mm256_add_epi32(t.off, dw),
+                                                       _mm256_andnot_ps(pair, t.m_ne), 4));
+    q.sw = _mm256_or_ps(q.sw, _mm256_mask_i32gather_ps(zero, plane, _mm256_add_epi32(t.off, dh),
+                                                       _mm256_andnot_ps(pair, t.m_sw), 4));
+    q.se = _mm256_or_ps(q.se, _mm256_mask_i32gather_ps(zero, plane, _mm256_add_epi32(_mm256_add_epi32(t.off, dh), dw),
+                                                       _mm256_andnot_ps(pair, t.m_se), 4));
+  }
+  return q;
+}
+
+FW_AVX2 QuadV load_quad(const float* plane, const TapsV& t, int64_t s_h, int64_t s_w) {
+  return s_w == 1 ? gather_quad_rows(plane, t, s_h) : gather_quad(plane, t, s_h, s_w);
+}
+
+FW_AVX2 __m256 interpolate(const QuadV& q, const TapsV& t) {
+  __m256 v = _mm256_mul_ps(t.w_nw, q.nw);
+  v = _mm256_add_ps(v, _mm256_mul_ps(t.w_ne, q.ne));
+  v = _mm256_add_ps(v, _mm256_mul_ps(t.w_sw, q.sw));
+  return _mm256_add_ps(v, _mm256_mul_ps(t.w_se, q.se));
+}
+
+}  // namespace
+
+__attribute__((target("avx2,fma"))) void forward_row_avx2(const RowArgs& a, float* out, int64_t out_s_c,
+                                                          int64_t out_stride) {
+  const bool blend = a.mask.p != nullptr;
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (int64_t x = 0; x < a.W; x += kLanes) {
+    const int n = a.W - x < kLanes ? static_cast<int>(a.W - x) : kLanes;
+    const __m256i lanes = lane_mask(n);
+    const __m256 lanes_f = _mm256_castsi256_ps(lanes);
+    const __m256 dx = load_row(a.dx.p, a.dx.stride, x, n, lanes);
+    const __m256 dy = load_row(a.dy.p, a.dy.stride, x, n, lanes);
+    const TapsV t = make_taps(a, x, dx, dy, lanes_f);
+    __m256 m = one;
+    if (blend) m = load_row(a.mask.p, a.mask.stride, x, n, lanes);
+    for (int64_t c = 0; c < a.C; ++c) {
+      __m256 v = interpolate(load_quad(a.image + c * a.s_c, t, a.s_h, a.s_w), t);
+      if (blend) {
+        const __m256 tex = load_row(a.texture + c * a.tex_s_c, a.tex_stride, x, n, lanes);
+        v = _mm256_add_ps(_mm256_mul_ps(m, v), _mm256_mul_ps(_mm256_sub_ps(one, m), tex));
+      }
+      store_row(out + c * out_s_c, out_stride, x, n, lanes, v);
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) void backward_row_avx2(const RowArgs& a, const float* grad_out, int64_t go_s_c,
+                                                           int64_t go_stride, const RowGrads& g) {
+  const bool blend = a.mask.p != nullptr;
+  const bool need_flow = g.flow_x.p != nullptr;
+  const bool need_mask = blend && g.mask.p != nullptr;
+  const bool need_values = need_flow || need_mask;
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  alignas(32) int32_t target[kLanes];
+  alignas(32) float val[4][kLanes];
+  for (int64_t x = 0; x < a.W; x += kLanes) {
+    const int n = a.W - x < kLanes ? static_cast<int>(a.W - x) : kLanes;
+    const __m256i lanes = lane_mask(n);
+    const __m256 lanes_f = _mm256_castsi256_ps(lanes);
+    const __m256 dx = load_row(a.dx.p, a.dx.stride, x, n, lanes);
+    const __m256 dy = load_row(a.dy.p, a.dy.stride, x, n, lanes);
+    const TapsV t = make_taps(a, x, dx, dy, lanes_f);
+    __m256 m = one;
+    if (blend) m = load_row(a.mask.p, a.mask.stride, x, n, lanes);
+    int bits[4] = {0, 0, 0, 0};
+    if (g.image != nullptr) {
+      // Offsets into the accumulation buffer (contiguous along x).
+      _mm256_store_si256(reinterpret_cast<__m256i*>(target),
+                         _mm256_add_epi32(_mm256_mullo_epi32(t.y.i0, _mm256_set1_epi32(static_cast<int32_t>(g.gi_s_h))),
+                                          t.x.i0));
+      bits[0] = _mm256_movemask_ps(t.m_nw);
+      bits[1] = _mm256_movemask_ps(t.m_ne);
+      bits[2] = _mm256_movemask_ps(t.m_sw);
+      bits[3] = _mm256_movemask_ps(t.m_se);
+    }
+    const int64_t tap_off[4] = {0, 1, g.gi_s_h, g.gi_s_h + 1};
+    const int all_inside = bits[0] & bits[1] & bits[2] & bits[3];
+    __m256 gdx = zero, gdy = zero, gmask = zero;
+    for (int64_t c = 0; c < a.C; ++c) {
+      __m256 go = load_row(grad_out + c * go_s_c, go_stride, x, n, lanes);
+      QuadV q{zero, zero, zero, zero};
+      if (need_values) q = load_quad(a.image + c * a.s_c, t, a.s_h, a.s_w);
+      if (blend) {
+        if (g.texture != nullptr) {
+          store_row(g.texture + c * g.gt_s_c, g.gt_stride, x, n, lanes, _mm256_mul_ps(go, _mm256_sub_ps(one, m)));
+        }
+        if (need_mask) {
+          const __m256 tex = load_row(a.texture + c * a.tex_s_c, a.tex_stride, x, n, lanes);
+          gmask = _mm256_add_ps(gmask, _mm256_mul_ps(go, _mm256_sub_ps(interpolate(q, t), tex)));
+        }
+        go = _mm256_mul_ps(go, m);
+      }
+      if (g.image != nullptr) {
+        _mm256_store_ps(val[0], _mm256_mul_ps(t.w_nw, go));
+        _mm256_store_ps(val[1], _mm256_mul_ps(t.w_ne, go));
+        _mm256_store_ps(val[2], _mm256_mul_ps(t.w_sw, go));
+        _mm256_store_ps(val[3], _mm256_mul_ps(t.w_se, go));
+        // Left taps of every lane, then right taps: with a smooth flow, lane i's right
+        // taps are lane i + 1's left ones, and a lane-by-lane order would chain each add
+        // on the store just before it. Lanes with a tap outside the image come last.
+        float* plane = g.image + c * g.gi_s_c;
+        const int64_t below = g.gi_s_h;
+        for (int i = 0; i < n; ++i) {
+          if (!((all_inside >> i) & 1)) continue;
+          float* p = plane + target[i];
+          p[0] += val[0][i];
+          p[below] += val[2][i];
+        }
+        for (int i = 0; i < n; ++i) {
+          if (!((all_inside >> i) & 1)) continue;
+          float* p = plane + target[i];
+          p[1] += val[1][i];
+          p[below + 1] += val[3][i];
+        }
+        if (all_inside != (1 << n) - 1) {
+          for (int i = 0; i < n; ++i) {
+            if ((all_inside >> i) & 1) continue;
+            float* p = plane + target[i];
+            for (int k = 0; k < 4; ++k) {
+              if ((bits[k] >> i) & 1) p[tap_off[k]] += val[k][i];
+            }
+          }
+        }
+      }
+      if (need_flow) {
+        const __m256 d_dx = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(one, t.y.frac), _mm256_sub_ps(q.ne, q.nw)),
+                                          _mm256_mul_ps(t.y.frac, _mm256_sub_ps(q.se, q.sw)));
+        const __m256 d_dy = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(one, t.x.frac), _mm256_sub_ps(q.sw, q.nw)),
+                                          _mm256_mul_ps(t.x.frac, _mm256_sub_ps(q.se, q.ne)));
+        gdx = _mm256_add_ps(gdx, _mm256_mul_ps(go, d_dx));
+        gdy = _mm256_add_ps(gdy, _mm256_mul_ps(go, d_dy));
+      }
+    }
+    if (need_flow) {
+      store_row(g.flow_x.p, g.flow_x.stride, x, n, lanes,
+                _mm256_mul_ps(_mm256_mul_ps(gdx, t.x.grad), _mm256_set1_ps(g.flow_scale_x)));
+      store_row(g.flow_y.p, g.flow_y.stride, x, n, lanes,
+                _mm256_mul_ps(_mm256_mul_ps(gdy, t.y.grad), _mm256_set1_ps(g.flow_scale_y)));
+    }
+    if (need_mask) store_row(g.mask.p, g.mask.stride, x, n, lanes, gmask);
+  }
+}
+
+}  // namespace cpu
+}  // namespace fastwarp

@@ -1,0 +1,76 @@
+// Row kernels of the CPU backend, vectorised over output pixels (8 float32 lanes, AVX2 +
+// FMA), with runtime dispatch: the extension is built for baseline x86-64, and
+// simd_available() says whether this CPU can run the AVX2 functions (warp_simd.cpp, the
+// only translation unit compiled for AVX2, through function target attributes).
+//
+// A row kernel computes one output row (n, y) of warp / warp_blend, or its backward, with
+// the per-pixel semantics of ../warp_math.h (the scalar path, which the tests compare
+// with the float64 reference). Flow, mask and texture come in as rows of W values at
+// the image's resolution: either the tensors' own rows or rows the caller upsampled from
+// the smaller grid (resolution independence), so the kernels never see the grid size.
+//
+// ATen-free: only pointers, element strides and sizes.
+#pragma once
+
+#include <stdint.h>
+
+namespace fastwarp {
+namespace cpu {
+
+// True when the CPU supports AVX2 and FMA (checked once), unless the environment sets
+// FASTWARP_CPU_SIMD=0 (the scalar path only: for tests and comparisons).
+bool simd_available();
+
+// A strided row of W float values: element x at p[x * stride].
+struct RowIn {
+  const float* p;
+  int64_t stride;
+};
+struct RowOut {
+  float* p;
+  int64_t stride;
+};
+
+// One output row (n, y). Image plane c of the sample is at image + c * s_c, pixel (yy, xx)
+// at yy * s_h + xx * s_w; every such offset must fit in int32 (see offsets_fit_int32).
+struct RowArgs {
+  const float* image;
+  int64_t s_c, s_h, s_w;
+  int64_t C, H, W;
+  int64_t y;
+  int padding;  // detail::Padding: 0 border, 1 zeros
+  RowIn dx, dy;         // flow in image pixels (already scaled for a smaller grid)
+  RowIn mask;           // warp_blend only, else p == nullptr
+  const float* texture; // warp_blend only: channel c's row at texture + c * tex_s_c
+  int64_t tex_s_c, tex_stride;
+};
+
+// out row of channel c at out + c * out_s_c, element x at x * out_stride.
+void forward_row_avx2(const RowArgs& a, float* out, int64_t out_s_c, int64_t out_stride);
+
+// Backward of one output row. grad_out like out. Image-gradient taps are added into
+// grad_image (plane c at grad_image + c * gi_s_c, pixel at yy * gi_s_h + xx, i.e. the
+// accumulation buffer is contiguous along x); null when not wanted. grad_flow_x/_y,
+// grad_mask and grad_texture (plane c at + c * gt_s_c) receive this row's per-pixel
+// gradients, scaled by flow_scale_x/_y for the flow; a null p means not wanted.
+struct RowGrads {
+  float* image;
+  int64_t gi_s_c, gi_s_h;
+  RowOut flow_x, flow_y, mask;
+  float* texture;
+  int64_t gt_s_c, gt_stride;
+  float flow_scale_x, flow_scale_y;
+};
+void backward_row_avx2(const RowArgs& a, const float* grad_out, int64_t go_s_c, int64_t go_stride,
+                       const RowGrads& g);
+
+// Whether every tap offset of an image with these sizes and strides fits in int32 (the
+// gathers index with 32-bit offsets).
+inline bool offsets_fit_int32(int64_t H, int64_t W, int64_t s_h, int64_t s_w) {
+  if (s_h < 0 || s_w < 0) return false;
+  const int64_t max_off = (H - 1) * s_h + (W - 1) * s_w;
+  return max_off < (int64_t(1) << 31) - 1;
+}
+
+}  // namespace cpu
+}  // namespace fastwarp
