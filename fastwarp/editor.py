@@ -2,9 +2,10 @@
 
 frame → FaceMesh landmarks → similarity-aligned crop at the face's own resolution →
 current AUs (geometric estimate) → target AUs (absolute or relative edits) →
-FaceEditor at the model's resolution (128 px by default) → flow, texture and mask
-upsampled to the crop → ``fastwarp.warp_blend`` at crop resolution → paste back under a
-feathered face mask (pixels outside the face stay bit-identical).
+FaceEditor at the model's resolution (128 px by default) → ``fastwarp.warp_blend`` of the
+crop at its own resolution with the model's 128 px flow, texture and mask (upsampled
+inside the kernel: resolution independence) → paste back under a feathered face mask
+(pixels outside the face stay bit-identical).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import backends, ops
 from .au import apply_au_edits
@@ -121,9 +121,9 @@ class ExpressionEditor:
         ``current_aus`` to ``target_aus`` (``[17]`` each, 0..5); returns the edited crop at
         its own resolution.
 
-        The networks see the crop resized to the model's size; their flow (scaled to crop
-        pixels), texture and mask are bilinearly upsampled (``align_corners=False``) and
-        applied by :func:`fastwarp.warp_blend` to the full-resolution crop.
+        The networks see the crop resized to the model's size; :func:`fastwarp.warp_blend`
+        applies their flow, texture and mask to the full-resolution crop, upsampling them
+        bilinearly (``align_corners=False``, flow scaled to crop pixels) inside the kernel.
         """
         side = crop_bgr.shape[0]
         small = crop_bgr if side == self.size else cv2.resize(crop_bgr, (self.size, self.size),
@@ -133,9 +133,4 @@ class ExpressionEditor:
         if side == self.size:
             return tensor_to_bgr(result.output)[0]
         image_hr = bgr_to_tensor(crop_bgr, self.device)
-        hw = (crop_bgr.shape[0], crop_bgr.shape[1])
-        up = lambda t: F.interpolate(t, size=hw, mode="bilinear", align_corners=False)  # noqa: E731
-        flow = up(result.flow)
-        flow[:, 0] *= hw[1] / self.size
-        flow[:, 1] *= hw[0] / self.size
-        return tensor_to_bgr(ops.warp_blend(image_hr, flow, up(result.texture), up(result.mask)))[0]
+        return tensor_to_bgr(ops.warp_blend(image_hr, result.flow, result.texture, result.mask))[0]
