@@ -145,9 +145,24 @@ FW_AVX2 void gather_pairs(const float* plane, __m256i off, __m256 mask, __m256* 
   const __m256i mi = _mm256_castps_si256(mask);
   const __m256d m_lo = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(mi)));
   const __m256d m_hi = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm256_extracti128_si256(mi, 1)));
-  const __m256d zero = _mm256_setzero_pd();
-  const __m256 a = _mm256_castpd_ps(_mm256_mask_i32gather_pd(zero, base, _mm256_castsi256_si128(off), m_lo, 4));
-  const __m256 b = _mm256_castpd_ps(_mm256_mask_i32gather_pd(zero, base, _mm256_extracti128_si256(off, 1), m_hi, 4));
+  __m256 a, b;
+  if (_mm256_movemask_ps(mask) == 0xFF) {
+    // Every lane loads: eight scalar 64-bit loads beat the two gathers on the CPUs we
+    // measured (AMD Zen 4).
+    alignas(32) int32_t o[kLanes];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(o), off);
+    auto pair = [plane](int32_t i) {
+      long long v;
+      __builtin_memcpy(&v, plane + i, sizeof(v));
+      return v;
+    };
+    a = _mm256_castsi256_ps(_mm256_setr_epi64x(pair(o[0]), pair(o[1]), pair(o[2]), pair(o[3])));
+    b = _mm256_castsi256_ps(_mm256_setr_epi64x(pair(o[4]), pair(o[5]), pair(o[6]), pair(o[7])));
+  } else {
+    const __m256d zero = _mm256_setzero_pd();
+    a = _mm256_castpd_ps(_mm256_mask_i32gather_pd(zero, base, _mm256_castsi256_si128(off), m_lo, 4));
+    b = _mm256_castpd_ps(_mm256_mask_i32gather_pd(zero, base, _mm256_extracti128_si256(off, 1), m_hi, 4));
+  }
   // a = [l0 r0 l1 r1 | l2 r2 l3 r3], b = [l4 r4 l5 r5 | l6 r6 l7 r7]
   const __m256 l = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // [l0 l1 l4 l5 | l2 l3 l6 l7]
   const __m256 r = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
