@@ -125,6 +125,13 @@ bool use_simd(const detail::WarpInputs<scalar_t>& in) {
          cpu::offsets_fit_int32(in.H, in.W, in.s_image.h, in.s_image.w) && cpu::offsets_fit_int32(in.H, in.W, in.W, 1);
 }
 
+// channels_last image (channels contiguous per pixel): the NHWC row kernels, vectorised
+// over channels. C == 1 is both layouts; the NCHW kernels serve it.
+template <typename scalar_t>
+bool is_nhwc(const detail::WarpInputs<scalar_t>& in) {
+  return in.C >= 2 && in.s_image.c == 1 && in.s_image.w == in.C;
+}
+
 cpu::RowArgs row_args(const detail::WarpInputs<float>& in, int64_t n, int64_t y) {
   cpu::RowArgs a{};
   a.image = in.image + n * in.s_image.n;
@@ -148,6 +155,7 @@ bool forward_simd(const detail::WarpInputs<scalar_t>&, scalar_t*, const Strides4
 
 bool forward_simd(const detail::WarpInputs<float>& in, float* out, const Strides4& so, bool blend) {
   if (!use_simd(in)) return false;
+  const bool nhwc = is_nhwc(in) && so.c == 1;
   const RowSource source(in, blend);
   at::parallel_for(0, in.N * in.H, row_grain(in.W), [&](int64_t begin, int64_t end) {
     std::vector<float> buf = source.buffer();
@@ -155,7 +163,11 @@ bool forward_simd(const detail::WarpInputs<float>& in, float* out, const Strides
       const int64_t n = r / in.H, y = r % in.H;
       cpu::RowArgs a = row_args(in, n, y);
       source.rows(n, y, a, buf);
-      cpu::forward_row_avx2(a, out + n * so.n + y * so.h, so.c, so.w);
+      if (nhwc) {
+        cpu::forward_row_nhwc_avx2(a, out + n * so.n + y * so.h, so.w);
+      } else {
+        cpu::forward_row_avx2(a, out + n * so.n + y * so.h, so.c, so.w);
+      }
     }
   });
   return true;
@@ -164,15 +176,15 @@ bool forward_simd(const detail::WarpInputs<float>& in, float* out, const Strides
 template <typename scalar_t, typename acc_t>
 bool backward_rows_simd(const detail::WarpInputs<scalar_t>&, const scalar_t*, const Strides4&,
                         const detail::WarpGrads<scalar_t, acc_t>&, acc_t*, const Strides4&, int64_t, int64_t, int64_t,
-                        bool) {
+                        bool, bool) {
   return false;
 }
 
-// Rows [y0, y1) of image n; image-gradient taps go to gi (strides s_gi, contiguous along
-// x), null when not wanted.
+// Rows [y0, y1) of image n; image-gradient taps go to gi (strides s_gi: contiguous along
+// x, or channels_last for the NHWC kernels), null when not wanted.
 bool backward_rows_simd(const detail::WarpInputs<float>& in, const float* go, const Strides4& s_go,
                         const detail::WarpGrads<float, float>& g, float* gi, const Strides4& s_gi, int64_t n,
-                        int64_t y0, int64_t y1, bool blend) {
+                        int64_t y0, int64_t y1, bool blend, bool nhwc) {
   const RowSource source(in, blend);
   std::vector<float> buf = source.buffer();
   cpu::RowGrads rg{};
@@ -197,7 +209,11 @@ bool backward_rows_simd(const detail::WarpInputs<float>& in, const float* go, co
       rg.gt_s_c = g.s_texture.c;
       rg.gt_stride = g.s_texture.w;
     }
-    cpu::backward_row_avx2(a, go + n * s_go.n + y * s_go.h, s_go.c, s_go.w, rg);
+    if (nhwc) {
+      cpu::backward_row_nhwc_avx2(a, go + n * s_go.n + y * s_go.h, s_go.w, rg);
+    } else {
+      cpu::backward_row_avx2(a, go + n * s_go.n + y * s_go.h, s_go.c, s_go.w, rg);
+    }
   }
   return true;
 }
@@ -231,8 +247,18 @@ struct CpuBackend {
                                             const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
                                             c10::string_view padding_mode, std::array<bool, 4> need) {
     const BackwardSetup setup = setup_backward(op, grad_output, image, flow, texture, mask, padding_mode, need);
-    at::Tensor acc = need[0] ? at::zeros(image.sizes(), image.options().dtype(setup.acc_type)) : at::Tensor();
     const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
+    // The NHWC row kernels accumulate the image gradient in a channels_last buffer.
+    bool nhwc = false;
+    if (image.scalar_type() == at::kFloat) {
+      const auto in = warp_inputs<float>(image, flow, texture, mask, setup.padding);
+      nhwc = use_simd(in) && is_nhwc(in) && grad_output.stride(1) == 1;
+    }
+    const auto acc_format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    // (at::zeros ignores a memory format: empty, then zero.)
+    at::Tensor acc = need[0] ? at::empty(image.sizes(), image.options().dtype(setup.acc_type).memory_format(acc_format))
+                                   .zero_()
+                             : at::Tensor();
 
     if (N * C * H * W > 0 && (need[0] || need[1] || need[2] || need[3])) {
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_backward_cpu", [&] {
@@ -244,7 +270,7 @@ struct CpuBackend {
         const bool simd = use_simd(in);
         // Rows [y0, y1) of image n; image-gradient taps go to scatter's buffer.
         auto rows = [&](AddScatter<acc_t>& scatter, int64_t n, int64_t y0, int64_t y1) {
-          if (simd && backward_rows_simd(in, go, s_go, g, scatter.base, scatter.s, n, y0, y1, kBlend)) return;
+          if (simd && backward_rows_simd(in, go, s_go, g, scatter.base, scatter.s, n, y0, y1, kBlend, nhwc)) return;
           for (int64_t y = y0; y < y1; ++y)
             for (int64_t x = 0; x < W; ++x)
               detail::warp_backward_pixel<scalar_t, acc_t, kBlend>(in, go, s_go, g, n, y, x, scatter);
@@ -253,7 +279,11 @@ struct CpuBackend {
         if (!need[0]) {
           AddScatter<acc_t> unused{nullptr, {}};
           at::parallel_for(0, N * H, row_grain(W), [&](int64_t begin, int64_t end) {
-            for (int64_t r = begin; r < end; ++r) rows(unused, r / H, r % H, r % H + 1);
+            for (int64_t r = begin; r < end;) {  // runs of rows within one image
+              const int64_t n = r / H, y = r % H, y_end = std::min(H, y + (end - r));
+              rows(unused, n, y, y_end);
+              r += y_end - y;
+            }
           });
         } else if (N >= nthreads) {
           // Each thread owns whole images, so their scatters never meet.
@@ -267,9 +297,10 @@ struct CpuBackend {
           // Fewer images than threads: split each image's rows across threads, each
           // scattering into its own zeroed copy of the image gradient, then sum the copies.
           g.image = acc.mutable_data_ptr<acc_t>();  // marks the image gradient as wanted
-          at::Tensor partial = at::empty({nthreads, C, H, W}, image.options().dtype(setup.acc_type));
+          at::Tensor partial =
+              at::empty({nthreads, C, H, W}, image.options().dtype(setup.acc_type).memory_format(acc_format));
           acc_t* pbase = partial.mutable_data_ptr<acc_t>();
-          const Strides4 sp{0, H * W, W, 1};
+          const Strides4 sp{0, partial.stride(1), partial.stride(2), partial.stride(3)};
           for (int64_t n = 0; n < N; ++n) {
             partial.zero_();
             at::parallel_for(0, H, row_grain(W), [&](int64_t begin, int64_t end) {

@@ -328,5 +328,189 @@ __attribute__((target("avx2,fma"))) void backward_row_avx2(const RowArgs& a, con
   }
 }
 
+namespace {
+
+// Per-lane copies of a step's taps, for the per-pixel channel loops of the NHWC kernels.
+struct LaneTaps {
+  alignas(32) float w[4][kLanes];    // nw, ne, sw, se weights
+  alignas(32) float fx[kLanes], fy[kLanes], gx[kLanes], gy[kLanes];
+  alignas(32) int32_t off[kLanes];   // nw tap offset in the image
+  alignas(32) int32_t yi[kLanes], xi[kLanes];
+  int bits[4];                       // tap inside the image, per lane
+  int all_inside;
+
+  __attribute__((target("avx2,fma"))) void set(const TapsV& t) {
+    _mm256_store_ps(w[0], t.w_nw);
+    _mm256_store_ps(w[1], t.w_ne);
+    _mm256_store_ps(w[2], t.w_sw);
+    _mm256_store_ps(w[3], t.w_se);
+    _mm256_store_ps(fx, t.x.frac);
+    _mm256_store_ps(fy, t.y.frac);
+    _mm256_store_ps(gx, t.x.grad);
+    _mm256_store_ps(gy, t.y.grad);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(off), t.off);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(yi), t.y.i0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(xi), t.x.i0);
+    bits[0] = _mm256_movemask_ps(t.m_nw);
+    bits[1] = _mm256_movemask_ps(t.m_ne);
+    bits[2] = _mm256_movemask_ps(t.m_sw);
+    bits[3] = _mm256_movemask_ps(t.m_se);
+    all_inside = bits[0] & bits[1] & bits[2] & bits[3];
+  }
+};
+
+// Channels [c0, c0 + k) of one pixel (k <= 4; the rest of the vector is 0).
+FW_AVX2 __m128 chan_mask(int k) {
+  return _mm_castsi128_ps(_mm_cmpgt_epi32(_mm_set1_epi32(k), _mm_setr_epi32(0, 1, 2, 3)));
+}
+FW_AVX2 __m128 load_chans(const float* p, int k, __m128 m) {
+  return k == 4 ? _mm_loadu_ps(p) : _mm_maskload_ps(p, _mm_castps_si128(m));
+}
+FW_AVX2 void store_chans(float* p, int k, __m128 v) {
+  if (k == 4) {
+    _mm_storeu_ps(p, v);
+    return;
+  }
+  alignas(16) float tmp[4];
+  _mm_store_ps(tmp, v);
+  for (int j = 0; j < k; ++j) p[j] = tmp[j];
+}
+// A strided run of k channel values (texture rows may have any layout).
+FW_AVX2 __m128 load_strided(const float* p, int64_t stride, int k) {
+  alignas(16) float tmp[4] = {0, 0, 0, 0};
+  for (int j = 0; j < k; ++j) tmp[j] = p[j * stride];
+  return _mm_load_ps(tmp);
+}
+FW_AVX2 void store_strided(float* p, int64_t stride, int k, __m128 v) {
+  alignas(16) float tmp[4];
+  _mm_store_ps(tmp, v);
+  for (int j = 0; j < k; ++j) p[j * stride] = tmp[j];
+}
+
+// The four taps of lane i, channels [c0, c0 + k); taps outside the image read 0.
+struct Quad4 {
+  __m128 nw, ne, sw, se;
+};
+FW_AVX2 Quad4 load_quad4(const RowArgs& a, const LaneTaps& L, int i, int64_t c0, int k, __m128 m) {
+  const float* p = a.image + L.off[i] + c0;
+  const int64_t o[4] = {0, a.s_w, a.s_h, a.s_h + a.s_w};
+  __m128 v[4];
+  if ((L.all_inside >> i) & 1) {
+    for (int q = 0; q < 4; ++q) v[q] = load_chans(p + o[q], k, m);
+  } else {
+    for (int q = 0; q < 4; ++q) v[q] = ((L.bits[q] >> i) & 1) ? load_chans(p + o[q], k, m) : _mm_setzero_ps();
+  }
+  return Quad4{v[0], v[1], v[2], v[3]};
+}
+
+FW_AVX2 __m128 interpolate4(const Quad4& q, const LaneTaps& L, int i) {
+  __m128 v = _mm_mul_ps(_mm_set1_ps(L.w[0][i]), q.nw);
+  v = _mm_add_ps(v, _mm_mul_ps(_mm_set1_ps(L.w[1][i]), q.ne));
+  v = _mm_add_ps(v, _mm_mul_ps(_mm_set1_ps(L.w[2][i]), q.sw));
+  return _mm_add_ps(v, _mm_mul_ps(_mm_set1_ps(L.w[3][i]), q.se));
+}
+
+FW_AVX2 float hsum(__m128 v) {
+  __m128 s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+}  // namespace
+
+__attribute__((target("avx2,fma"))) void forward_row_nhwc_avx2(const RowArgs& a, float* out, int64_t out_stride) {
+  const bool blend = a.mask.p != nullptr;
+  LaneTaps L;
+  alignas(32) float m[kLanes];
+  for (int64_t x = 0; x < a.W; x += kLanes) {
+    const int n = a.W - x < kLanes ? static_cast<int>(a.W - x) : kLanes;
+    const __m256i lanes = lane_mask(n);
+    const __m256 dx = load_row(a.dx.p, a.dx.stride, x, n, lanes);
+    const __m256 dy = load_row(a.dy.p, a.dy.stride, x, n, lanes);
+    L.set(make_taps(a, x, dx, dy, _mm256_castsi256_ps(lanes)));
+    if (blend) _mm256_store_ps(m, load_row(a.mask.p, a.mask.stride, x, n, lanes));
+    for (int i = 0; i < n; ++i) {
+      float* o = out + (x + i) * out_stride;
+      for (int64_t c0 = 0; c0 < a.C; c0 += 4) {
+        const int k = a.C - c0 < 4 ? static_cast<int>(a.C - c0) : 4;
+        const __m128 cm = chan_mask(k);
+        __m128 v = interpolate4(load_quad4(a, L, i, c0, k, cm), L, i);
+        if (blend) {
+          const __m128 mi = _mm_set1_ps(m[i]);
+          const __m128 tex = load_strided(a.texture + c0 * a.tex_s_c + (x + i) * a.tex_stride, a.tex_s_c, k);
+          v = _mm_add_ps(_mm_mul_ps(mi, v), _mm_mul_ps(_mm_sub_ps(_mm_set1_ps(1.0f), mi), tex));
+        }
+        store_chans(o + c0, k, v);
+      }
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) void backward_row_nhwc_avx2(const RowArgs& a, const float* grad_out,
+                                                                int64_t go_stride, const RowGrads& g) {
+  const bool blend = a.mask.p != nullptr;
+  const bool need_flow = g.flow_x.p != nullptr;
+  const bool need_mask = blend && g.mask.p != nullptr;
+  const bool need_values = need_flow || need_mask;
+  const __m128 one = _mm_set1_ps(1.0f);
+  LaneTaps L;
+  alignas(32) float m[kLanes];
+  for (int64_t x = 0; x < a.W; x += kLanes) {
+    const int n = a.W - x < kLanes ? static_cast<int>(a.W - x) : kLanes;
+    const __m256i lanes = lane_mask(n);
+    const __m256 dx = load_row(a.dx.p, a.dx.stride, x, n, lanes);
+    const __m256 dy = load_row(a.dy.p, a.dy.stride, x, n, lanes);
+    L.set(make_taps(a, x, dx, dy, _mm256_castsi256_ps(lanes)));
+    if (blend) _mm256_store_ps(m, load_row(a.mask.p, a.mask.stride, x, n, lanes));
+    for (int i = 0; i < n; ++i) {
+      const int64_t xx = x + i;
+      const float* go_px = grad_out + xx * go_stride;
+      // Accumulation-buffer address of the nw tap (meaningful where a tap is inside).
+      float* gi = g.image != nullptr ? g.image + L.yi[i] * g.gi_s_h + L.xi[i] * a.C : nullptr;
+      const int64_t gi_off[4] = {0, a.C, g.gi_s_h, g.gi_s_h + a.C};
+      const __m128 mi = _mm_set1_ps(blend ? m[i] : 1.0f);
+      __m128 gdx = _mm_setzero_ps(), gdy = _mm_setzero_ps(), gmask = _mm_setzero_ps();
+      for (int64_t c0 = 0; c0 < a.C; c0 += 4) {
+        const int k = a.C - c0 < 4 ? static_cast<int>(a.C - c0) : 4;
+        const __m128 cm = chan_mask(k);
+        __m128 go = load_chans(go_px + c0, k, cm);
+        Quad4 q{_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
+        if (need_values) q = load_quad4(a, L, i, c0, k, cm);
+        if (blend) {
+          if (g.texture != nullptr) {
+            store_strided(g.texture + c0 * g.gt_s_c + xx * g.gt_stride, g.gt_s_c, k, _mm_mul_ps(go, _mm_sub_ps(one, mi)));
+          }
+          if (need_mask) {
+            const __m128 tex = load_strided(a.texture + c0 * a.tex_s_c + xx * a.tex_stride, a.tex_s_c, k);
+            gmask = _mm_add_ps(gmask, _mm_mul_ps(go, _mm_sub_ps(interpolate4(q, L, i), tex)));
+          }
+          go = _mm_mul_ps(go, mi);
+        }
+        if (gi != nullptr) {
+          for (int t = 0; t < 4; ++t) {
+            if (!((L.bits[t] >> i) & 1)) continue;
+            float* p = gi + gi_off[t] + c0;
+            store_chans(p, k, _mm_add_ps(load_chans(p, k, cm), _mm_mul_ps(_mm_set1_ps(L.w[t][i]), go)));
+          }
+        }
+        if (need_flow) {
+          const __m128 fx = _mm_set1_ps(L.fx[i]), fy = _mm_set1_ps(L.fy[i]);
+          const __m128 d_dx = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(one, fy), _mm_sub_ps(q.ne, q.nw)),
+                                         _mm_mul_ps(fy, _mm_sub_ps(q.se, q.sw)));
+          const __m128 d_dy = _mm_add_ps(_mm_mul_ps(_mm_sub_ps(one, fx), _mm_sub_ps(q.sw, q.nw)),
+                                         _mm_mul_ps(fx, _mm_sub_ps(q.se, q.ne)));
+          gdx = _mm_add_ps(gdx, _mm_mul_ps(go, d_dx));
+          gdy = _mm_add_ps(gdy, _mm_mul_ps(go, d_dy));
+        }
+      }
+      if (need_flow) {
+        g.flow_x.p[xx * g.flow_x.stride] = hsum(gdx) * L.gx[i] * g.flow_scale_x;
+        g.flow_y.p[xx * g.flow_y.stride] = hsum(gdy) * L.gy[i] * g.flow_scale_y;
+      }
+      if (need_mask) g.mask.p[xx * g.mask.stride] = hsum(gmask);
+    }
+  }
+}
+
 }  // namespace cpu
 }  // namespace fastwarp

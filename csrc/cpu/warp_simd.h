@@ -64,6 +64,13 @@ struct RowGrads {
 void backward_row_avx2(const RowArgs& a, const float* grad_out, int64_t go_s_c, int64_t go_stride,
                        const RowGrads& g);
 
+// The same for channels_last images (a.s_c == 1, a.s_w == C, C >= 2): vectorised over
+// channels, four at a time, per pixel (the taps' coordinates still eight pixels at a
+// time). out, grad_out and the image-gradient buffer are channels_last too (channel
+// stride 1, pixel stride out_stride / go_stride / C); g.gi_s_h is the buffer's row stride.
+void forward_row_nhwc_avx2(const RowArgs& a, float* out, int64_t out_stride);
+void backward_row_nhwc_avx2(const RowArgs& a, const float* grad_out, int64_t go_stride, const RowGrads& g);
+
 // Whether every tap offset of an image with these sizes and strides fits in int32 (the
 // gathers index with 32-bit offsets).
 inline bool offsets_fit_int32(int64_t H, int64_t W, int64_t s_h, int64_t s_w) {
