@@ -317,6 +317,9 @@ struct CpuBackend {
     return {grad_image, setup.grad_flow, setup.grad_texture, setup.grad_mask};
   }
 
+  // The adjoint of the separable upsampling, one plane per task: rows first (each H x W
+  // row scattered onto w columns), then columns (each of the H rows onto the h rows),
+  // with the forward's own UpAxis weights. O(H W) per plane, in a fixed order.
   static void upsample_adjoint(const at::Tensor& grad_hi, const at::Tensor& grad_lo) {
     const int64_t N = grad_lo.size(0), K = grad_lo.size(1), h = grad_lo.size(2), w = grad_lo.size(3);
     const int64_t H = grad_hi.size(2), W = grad_hi.size(3);
@@ -326,14 +329,36 @@ struct CpuBackend {
       const scalar_t* hi = grad_hi.const_data_ptr<scalar_t>();
       scalar_t* lo = grad_lo.mutable_data_ptr<scalar_t>();
       const Strides4 sh = strides4(grad_hi), sl = strides4(grad_lo);
-      at::parallel_for(0, N * K * h, row_grain(w * 16), [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) {
-          const int64_t i = r % h, nk = r / h, k = nk % K, n = nk / K;
+      std::vector<detail::UpAxis<acc_t>> xs, ys;
+      for (int64_t x = 0; x < W; ++x) xs.push_back(detail::UpAxis<acc_t>::make(x, w, W));
+      for (int64_t y = 0; y < H; ++y) ys.push_back(detail::UpAxis<acc_t>::make(y, h, H));
+      at::parallel_for(0, N * K, 1, [&](int64_t begin, int64_t end) {
+        std::vector<acc_t> rows(H * w), out(h * w);
+        for (int64_t p = begin; p < end; ++p) {
+          const int64_t n = p / K, k = p % K;
           const scalar_t* plane = hi + n * sh.n + k * sh.c;
-          for (int64_t j = 0; j < w; ++j) {
-            lo[n * sl.n + k * sl.c + i * sl.h + j * sl.w] = static_cast<scalar_t>(
-                detail::upsample_adjoint_at<scalar_t, acc_t>(plane, sh.h, sh.w, i, j, h, w, H, W));
+          std::fill(rows.begin(), rows.end(), acc_t(0));
+          std::fill(out.begin(), out.end(), acc_t(0));
+          for (int64_t y = 0; y < H; ++y) {
+            acc_t* r = rows.data() + y * w;
+            for (int64_t x = 0; x < W; ++x) {
+              const acc_t v = static_cast<acc_t>(plane[y * sh.h + x * sh.w]);
+              r[xs[x].i0] += xs[x].l0 * v;
+              r[xs[x].i1] += xs[x].l1 * v;
+            }
           }
+          for (int64_t y = 0; y < H; ++y) {
+            const acc_t* r = rows.data() + y * w;
+            acc_t* o0 = out.data() + ys[y].i0 * w;
+            acc_t* o1 = out.data() + ys[y].i1 * w;
+            for (int64_t j = 0; j < w; ++j) {
+              o0[j] += ys[y].l0 * r[j];
+              o1[j] += ys[y].l1 * r[j];
+            }
+          }
+          scalar_t* dst = lo + n * sl.n + k * sl.c;
+          for (int64_t i = 0; i < h; ++i)
+            for (int64_t j = 0; j < w; ++j) dst[i * sl.h + j * sl.w] = static_cast<scalar_t>(out[i * w + j]);
         }
       });
     });
