@@ -1,9 +1,11 @@
 // CUDA device code of fastwarp::warp and fastwarp::warp_blend (no ATen: nvcc compiles it
 // on its own, see compile_check.cu; a TensorRT plugin can include it).
 //
-// One thread per output pixel (grid-stride), all channels in a loop, so the flow, the
-// mask and the tap coordinates are read and computed once per pixel. The per-pixel math
-// is the CPU kernel's (../warp_math.h).
+// The generic kernels: one thread per output pixel (grid-stride), all channels in a loop, so
+// the flow, the mask and the tap coordinates are read and computed once per pixel; 64-bit
+// index math and any strides. The per-pixel math is the CPU kernel's (../warp_math.h). The
+// host uses them where the tuned kernels of warp_fast.cuh do not apply (or when
+// FASTWARP_CUDA_GENERIC=1), and the record kernel for the deterministic fallback.
 #pragma once
 
 #include "../warp_math.h"
