@@ -1,15 +1,23 @@
-"""pytest configuration of the test suite: the ``faces_dir`` fixture and the skipping of
-``needs_cuda`` tests where fastwarp has no CUDA backend. Helpers live in op_helpers.py;
-the ``needs_cuda`` and ``slow`` markers are declared in pyproject.toml.
+"""pytest configuration of the test suite: Triton's interpreter where there is no GPU, the
+``faces_dir`` fixture and the skipping of ``needs_cuda`` tests where fastwarp has no CUDA
+backend. Helpers live in op_helpers.py; the ``needs_cuda``, ``triton`` and ``slow``
+markers are declared in pyproject.toml.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
-from op_helpers import _NO_CUDA_REASON, FACES_DIR, HAS_CUDA
+if not torch.cuda.is_available():
+    # No GPU: the Triton kernels run on CPU tensors in Triton's interpreter. Set before
+    # anything imports triton (triton.jit reads it when fastwarp.triton_ops defines its kernels).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from op_helpers import _NO_CUDA_REASON, FACES_DIR, HAS_CUDA  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

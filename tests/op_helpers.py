@@ -1,13 +1,15 @@
-"""Test helpers shared by the op tests: the device list, random op inputs in every
-layout, the faces data location. Imported as ``op_helpers`` (pytest puts tests/ on
-sys.path); conftest.py re-uses them for its fixtures and hooks.
+"""Test helpers shared by the op tests: the backends to run them on, random op inputs in
+every layout, the faces data location. Imported as ``op_helpers`` (pytest puts tests/ on
+sys.path); conftest.py re-uses them for its fixtures and hooks (and sets
+``TRITON_INTERPRET=1`` before this module imports fastwarp where no GPU is visible).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import pytest
 import torch
@@ -22,15 +24,41 @@ FACES_DIR = Path(os.environ.get("FASTWARP_FACES_DIR")
 HAS_CUDA = fastwarp.backends()["cuda"]
 _NO_CUDA_REASON = ("needs CUDA: fastwarp's CUDA kernels are not built into fastwarp._C "
                    "or no CUDA device is visible (fastwarp.backends()['cuda'] is False)")
+HAS_TRITON = fastwarp.backends()["triton"]
+_NO_TRITON_REASON = ("needs Triton: the triton package does not import, or there is neither a CUDA device nor "
+                     "TRITON_INTERPRET=1 (fastwarp.backends()['triton'] is False)")
 
 LAYOUTS = ("contiguous", "channels_last", "strided")
 
 
-def devices() -> list:
-    """Devices to parametrise over: "cpu", and "cuda" marked ``needs_cuda`` (skipped
-    with the reason where fastwarp has no usable CUDA backend)."""
-    return ["cpu", pytest.param("cuda", marks=[pytest.mark.needs_cuda,
-                                                pytest.mark.skipif(not HAS_CUDA, reason=_NO_CUDA_REASON)])]
+class Backend(NamedTuple):
+    """One kernel backend under test: its ``backend=`` name, the device its tensors live on,
+    and whether it runs in Triton's interpreter (slow: tests may give it fewer cases)."""
+    name: str
+    device: str
+    interpreted: bool = False
+
+    def fn(self, op: str) -> Callable[..., torch.Tensor]:
+        """The public op (``"warp"``, ``"warp_blend"``) with this backend."""
+        return functools.partial(getattr(fastwarp, op), backend=self.name)
+
+    def op(self, op: str):
+        """The registered torch op behind it (``"warp"``, ``"warp_blend_backward"``, ...)."""
+        return getattr(torch.ops.fastwarp, ("triton_" if self.name == "triton" else "") + op).default
+
+
+def backends() -> list:
+    """Backends to parametrise over: "cpu"; "cuda", marked ``needs_cuda`` (skipped with the
+    reason where fastwarp has no usable CUDA backend); "triton", marked ``triton``, on CUDA
+    where there is a GPU, else on CPU in Triton's interpreter (skipped with the reason where
+    triton does not import or cannot run)."""
+    on_gpu = torch.cuda.is_available()
+    triton = Backend("triton", "cuda" if on_gpu else "cpu", interpreted=os.environ.get("TRITON_INTERPRET") == "1")
+    return [pytest.param(Backend("cpu", "cpu"), id="cpu"),
+            pytest.param(Backend("cuda", "cuda"), id="cuda",
+                         marks=[pytest.mark.needs_cuda, pytest.mark.skipif(not HAS_CUDA, reason=_NO_CUDA_REASON)]),
+            pytest.param(triton, id="triton",
+                         marks=[pytest.mark.triton, pytest.mark.skipif(not HAS_TRITON, reason=_NO_TRITON_REASON)])]
 
 
 class WarpInputs(NamedTuple):

@@ -1,5 +1,6 @@
 """Tests of fastwarp's ops (``warp``, ``warp_blend`` and their backward ops) against the
-contract in DESIGN.md, "The ops": every backend matches :mod:`fastwarp.reference`
+contract in DESIGN.md, "The ops": every backend (C++ CPU, CUDA, Triton: see
+``op_helpers.backends``) passes the same tests and matches :mod:`fastwarp.reference`
 (``F.grid_sample``, ``align_corners=True``) computed in float64 on the CPU.
 
 Flows come from ``make_inputs``, whose values keep their fractional parts in [0.1, 0.9]:
@@ -21,11 +22,11 @@ import fastwarp
 from fastwarp import reference
 
 
-from op_helpers import LAYOUTS, away_from_integers, devices, make_inputs, with_layout  # noqa: E402
+from op_helpers import LAYOUTS, Backend, away_from_integers, backends, make_inputs, with_layout  # noqa: E402
 
 MODES = ("border", "zeros")
 OPS = ("warp", "warp_blend")
-FAST = {"warp": fastwarp.warp, "warp_blend": fastwarp.warp_blend}
+CPU = Backend("cpu", "cpu")
 REF = {"warp": reference.warp, "warp_blend": reference.warp_blend}
 ARITY = {"warp": 2, "warp_blend": 4}
 INPUT_NAMES = ("image", "flow", "texture", "mask")
@@ -41,10 +42,26 @@ SHAPES = [
     (4, 1, 9, 10),
     (5, 3, 123, 77),  # odd sizes, N=5: the CPU backward gives whole images to threads
 ]
+# Triton's interpreter (no GPU) is slow: it leaves out the large shape.
+INTERPRETER_SHAPES = SHAPES[:-1]
 
 
 def shape_id(shape) -> str:
     return "x".join(map(str, shape))
+
+
+def per_backend(argnames: str, values, ids=str, interpreter_values=None):
+    """``parametrize("backend," + argnames)`` over every backend x ``values`` (``ids`` names a
+    value); a Triton backend running in the interpreter gets ``interpreter_values`` instead,
+    where given. Keeps each backend's skip marks."""
+    params = []
+    for p in backends():
+        backend = p.values[0]
+        vals = interpreter_values if backend.interpreted and interpreter_values is not None else values
+        for v in vals:
+            params.append(pytest.param(backend, *(v if "," in argnames else (v,)), marks=p.marks,
+                                       id=f"{p.id}-{ids(v)}"))
+    return pytest.mark.parametrize(f"backend,{argnames}", params)
 
 
 def args_of(op: str, inputs) -> tuple:
@@ -82,11 +99,12 @@ def reference_grads(op: str, args, grad_output: torch.Tensor, mode: str, need=No
     return [next(grads) if n else None for n in need]
 
 
-def op_grads(op: str, args, grad_output: torch.Tensor, mode: str, need=None) -> tuple[torch.Tensor, list]:
-    """The op's output and ``.grad`` of each input (None where it did not require grad)."""
+def op_grads(backend: Backend, op: str, args, grad_output: torch.Tensor, mode: str,
+             need=None) -> tuple[torch.Tensor, list]:
+    """The op's output on ``backend`` and ``.grad`` of each input (None where it did not require grad)."""
     need = need or [True] * len(args)
     leaves = [t.detach().requires_grad_(n) for t, n in zip(args, need)]
-    out = FAST[op](*leaves, padding_mode=mode)
+    out = backend.fn(op)(*leaves, padding_mode=mode)
     if any(need):
         out.backward(grad_output)
     return out, [t.grad for t in leaves]
@@ -100,14 +118,13 @@ def random_like(t: torch.Tensor, seed: int) -> torch.Tensor:
 # --- forward and backward against the reference --------------------------------------------
 
 def reference_cases(test):
-    """Every device x dtype x layout x padding mode x flow size x shape x op."""
+    """Every backend x shape x dtype x layout x padding mode x flow size x op."""
     for mark in (pytest.mark.parametrize("op", OPS),
-                 pytest.mark.parametrize("shape", SHAPES, ids=shape_id),
                  pytest.mark.parametrize("flow_kind", ["inside", "outside"]),
                  pytest.mark.parametrize("mode", MODES),
                  pytest.mark.parametrize("layout", LAYOUTS),
                  pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str),
-                 pytest.mark.parametrize("device", devices())):
+                 per_backend("shape", SHAPES, shape_id, INTERPRETER_SHAPES)):
         test = mark(test)
     return test
 
@@ -119,11 +136,11 @@ def flow_scale_of(kind: str, shape) -> float:
 
 
 @reference_cases
-def test_forward_matches_reference(device, dtype, layout, mode, flow_kind, shape, op):
-    inputs = make_inputs(shape, dtype, device, layout, flow_scale_of(flow_kind, shape), seed=1)
+def test_forward_matches_reference(backend, dtype, layout, mode, flow_kind, shape, op):
+    inputs = make_inputs(shape, dtype, backend.device, layout, flow_scale_of(flow_kind, shape), seed=1)
     args = args_of(op, inputs)
-    out = FAST[op](*args, padding_mode=mode)
-    assert out.dtype == dtype and out.device.type == device
+    out = backend.fn(op)(*args, padding_mode=mode)
+    assert out.dtype == dtype and out.device.type == backend.device
     assert_matches(out, reference_forward(op, args, mode), TOL[dtype])
     # The output takes the image's memory format.
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
@@ -131,11 +148,11 @@ def test_forward_matches_reference(device, dtype, layout, mode, flow_kind, shape
 
 
 @reference_cases
-def test_backward_matches_reference(device, dtype, layout, mode, flow_kind, shape, op):
-    inputs = make_inputs(shape, dtype, device, layout, flow_scale_of(flow_kind, shape), seed=2)
+def test_backward_matches_reference(backend, dtype, layout, mode, flow_kind, shape, op):
+    inputs = make_inputs(shape, dtype, backend.device, layout, flow_scale_of(flow_kind, shape), seed=2)
     args = args_of(op, inputs)
     grad_output = with_layout(random_like(inputs.image, seed=3), layout)  # the kernels read it by strides
-    _, grads = op_grads(op, args, grad_output, mode)
+    _, grads = op_grads(backend, op, args, grad_output, mode)
     expected = reference_grads(op, args, grad_output, mode)
     for name, g, e in zip(INPUT_NAMES, grads, expected):
         assert g is not None and g.dtype == dtype, name
@@ -157,49 +174,50 @@ LOWRES_CASES = [
 
 def lowres_cases(test):
     for mark in (pytest.mark.parametrize("op", OPS),
-                 pytest.mark.parametrize("shape,grid", LOWRES_CASES, ids=lambda v: shape_id(v)),
                  pytest.mark.parametrize("mode", MODES),
                  pytest.mark.parametrize("layout", LAYOUTS),
                  pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str),
-                 pytest.mark.parametrize("device", devices())):
+                 per_backend("shape,grid", LOWRES_CASES, lambda v: f"{shape_id(v[0])}-{shape_id(v[1])}")):
         test = mark(test)
     return test
 
 
 @lowres_cases
-def test_lowres_forward_matches_reference(device, dtype, layout, mode, shape, grid, op):
-    inputs = make_inputs(shape, dtype, device, layout, flow_scale=2.0, seed=31, grid=grid)
+def test_lowres_forward_matches_reference(backend, dtype, layout, mode, shape, grid, op):
+    inputs = make_inputs(shape, dtype, backend.device, layout, flow_scale=2.0, seed=31, grid=grid)
     args = args_of(op, inputs)
-    out = FAST[op](*args, padding_mode=mode)
+    out = backend.fn(op)(*args, padding_mode=mode)
     assert out.shape == shape
     assert_matches(out, reference_forward(op, args, mode), TOL[dtype])
 
 
 @lowres_cases
-def test_lowres_backward_matches_reference(device, dtype, layout, mode, shape, grid, op):
+def test_lowres_backward_matches_reference(backend, dtype, layout, mode, shape, grid, op):
     # Gradients reach the h x w tensors through the adjoint of the upsampling.
-    inputs = make_inputs(shape, dtype, device, layout, flow_scale=2.0, seed=32, grid=grid)
+    inputs = make_inputs(shape, dtype, backend.device, layout, flow_scale=2.0, seed=32, grid=grid)
     args = args_of(op, inputs)
     grad_output = with_layout(random_like(inputs.image, seed=33), layout)
-    _, grads = op_grads(op, args, grad_output, mode)
+    _, grads = op_grads(backend, op, args, grad_output, mode)
     expected = reference_grads(op, args, grad_output, mode)
     for name, g, e in zip(INPUT_NAMES, grads, expected):
         assert g is not None and g.shape == e.shape, name
         assert_matches(g, e, TOL[dtype], name=name)
 
 
-def test_lowres_upsampling_is_interpolate():
+@pytest.mark.parametrize("backend", backends())
+def test_lowres_upsampling_is_interpolate(backend):
     # Independent of fastwarp.reference: a constant flow on a 4x smaller grid is the same
     # constant flow in image pixels times 4, and a zero flow with mask 0 returns the
     # texture upsampled by F.interpolate.
-    image = torch.rand(1, 3, 32, 32, dtype=torch.float64)
-    flow = torch.zeros(1, 2, 8, 8, dtype=torch.float64)
+    opts = dict(dtype=torch.float64, device=backend.device)
+    image = torch.rand(1, 3, 32, 32, **opts)
+    flow = torch.zeros(1, 2, 8, 8, **opts)
     flow[:, 0] = 0.5  # 0.5 px of the 8 x 8 grid = 2 px of the image
-    out = fastwarp.warp(image, flow)
+    out = backend.fn("warp")(image, flow)
     torch.testing.assert_close(out[..., :30], image[..., 2:], rtol=0, atol=1e-12)
-    texture = torch.rand(1, 3, 8, 8, dtype=torch.float64)
-    mask = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
-    out = fastwarp.warp_blend(image, flow, texture, mask)
+    texture = torch.rand(1, 3, 8, 8, **opts)
+    mask = torch.zeros(1, 1, 8, 8, **opts)
+    out = backend.fn("warp_blend")(image, flow, texture, mask)
     expected = torch.nn.functional.interpolate(texture, size=(32, 32), mode="bilinear", align_corners=False)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
@@ -208,27 +226,27 @@ def test_lowres_upsampling_is_interpolate():
 @pytest.mark.parametrize("shape", [(2, 3, 1, 1), (2, 3, 1, 9), (2, 1, 8, 1), (3, 4, 9, 11)], ids=shape_id)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("device", devices())
-def test_integer_flow_forward(device, dtype, mode, shape, op):
+@pytest.mark.parametrize("backend", backends())
+def test_integer_flow_forward(backend, dtype, mode, shape, op):
     """Integer flows sample pixel centres exactly (also exactly on the image bounds):
     the forward is continuous there and must match the reference; zero flow is the
     identity, bit for bit."""
-    inputs = make_inputs(shape, dtype, device, seed=31)
+    inputs = make_inputs(shape, dtype, backend.device, seed=31)
     gen = torch.Generator().manual_seed(32)
-    flow = torch.randint(-12, 13, inputs.flow.shape, generator=gen).to(device=device, dtype=dtype)
+    flow = torch.randint(-12, 13, inputs.flow.shape, generator=gen).to(device=backend.device, dtype=dtype)
     args = args_of(op, (inputs.image, flow) + tuple(inputs[2:]))
-    assert_matches(FAST[op](*args, padding_mode=mode), reference_forward(op, args, mode), TOL[dtype])
-    identity = fastwarp.warp(inputs.image, torch.zeros_like(inputs.flow), padding_mode=mode)
+    assert_matches(backend.fn(op)(*args, padding_mode=mode), reference_forward(op, args, mode), TOL[dtype])
+    identity = backend.fn("warp")(inputs.image, torch.zeros_like(inputs.flow), padding_mode=mode)
     assert torch.equal(identity, inputs.image)
 
 
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("device", devices())
-def test_empty_batch(device, mode, op):
-    inputs = make_inputs((0, 3, 5, 7), torch.float32, device)
+@pytest.mark.parametrize("backend", backends())
+def test_empty_batch(backend, mode, op):
+    inputs = make_inputs((0, 3, 5, 7), torch.float32, backend.device)
     args = args_of(op, inputs)
-    out, grads = op_grads(op, args, torch.empty(0, 3, 5, 7, device=device), mode)
+    out, grads = op_grads(backend, op, args, torch.empty(0, 3, 5, 7, device=backend.device), mode)
     assert out.shape == (0, 3, 5, 7)
     for t, g in zip(args, grads):
         assert g is not None and g.shape == t.shape
@@ -254,14 +272,14 @@ def special_flow(flow: torch.Tensor, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("device", devices())
-def test_non_finite_flow_matches_reference(device, dtype, layout, mode, shape, op):
+@pytest.mark.parametrize("backend", backends())
+def test_non_finite_flow_matches_reference(backend, dtype, layout, mode, shape, op):
     """border: NaN samples the first pixel, +-Inf the last/first; zeros: NaN or +-Inf gives
     NaN, a huge finite coordinate 0 (grid_sample on the CPU, DESIGN.md)."""
-    image, flow, texture, mask = make_inputs(shape, dtype, device, layout, seed=4)
+    image, flow, texture, mask = make_inputs(shape, dtype, backend.device, layout, seed=4)
     flow = with_layout(special_flow(flow, seed=5), layout)
     args = args_of(op, (image, flow, texture, mask))
-    out = FAST[op](*args, padding_mode=mode)
+    out = backend.fn(op)(*args, padding_mode=mode)
     assert_matches(out, reference_forward(op, args, mode), TOL[dtype], equal_nan=True)
     if mode == "border":
         assert torch.isfinite(out).all()
@@ -270,17 +288,17 @@ def test_non_finite_flow_matches_reference(device, dtype, layout, mode, shape, o
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("device", devices())
-def test_huge_finite_flow_backward_matches_reference(device, dtype, mode, op):
-    inputs = make_inputs((2, 3, 6, 7), dtype, device, seed=6)
+@pytest.mark.parametrize("backend", backends())
+def test_huge_finite_flow_backward_matches_reference(backend, dtype, mode, op):
+    inputs = make_inputs((2, 3, 6, 7), dtype, backend.device, seed=6)
     gen = torch.Generator().manual_seed(7)
     huge = torch.tensor([1e30, -1e30, 1e6 + 0.5, -1e6 - 0.5], dtype=torch.float64)
     pick = torch.randint(0, 2 * len(huge), inputs.flow.shape, generator=gen)
     flow = cpu64(inputs.flow)
     flow[pick < len(huge)] = huge[pick[pick < len(huge)]]
-    args = args_of(op, (inputs.image, flow.to(device=device, dtype=dtype), inputs.texture, inputs.mask))
+    args = args_of(op, (inputs.image, flow.to(device=backend.device, dtype=dtype), inputs.texture, inputs.mask))
     grad_output = random_like(inputs.image, seed=8)
-    _, grads = op_grads(op, args, grad_output, mode)
+    _, grads = op_grads(backend, op, args, grad_output, mode)
     for g, e in zip(grads, reference_grads(op, args, grad_output, mode)):
         assert_matches(g, e, TOL[dtype])
 
@@ -289,22 +307,22 @@ def test_huge_finite_flow_backward_matches_reference(device, dtype, mode, op):
 @pytest.mark.parametrize("sentinel", [float("nan"), 1e30], ids=["nan", "1e30"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-@pytest.mark.parametrize("device", devices())
-def test_reads_nothing_outside_image(device, dtype, mode, sentinel, op):
+@pytest.mark.parametrize("backend", backends())
+def test_reads_nothing_outside_image(backend, dtype, mode, sentinel, op):
     """The image is a view into a buffer whose 2-pixel frame holds a sentinel; no flow,
     however large or non-finite, may let the sentinel reach the output or the gradients."""
     N, C, H, W = 3, 3, 6, 7
-    _, flow, texture, mask = make_inputs((N, C, H, W), dtype, device, seed=9)
-    big = torch.full((N, C, H + 4, W + 4), sentinel, dtype=dtype, device=device)
+    _, flow, texture, mask = make_inputs((N, C, H, W), dtype, backend.device, seed=9)
+    big = torch.full((N, C, H + 4, W + 4), sentinel, dtype=dtype, device=backend.device)
     image = big[:, :, 2:-2, 2:-2]
     image.copy_(random_like(image, seed=10))
     values = torch.tensor([float("nan"), float("inf"), float("-inf"), 1e30, -1e30, 1e6 + 0.5, -1e6 - 0.5,
                            W + 0.3, -W - 0.3, H + 0.6, -H - 0.6, 2.6, -2.6, 0.4, -0.4], dtype=torch.float64)
     gen = torch.Generator().manual_seed(11)
-    flow = values[torch.randint(0, len(values), flow.shape, generator=gen)].to(device=device, dtype=dtype)
+    flow = values[torch.randint(0, len(values), flow.shape, generator=gen)].to(device=backend.device, dtype=dtype)
     args = args_of(op, (image, flow, texture, mask))
     grad_output = random_like(image, seed=12)
-    out, grads = op_grads(op, args, grad_output, mode, need=[True, True, False, True][:ARITY[op]])
+    out, grads = op_grads(backend, op, args, grad_output, mode, need=[True, True, False, True][:ARITY[op]])
 
     bound = image.abs().max().item() * (1 + 1e-6)  # |texture| <= |image| max and mask in [0, 1]
     if mode == "border":
@@ -327,12 +345,12 @@ def test_reads_nothing_outside_image(device, dtype, mode, sentinel, op):
 @pytest.mark.parametrize("op,wrt", [(op, w) for op in OPS for w in ("all",) + INPUT_NAMES[:ARITY[op]]])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("device", devices())
-def test_gradcheck(device, layout, mode, op, wrt):
-    inputs = make_inputs((2, 2, 4, 5), torch.float64, device, layout, flow_scale=2.0, seed=13)
+@pytest.mark.parametrize("backend", backends())
+def test_gradcheck(backend, layout, mode, op, wrt):
+    inputs = make_inputs((2, 2, 4, 5), torch.float64, backend.device, layout, flow_scale=2.0, seed=13)
     args = [t.detach().requires_grad_(wrt in ("all", name))
             for t, name in zip(args_of(op, inputs), INPUT_NAMES)]
-    assert torch.autograd.gradcheck(lambda *ts: FAST[op](*ts, padding_mode=mode), args, fast_mode=True)
+    assert torch.autograd.gradcheck(lambda *ts: backend.fn(op)(*ts, padding_mode=mode), args, fast_mode=True)
 
 
 def _nonempty_subsets(n: int):
@@ -342,13 +360,13 @@ def _nonempty_subsets(n: int):
 @pytest.mark.parametrize("op,wanted", [(op, s) for op in OPS for s in _nonempty_subsets(ARITY[op])],
                          ids=lambda v: v if isinstance(v, str) else "+".join(INPUT_NAMES[i] for i in v))
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("device", devices())
-def test_only_some_inputs_require_grad(device, mode, op, wanted):
-    inputs = make_inputs((2, 3, 7, 8), torch.float64, device, flow_scale=3.0, seed=14)
+@pytest.mark.parametrize("backend", backends())
+def test_only_some_inputs_require_grad(backend, mode, op, wanted):
+    inputs = make_inputs((2, 3, 7, 8), torch.float64, backend.device, flow_scale=3.0, seed=14)
     args = args_of(op, inputs)
     need = [i in wanted for i in range(len(args))]
     grad_output = random_like(inputs.image, seed=15)
-    out, grads = op_grads(op, args, grad_output, mode, need)
+    out, grads = op_grads(backend, op, args, grad_output, mode, need)
     assert out.requires_grad
     for name, n, g, e in zip(INPUT_NAMES, need, grads, reference_grads(op, args, grad_output, mode, need)):
         if n:
@@ -358,8 +376,9 @@ def test_only_some_inputs_require_grad(device, mode, op, wanted):
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_no_input_requires_grad(op):
-    out = FAST[op](*args_of(op, make_inputs((1, 3, 4, 4))))
+@pytest.mark.parametrize("backend", backends())
+def test_no_input_requires_grad(backend, op):
+    out = backend.fn(op)(*args_of(op, make_inputs((1, 3, 4, 4), device=backend.device)))
     assert not out.requires_grad and out.grad_fn is None
 
 
@@ -375,7 +394,7 @@ def test_cpu_backward_any_thread_count(threads, op):
             inputs = make_inputs(shape, torch.float64, "cpu", flow_scale=8.0, seed=29)
             args = args_of(op, inputs)
             grad_output = random_like(inputs.image, seed=30)
-            _, grads = op_grads(op, args, grad_output, "border")
+            _, grads = op_grads(CPU, op, args, grad_output, "border")
             for name, g, e in zip(INPUT_NAMES, grads, reference_grads(op, args, grad_output, "border")):
                 assert_matches(g, e, TOL[torch.float64], name=f"{shape_id(shape)} {name}")
     finally:
@@ -391,36 +410,39 @@ def test_cpu_backward_is_deterministic(dtype, shape, op):
     inputs = make_inputs(shape, dtype, "cpu", flow_scale=30.0, seed=16)
     args = args_of(op, inputs)
     grad_output = random_like(inputs.image, seed=17)
-    first = op_grads(op, args, grad_output, "border")[1]
+    first = op_grads(CPU, op, args, grad_output, "border")[1]
     for _ in range(3):
-        again = op_grads(op, args, grad_output, "border")[1]
+        again = op_grads(CPU, op, args, grad_output, "border")[1]
         for a, b in zip(first, again):
             assert torch.equal(a, b)
 
 
-@pytest.mark.needs_cuda
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-def test_cuda_deterministic_backward(dtype, op):
+@pytest.mark.parametrize("backend", [p for p in backends() if p.id != "cpu"])  # the atomic scatters
+def test_deterministic_backward(backend, dtype, op):
     """torch.use_deterministic_algorithms(True) switches the image gradient from atomics
     to a fixed-order reduction: bitwise repeatable, equal to the atomic result within
-    rounding."""
-    inputs = make_inputs((3, 3, 64, 48), dtype, "cuda", flow_scale=20.0, seed=18)
+    rounding, and to the reference."""
+    inputs = make_inputs((3, 3, 64, 48), dtype, backend.device, flow_scale=20.0, seed=18)
     args = args_of(op, inputs)
     grad_output = random_like(inputs.image, seed=19)
-    atomic = op_grads(op, args, grad_output, "border")[1]
+    atomic = op_grads(backend, op, args, grad_output, "border")[1]
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         torch.use_deterministic_algorithms(True)
-        first = op_grads(op, args, grad_output, "border")[1]
-        again = op_grads(op, args, grad_output, "border")[1]
+        first = op_grads(backend, op, args, grad_output, "border")[1]
+        again = op_grads(backend, op, args, grad_output, "border")[1]
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
     tol = 1e-5 if dtype == torch.float32 else 2 * torch.finfo(dtype).eps
     for a, f, g in zip(atomic, first, again):
         assert torch.equal(f, g)
         assert_matches(a, cpu64(f), tol)
+    if dtype == torch.float32:
+        for f, e in zip(first, reference_grads(op, args, grad_output, "border")):
+            assert_matches(f, e, TOL[dtype])
 
 
 # --- reduced precision ------------------------------------------------------------------------
@@ -428,20 +450,20 @@ def test_cuda_deterministic_backward(dtype, op):
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("device", devices())
-def test_half_precision_error_at_most_twice_pytorchs(device, dtype, mode, op):
+@pytest.mark.parametrize("backend", backends())
+def test_half_precision_error_at_most_twice_pytorchs(backend, dtype, mode, op):
     """Numerics rule for half precision (STYLE.md): on the same inputs, the op's error
     against the float64 result is at most twice the error of PyTorch's own reference run
     at that precision, plus one rounding of the largest value (eps * max|exact|) — for
     the output and for every gradient. (The kernels compute in float32, so the op's
     error is about one final rounding.)"""
-    inputs = make_inputs((2, 3, 32, 29), dtype, device, flow_scale=3.0, seed=20)
+    inputs = make_inputs((2, 3, 32, 29), dtype, backend.device, flow_scale=3.0, seed=20)
     args = args_of(op, inputs)
     grad_output = random_like(inputs.image, seed=21)
 
     exact_out = reference_forward(op, args, mode)
     exact_grads = reference_grads(op, args, grad_output, mode)
-    op_out, op_g = op_grads(op, args, grad_output, mode)
+    op_out, op_g = op_grads(backend, op, args, grad_output, mode)
     leaves = [t.detach().requires_grad_() for t in args]
     ref_out = REF[op](*leaves, padding_mode=mode)
     ref_g = torch.autograd.grad(ref_out, leaves, grad_output)
@@ -461,11 +483,11 @@ def test_half_precision_error_at_most_twice_pytorchs(device, dtype, mode, op):
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("device", devices())
-def test_opcheck_forward(device, layout, mode, op):
-    inputs = make_inputs((2, 3, 5, 6), torch.float32, device, layout, seed=22)
+@pytest.mark.parametrize("backend", backends())
+def test_opcheck_forward(backend, layout, mode, op):
+    inputs = make_inputs((2, 3, 5, 6), torch.float32, backend.device, layout, seed=22)
     args = [t.detach().requires_grad_() for t in args_of(op, inputs)]
-    torch.library.opcheck(getattr(torch.ops.fastwarp, op).default, (*args, mode))
+    torch.library.opcheck(backend.op(op), (*args, mode))
 
 
 BACKWARD_MASKS = {
@@ -477,40 +499,39 @@ BACKWARD_MASKS = {
 @pytest.mark.parametrize("op,output_mask", [(op, m) for op in OPS for m in BACKWARD_MASKS[op]],
                          ids=lambda v: v if isinstance(v, str) else "".join("1" if b else "0" for b in v))
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("device", devices())
-def test_opcheck_backward(device, layout, op, output_mask):
+@pytest.mark.parametrize("backend", backends())
+def test_opcheck_backward(backend, layout, op, output_mask):
     """Includes output masks that skip two gradients: the op's schema promises distinct
     (non-aliasing) outputs, so the skipped gradients must be distinct empty tensors."""
-    inputs = make_inputs((2, 3, 5, 6), torch.float32, device, layout, seed=23)
+    inputs = make_inputs((2, 3, 5, 6), torch.float32, backend.device, layout, seed=23)
     grad_output = with_layout(random_like(inputs.image, seed=24), layout)
-    backward = getattr(torch.ops.fastwarp, f"{op}_backward").default
-    torch.library.opcheck(backward, (grad_output, *args_of(op, inputs), "zeros", output_mask))
+    torch.library.opcheck(backend.op(f"{op}_backward"), (grad_output, *args_of(op, inputs), "zeros", output_mask))
 
 
 class _TinyEditor(nn.Module):
     """A conv head predicting flow, texture and mask from the image, then warp_blend:
     the shape of TextureNet/MotionNet's use of the op, in miniature."""
 
-    def __init__(self, channels: int, padding_mode: str) -> None:
+    def __init__(self, channels: int, padding_mode: str, backend: str = "auto") -> None:
         super().__init__()
         self.channels = channels
-        self.padding_mode = padding_mode
         self.head = nn.Conv2d(channels, 2 + channels + 1, 3, padding=1)
+        self.warp_blend = fastwarp.WarpBlend(padding_mode, backend)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         h = self.head(image)
         flow = 4.0 * torch.tanh(h[:, :2])
         texture = torch.tanh(h[:, 2:2 + self.channels])
         mask = torch.sigmoid(h[:, 2 + self.channels:])
-        return fastwarp.warp_blend(image, flow, texture, mask, padding_mode=self.padding_mode)
+        return self.warp_blend(image, flow, texture, mask)
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("device", devices())
-def test_compile_fullgraph_matches_eager(device, mode):
+@pytest.mark.parametrize("backend", backends())
+def test_compile_fullgraph_matches_eager(backend, mode):
     torch.manual_seed(25)
-    model = _TinyEditor(3, mode).to(device=device, dtype=torch.float64)
-    image = make_inputs((2, 3, 12, 10), torch.float64, device, seed=26).image.requires_grad_()
+    model = _TinyEditor(3, mode, backend.name).to(device=backend.device, dtype=torch.float64)
+    image = make_inputs((2, 3, 12, 10), torch.float64, backend.device, seed=26).image.requires_grad_()
     weight = random_like(image, seed=27)
 
     def run(fn):
@@ -524,6 +545,21 @@ def test_compile_fullgraph_matches_eager(device, mode):
     compiled = torch.compile(model, fullgraph=True)
     for e, c in zip(run(model), run(compiled)):
         torch.testing.assert_close(c, e, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_export_keeps_one_op(backend):
+    """torch.export records the backend's op as one node (its kernels stay behind it) and
+    the exported program computes what the module does."""
+    torch.manual_seed(34)
+    model = _TinyEditor(3, "zeros", backend.name).to(device=backend.device, dtype=torch.float64)
+    image = make_inputs((2, 3, 12, 10), torch.float64, backend.device, seed=35).image
+    exported = torch.export.export(model, (image,))
+    targets = [str(node.target) for node in exported.graph.nodes if node.op == "call_function"]
+    assert targets.count(str(backend.op("warp_blend"))) == 1, targets
+    assert not any("triton_kernel_wrapper" in t for t in targets), targets
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(image), model(image), rtol=1e-12, atol=1e-12)
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -583,11 +619,11 @@ BAD_INPUTS = [
 ]
 
 
-def _call(op: str, how: str, args: dict):
-    """Calls the op eagerly, on fake tensors (FakeTensorMode) or on the meta device."""
+def _call(backend: Backend, op: str, how: str, args: dict):
+    """Calls the backend's op eagerly, on fake tensors (FakeTensorMode) or on the meta device."""
     tensors = {k: v for k, v in args.items() if isinstance(v, torch.Tensor)}
     mode = args["padding_mode"]
-    fn = getattr(torch.ops.fastwarp, op).default
+    fn = backend.op(op)
     if how == "eager":
         return fn(*tensors.values(), mode)
     if how == "meta":
@@ -608,46 +644,47 @@ def _applicable_bad_inputs():
 
 @pytest.mark.parametrize("how", ["eager", "fake", "meta"])
 @pytest.mark.parametrize("case,replace,exc,message,op", list(_applicable_bad_inputs()))
-@pytest.mark.parametrize("device", devices())
-def test_bad_input_raises(device, case, replace, exc, message, op, how):
-    args = _base(op, device)
-    replace = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in replace.items()}
+@pytest.mark.parametrize("backend", backends())
+def test_bad_input_raises(backend, case, replace, exc, message, op, how):
+    args = _base(op, backend.device)
+    replace = {k: v.to(backend.device) if isinstance(v, torch.Tensor) else v for k, v in replace.items()}
     replace = {k: v for k, v in replace.items() if k in args}
     args.update(replace)
     with pytest.raises(exc, match=re.escape(f"fastwarp.{op}: ") + message):
-        _call(op, how, args)
+        _call(backend, op, how, args)
 
 
 @pytest.mark.parametrize("how", ["eager", "fake", "meta"])
 @pytest.mark.parametrize("op", OPS)
-def test_bad_input_raises_from_wrapper(op, how):
+@pytest.mark.parametrize("backend", backends())
+def test_bad_input_raises_from_wrapper(backend, op, how):
     # The public wrappers pass arguments through unchanged: same checks, same messages.
-    args = _base(op)
-    args["flow"] = _f(2, 3, 5, 6)
+    args = _base(op, backend.device)
+    args["flow"] = _f(2, 3, 5, 6).to(backend.device)
     tensors = [v for v in args.values() if isinstance(v, torch.Tensor)]
     if how == "meta":
         tensors = [t.to("meta") for t in tensors]
     with pytest.raises(ValueError, match=re.escape(f"fastwarp.{op}: flow.shape[1] must be 2 (dx, dy), got 3")):
         if how == "fake":
             with FakeTensorMode() as fake_mode:
-                FAST[op](*(fake_mode.from_tensor(t) for t in tensors))
+                backend.fn(op)(*(fake_mode.from_tensor(t) for t in tensors))
         else:
-            FAST[op](*tensors)
+            backend.fn(op)(*tensors)
 
 
 @pytest.mark.parametrize("how", ["eager", "fake", "meta"])
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("bad", ["shape", "dtype"])
-@pytest.mark.parametrize("device", devices())
-def test_backward_op_checks_grad_output(device, bad, op, how):
-    args = _base(op, device)
+@pytest.mark.parametrize("backend", backends())
+def test_backward_op_checks_grad_output(backend, bad, op, how):
+    args = _base(op, backend.device)
     image = args["image"]
-    grad_output = _f(2, 3, 5, 5).to(device) if bad == "shape" else image.double()
+    grad_output = _f(2, 3, 5, 5).to(backend.device) if bad == "shape" else image.double()
     exc, message = ((ValueError, r"grad_output must have the output's shape \[2, 3, 5, 6\], got \[2, 3, 5, 5\]")
                     if bad == "shape" else
                     (TypeError, r"grad_output\.dtype must match image\.dtype \(Float\), got Double"))
     tensors = [grad_output] + [v for v in args.values() if isinstance(v, torch.Tensor)]
-    backward = getattr(torch.ops.fastwarp, f"{op}_backward").default
+    backward = backend.op(f"{op}_backward")
     call_args = lambda ts: (*ts, "border", [True] * ARITY[op])  # noqa: E731
     with pytest.raises(exc, match=re.escape(f"fastwarp.{op}_backward: ") + message):
         if how == "eager":
@@ -660,24 +697,26 @@ def test_backward_op_checks_grad_output(device, bad, op, how):
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_device_mismatch_raises(op):
-    # A CPU image with a meta flow dispatches to the fake kernel, which checks devices.
-    args = _base(op)
+@pytest.mark.parametrize("backend", backends())
+def test_device_mismatch_raises(backend, op):
+    # An image with a meta flow dispatches to the fake kernel, which checks devices.
+    args = _base(op, backend.device)
     args["flow"] = args["flow"].to("meta")
-    with pytest.raises(ValueError, match=re.escape(f"fastwarp.{op}: flow must be on the image's device (cpu), "
-                                                   "got meta")):
-        _call(op, "eager", args)
+    with pytest.raises(ValueError, match=re.escape(f"fastwarp.{op}: flow must be on the image's device "
+                                                   f"({args['image'].device}), got meta")):
+        _call(backend, op, "eager", args)
 
 
 @pytest.mark.needs_cuda
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("which", ["flow", "texture", "mask"])
-def test_cuda_device_mismatch_raises(which, op):
+@pytest.mark.parametrize("backend", [p for p in backends() if p.id != "cpu"])  # the GPU backends
+def test_cuda_device_mismatch_raises(backend, which, op):
     if which not in _base(op):
         pytest.skip("warp has no texture or mask")
     args = {k: (v.cuda() if isinstance(v, torch.Tensor) and k != which else v) for k, v in _base(op).items()}
     with pytest.raises(ValueError, match=re.escape(f"fastwarp.{op}: {which} must be on the image's device (cuda")):
-        _call(op, "eager", args)
+        _call(backend, op, "eager", args)
 
 
 def test_away_from_integers_helper():
@@ -695,6 +734,92 @@ def test_modules():
     assert torch.equal(fastwarp.WarpBlend()(*inputs), fastwarp.warp_blend(*inputs))
     with pytest.raises(ValueError, match="padding_mode must be 'border' or 'zeros', got 'reflect'"):
         fastwarp.Warp("reflect")
+    module = fastwarp.WarpBlend(backend="reference")
+    assert repr(module) == "WarpBlend(padding_mode='border', backend='reference')"
+    assert torch.equal(module(*inputs), reference.warp_blend(*inputs))
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'cpu', 'cuda', 'triton', 'reference', "
+                                         "got 'gpu'"):
+        fastwarp.Warp(backend="gpu")
+
+
+# --- choosing a backend ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("op", OPS)
+def test_unknown_backend_raises(op):
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'cpu', 'cuda', 'triton', 'reference', "
+                                         "got 'Triton'"):
+        getattr(fastwarp, op)(*args_of(op, make_inputs((1, 3, 4, 4))), backend="Triton")
+
+
+@pytest.mark.parametrize("available,expected", [
+    (dict(cuda=True, triton=True), "cuda"),
+    (dict(cuda=False, triton=True), "triton"),
+    (dict(cuda=False, triton=False), "reference"),
+])
+def test_auto_backend_rule(monkeypatch, available, expected):
+    # CPU (and meta) tensors always get the C++ kernels; CUDA tensors the first available
+    # of cuda, triton, reference.
+    monkeypatch.setattr(fastwarp.ops, "backends", lambda: dict(cpu=True, reference=True, **available))
+    assert fastwarp.resolve_backend("auto", "cpu") == "cpu"
+    assert fastwarp.resolve_backend("auto", torch.device("meta")) == "cpu"
+    assert fastwarp.resolve_backend("auto", "cuda") == expected
+    assert fastwarp.resolve_backend("triton", "cpu") == "triton"  # explicit names stay
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_backend_on_wrong_device_raises(op, monkeypatch):
+    args = args_of(op, make_inputs((1, 3, 4, 4)))
+    with pytest.raises(ValueError, match=re.escape(f"fastwarp.{op}: backend='cuda' needs CUDA tensors, got cpu")):
+        getattr(fastwarp, op)(*args, backend="cuda")
+    # Triton on CPU tensors only in the interpreter.
+    if fastwarp.ops._has_triton():
+        triton_ops = fastwarp.ops._TRITON["module"]
+        monkeypatch.setattr(triton_ops, "INTERPRET", False)
+        with pytest.raises(ValueError, match=re.escape(f"fastwarp.{op}: backend='triton' needs CUDA tensors (or CPU "
+                                                       "tensors with TRITON_INTERPRET=1")):
+            getattr(fastwarp, op)(*args, backend="triton")
+    # Without triton: a clear error, and "auto" never picks it.
+    monkeypatch.setattr(fastwarp.ops, "_TRITON", dict(module=None, error="No module named 'triton'"))
+    assert fastwarp.backends()["triton"] is False
+    with pytest.raises(RuntimeError, match=re.escape(f"fastwarp.{op}: backend='triton' needs the triton package, "
+                                                     "which does not import: No module named 'triton'")):
+        getattr(fastwarp, op)(*args, backend="triton")
+
+
+def test_backend_choice_traces_without_graph_breaks():
+    # The wrappers' backend choice (also the CUDA branch of "auto", probed here without a
+    # GPU) must not break torch.compile(fullgraph=True) graphs on any machine.
+    def f(x):
+        names = [fastwarp.resolve_backend(b, torch.device(d)) for b in ("auto", "cuda") for d in ("cpu", "cuda")]
+        return x + len(names) + sum(fastwarp.backends().values())
+
+    torch._dynamo.reset()
+    x = torch.zeros(2)
+    assert torch.equal(torch.compile(f, fullgraph=True)(x), f(x))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_reference_backend_is_the_reference(op):
+    inputs = make_inputs((2, 3, 6, 7), torch.float64, seed=36)
+    args = args_of(op, inputs)
+    grad_output = random_like(inputs.image, seed=37)
+    out, grads = op_grads(Backend("reference", "cpu"), op, args, grad_output, "zeros")
+    assert torch.equal(out, reference_forward(op, args, "zeros"))
+    for g, e in zip(grads, reference_grads(op, args, grad_output, "zeros")):
+        assert torch.equal(g, e)
+
+
+def test_package_imports_without_triton():
+    # triton is optional: with it unimportable fastwarp imports, runs its C++ kernels and
+    # reports no Triton backend.
+    import subprocess
+    import sys
+    script = ("import sys; sys.modules['triton'] = None\n"
+              "import torch, fastwarp\n"
+              "assert fastwarp.backends()['triton'] is False, fastwarp.backends()\n"
+              "image = torch.rand(1, 3, 4, 4); flow = torch.zeros(1, 2, 4, 4)\n"
+              "assert torch.equal(fastwarp.warp(image, flow), image)\n")
+    subprocess.run([sys.executable, "-c", script], check=True)
 
 
 # --- the CPU backend's two row implementations ---------------------------------------------

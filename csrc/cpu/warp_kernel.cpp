@@ -342,19 +342,21 @@ struct CpuBackend {
           for (int64_t y = 0; y < H; ++y) {
             acc_t* r = rows.data() + y * w;
             for (int64_t x = 0; x < W; ++x) {
+              // Zero weights are skipped, as in detail::upsample_adjoint_at, so a NaN
+              // gradient reaches only the samples that pixel reads.
               const acc_t v = static_cast<acc_t>(plane[y * sh.h + x * sh.w]);
-              r[xs[x].i0] += xs[x].l0 * v;
-              r[xs[x].i1] += xs[x].l1 * v;
+              if (xs[x].l0 != acc_t(0)) r[xs[x].i0] += xs[x].l0 * v;
+              if (xs[x].l1 != acc_t(0)) r[xs[x].i1] += xs[x].l1 * v;
             }
           }
           for (int64_t y = 0; y < H; ++y) {
             const acc_t* r = rows.data() + y * w;
             acc_t* o0 = out.data() + ys[y].i0 * w;
             acc_t* o1 = out.data() + ys[y].i1 * w;
-            for (int64_t j = 0; j < w; ++j) {
-              o0[j] += ys[y].l0 * r[j];
-              o1[j] += ys[y].l1 * r[j];
-            }
+            if (ys[y].l0 != acc_t(0))
+              for (int64_t j = 0; j < w; ++j) o0[j] += ys[y].l0 * r[j];
+            if (ys[y].l1 != acc_t(0))
+              for (int64_t j = 0; j < w; ++j) o1[j] += ys[y].l1 * r[j];
           }
           scalar_t* dst = lo + n * sl.n + k * sl.c;
           for (int64_t i = 0; i < h; ++i)
