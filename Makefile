@@ -13,7 +13,7 @@ DEMO_IMAGE ?= $(FACES)/images/st_people_0.png
 DEMO_AUS   ?= --au AU12=3 --au AU25=1
 SOURCES := setup.py pyproject.toml requirements.txt $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*/*.cuh)
 
-.PHONY: demo test bench cuda-check install clean
+.PHONY: demo test bench bench-baseline gpu-carry cuda-check install clean
 
 install: $(VENV)/.installed
 
@@ -35,11 +35,28 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# CPU benchmarks (pytest-benchmark); results with machine info under bench/results/.
+# Benchmarks of this machine's device (a GPU where one is visible, else the CPU), see
+# bench/run.py: results in bench/results/<kind>-latest.json; where
+# bench/results/<kind>-baseline.json exists, a benchmark whose median is more than
+# BENCH_FAIL slower than there fails the run; then the ratio table and issue 3's targets.
+# BENCH_ARGS go to pytest, e.g. BENCH_ARGS='-k "warp-forward" --bench-rounds 5'.
+BENCH_FAIL ?= median:25%
+BENCH_ARGS ?=
 bench: install
-	$(PY) -m pytest bench -q --benchmark-enable --benchmark-group-by=group \
-		--benchmark-json=bench/results/cpu-latest.json
-	$(PY) bench/ratios.py bench/results/cpu-latest.json
+	$(PY) bench/run.py --fail $(BENCH_FAIL) $(BENCH_ARGS)
+
+# (Re)records the baseline of this device from a fresh run (commit the file it names).
+bench-baseline: install
+	$(PY) bench/run.py --record-baseline $(BENCH_ARGS)
+
+# Wheels of the test tools, for bench/gpu_run.sh on a GPU machine without internet where
+# they are missing: carry gpu_carry/ along (git ignores it).
+GPU_CARRY_PKGS := pytest|pytest-benchmark|pluggy|iniconfig|packaging|py-cpuinfo2?|pygments|ninja
+gpu-carry: install
+	rm -rf gpu_carry/wheels && mkdir -p gpu_carry/wheels
+	$(PIP) download -q --no-deps --only-binary=:all: -d gpu_carry/wheels \
+		$$($(PIP) freeze | grep -i -E '^($(GPU_CARRY_PKGS))==')
+	ls gpu_carry/wheels
 
 # nvcc compile check of every .cu file (no GPU needed).
 cuda-check: install
