@@ -121,6 +121,25 @@ FW_AVX2 TapsV make_taps(const RowArgs& a, int64_t x, __m256 dx, __m256 dy, __m25
   return t;
 }
 
+// One step of a row: lanes [x, x + n) of the output row, their taps and mask (1 for warp).
+struct Step {
+  int n;
+  __m256i lanes;
+  TapsV t;
+  __m256 m;
+};
+
+FW_AVX2 Step begin_step(const RowArgs& a, int64_t x) {
+  Step s;
+  s.n = a.W - x < kLanes ? static_cast<int>(a.W - x) : kLanes;
+  s.lanes = lane_mask(s.n);
+  const __m256 dx = load_row(a.dx.p, a.dx.stride, x, s.n, s.lanes);
+  const __m256 dy = load_row(a.dy.p, a.dy.stride, x, s.n, s.lanes);
+  s.t = make_taps(a, x, dx, dy, _mm256_castsi256_ps(s.lanes));
+  s.m = a.mask.p != nullptr ? load_row(a.mask.p, a.mask.stride, x, s.n, s.lanes) : _mm256_set1_ps(1.0f);
+  return s;
+}
+
 struct QuadV {
   __m256 nw, ne, sw, se;
 };
@@ -212,14 +231,11 @@ __attribute__((target("avx2,fma"))) void forward_row_avx2(const RowArgs& a, floa
   const bool blend = a.mask.p != nullptr;
   const __m256 one = _mm256_set1_ps(1.0f);
   for (int64_t x = 0; x < a.W; x += kLanes) {
-    const int n = a.W - x < kLanes ? static_cast<int>(a.W - x) : kLanes;
-    const __m256i lanes = lane_mask(n);
-    const __m256 lanes_f = _mm256_castsi256_ps(lanes);
-    const __m256 dx = load_row(a.dx.p, a.dx.stride, x, n, lanes);
-    const __m256 dy = load_row(a.dy.p, a.dy.stride, x, n, lanes);
-    const TapsV t = make_taps(a, x, dx, dy, lanes_f);
-    __m256 m = one;
-    if (blend) m = load_row(a.mask.p, a.mask.stride, x, n, lanes);
+    const Step step = begin_step(a, x);
+    const int n = step.n;
+    const __m256i lanes = step.lanes;
+    const TapsV& t = step.t;
+    const __m256 m = step.m;
     for (int64_t c = 0; c < a.C; ++c) {
       __m256 v = interpolate(load_quad(a.image + c * a.s_c, t, a.s_h, a.s_w), t);
       if (blend) {
@@ -241,14 +257,11 @@ __attribute__((target("avx2,fma"))) void backward_row_avx2(const RowArgs& a, con
   alignas(32) int32_t target[kLanes];
   alignas(32) float val[4][kLanes];
   for (int64_t x = 0; x < a.W; x += kLanes) {
-    const int n = a.W - x < kLanes ? static_cast<int>(a.W - x) : kLanes;
-    const __m256i lanes = lane_mask(n);
-    const __m256 lanes_f = _mm256_castsi256_ps(lanes);
-    const __m256 dx = load_row(a.dx.p, a.dx.stride, x, n, lanes);
-    const __m256 dy = load_row(a.dy.p, a.dy.stride, x, n, lanes);
-    const TapsV t = make_taps(a, x, dx, dy, lanes_f);
-    __m256 m = one;
-    if (blend) m = load_row(a.mask.p, a.mask.stride, x, n, lanes);
+    const Step step = begin_step(a, x);
+    const int n = step.n;
+    const __m256i lanes = step.lanes;
+    const TapsV& t = step.t;
+    const __m256 m = step.m;
     int bits[4] = {0, 0, 0, 0};
     if (g.image != nullptr) {
       // Offsets into the accumulation buffer (contiguous along x).
@@ -423,12 +436,10 @@ __attribute__((target("avx2,fma"))) void forward_row_nhwc_avx2(const RowArgs& a,
   LaneTaps L;
   alignas(32) float m[kLanes];
   for (int64_t x = 0; x < a.W; x += kLanes) {
-    const int n = a.W - x < kLanes ? static_cast<int>(a.W - x) : kLanes;
-    const __m256i lanes = lane_mask(n);
-    const __m256 dx = load_row(a.dx.p, a.dx.stride, x, n, lanes);
-    const __m256 dy = load_row(a.dy.p, a.dy.stride, x, n, lanes);
-    L.set(make_taps(a, x, dx, dy, _mm256_castsi256_ps(lanes)));
-    if (blend) _mm256_store_ps(m, load_row(a.mask.p, a.mask.stride, x, n, lanes));
+    const Step step = begin_step(a, x);
+    const int n = step.n;
+    L.set(step.t);
+    _mm256_store_ps(m, step.m);
     for (int i = 0; i < n; ++i) {
       float* o = out + (x + i) * out_stride;
       for (int64_t c0 = 0; c0 < a.C; c0 += 4) {
@@ -456,12 +467,10 @@ __attribute__((target("avx2,fma"))) void backward_row_nhwc_avx2(const RowArgs& a
   LaneTaps L;
   alignas(32) float m[kLanes];
   for (int64_t x = 0; x < a.W; x += kLanes) {
-    const int n = a.W - x < kLanes ? static_cast<int>(a.W - x) : kLanes;
-    const __m256i lanes = lane_mask(n);
-    const __m256 dx = load_row(a.dx.p, a.dx.stride, x, n, lanes);
-    const __m256 dy = load_row(a.dy.p, a.dy.stride, x, n, lanes);
-    L.set(make_taps(a, x, dx, dy, _mm256_castsi256_ps(lanes)));
-    if (blend) _mm256_store_ps(m, load_row(a.mask.p, a.mask.stride, x, n, lanes));
+    const Step step = begin_step(a, x);
+    const int n = step.n;
+    L.set(step.t);
+    _mm256_store_ps(m, step.m);
     for (int i = 0; i < n; ++i) {
       const int64_t xx = x + i;
       const float* go_px = grad_out + xx * go_stride;
