@@ -3,6 +3,7 @@
     fastwarp edit IMAGE --au AU12=3 --au AU25=1 -o OUT.png [--side-by-side CMP.png]
     fastwarp video IN.mp4 --au AU12=+2 -o OUT.mp4
     fastwarp info
+    fastwarp export --format onnx -o fastwarp.onnx
 
 ``--au NAME=VALUE`` sets an AU to an absolute intensity (0..5); ``NAME=+D`` / ``NAME=-D``
 changes the face's current (estimated) intensity by D. Errors print one line and exit
@@ -170,6 +171,33 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    out_path = Path(args.output)
+    if args.format == "tensorrt":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorrt") is None:
+            raise CLIError("--format tensorrt needs NVIDIA TensorRT (the tensorrt Python package), which is not "
+                           "installed here; export --format onnx and build an engine where TensorRT is installed")
+        raise CLIError("--format tensorrt is not implemented yet; export --format onnx and build an fp16 engine "
+                       "with trtexec --onnx=MODEL.onnx --fp16")
+    if out_path.suffix != ".onnx":
+        raise CLIError(f"the ONNX output must end in .onnx, got {out_path}")
+    from .export import export_onnx, onnx_parity
+    from .models import FaceEditor
+
+    try:
+        model = FaceEditor.load(args.weights)
+        export_onnx(out_path, model, opset=args.opset)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        raise CLIError(str(exc)) from None
+    print(f"wrote {out_path.resolve()} (opset {args.opset}, dynamic batch)")
+    if args.check:
+        worst = onnx_parity(out_path, model)
+        print("max |onnxruntime - pytorch|: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastwarp", description="Edit facial expressions by Action Units.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -199,6 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="version, available kernel backends, default weights")
     i.set_defaults(func=cmd_info)
+
+    x = sub.add_parser("export", help="export the editor network (warp as standard GridSample) to ONNX")
+    x.add_argument("--format", default="onnx", choices=("onnx", "tensorrt"), help="default: onnx")
+    x.add_argument("-o", "--output", required=True, help="output file (.onnx)")
+    x.add_argument("--weights", default=None, help="checkpoint path without suffix (default: bundled)")
+    x.add_argument("--opset", type=int, default=18, choices=range(16, 20), metavar="{16..19}",
+                   help="ONNX opset (default 18; TensorRT reads opset 20's bilinear GridSample as nearest)")
+    x.add_argument("--check", action="store_true",
+                   help="also run it in ONNX Runtime and print the largest difference from PyTorch")
+    x.set_defaults(func=cmd_export)
     return p
 
 

@@ -83,6 +83,9 @@ class FaceEditor(nn.Module):
             raise ValueError(f"config.au_names must be fastwarp's AU order {list(AU_NAMES)}, got {c.au_names}")
         self.motion = MotionNet(c.motion_width, c.motion_res_blocks, c.max_flow) if c.use_motion else None
         self.texture = TextureNet(c.texture_width, c.texture_res_blocks)
+        #: ``backend=`` of the warp ops (:func:`fastwarp.resolve_backend`); the ONNX export
+        #: sets "reference", whose grid_sample exports as the standard GridSample op.
+        self.warp_backend = "auto"
 
     def forward(self, image: Tensor, aus: Tensor, source_aus: Tensor | None = None) -> EditResult:
         if image.dim() != 4 or image.shape[1] != 3:
@@ -100,14 +103,14 @@ class FaceEditor(nn.Module):
             aus = aus - source_aus
         if self.motion is not None:
             flow = self.motion(image, aus)
-            warped = ops.warp(image, flow)
+            warped = ops.warp(image, flow, backend=self.warp_backend)
         else:
             flow = image.new_zeros(image.shape[0], 2, *image.shape[2:])
             warped = image
         texture, mask = self.texture(warped, aus)
         # With zero flow (texture-only) warp_blend samples pixel centres exactly, so this is
         # GANimation's mask * image + (1 - mask) * texture.
-        output = ops.warp_blend(image, flow, texture, mask)
+        output = ops.warp_blend(image, flow, texture, mask, backend=self.warp_backend)
         return EditResult(output, flow, warped, texture, mask)
 
     # --- checkpoints ---------------------------------------------------------------------
