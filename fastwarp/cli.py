@@ -162,11 +162,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
     from . import __version__, backends
-    from .models import DEFAULT_WEIGHTS
+    from .models import BUNDLED_WEIGHTS, DEFAULT_WEIGHTS, WEIGHTS_DIR
 
     print(f"fastwarp {__version__}, torch {torch.__version__}")
     print("backends: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in backends().items()))
     print(f"default weights: {DEFAULT_WEIGHTS}.safetensors")
+    for name in BUNDLED_WEIGHTS:
+        path = WEIGHTS_DIR / f"{name}.safetensors"
+        print(f"bundled weights {name!r}: {path if path.is_file() else 'not installed'}")
     print("AUs: " + " ".join(AU_NAMES))
     return 0
 
@@ -206,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--au", action="append", default=[], metavar="NAME=VALUE",
                         help="target AU: absolute (AU12=3) or relative to the face (AU12=+2); repeatable")
         sp.add_argument("-o", "--output", required=True, help="output file")
-        sp.add_argument("--weights", default=None, help="checkpoint path without suffix (default: bundled)")
+        sp.add_argument("--weights", default=None, help="bundled weights name (base, lite) or a checkpoint path without suffix (default: base)")
         sp.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
         sp.add_argument("--max-crop-size", type=int, default=512,
                         help="largest face crop side in pixels (detail is kept up to this)")
@@ -231,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="export the editor network (warp as standard GridSample) to ONNX")
     x.add_argument("--format", default="onnx", choices=("onnx", "tensorrt"), help="default: onnx")
     x.add_argument("-o", "--output", required=True, help="output file (.onnx)")
-    x.add_argument("--weights", default=None, help="checkpoint path without suffix (default: bundled)")
+    x.add_argument("--weights", default=None, help="bundled weights name (base, lite) or a checkpoint path without suffix (default: base)")
     x.add_argument("--opset", type=int, default=18, choices=range(16, 20), metavar="{16..19}",
                    help="ONNX opset (default 18; TensorRT reads opset 20's bilinear GridSample as nearest)")
     x.add_argument("--check", action="store_true",

@@ -57,7 +57,7 @@ class ExpressionEditor:
     """Edit the largest face of photos or video frames to target Action Units.
 
     Args:
-        weights: checkpoint path without suffix (default: the bundled weights).
+        weights: bundled weights name ("base", "lite") or checkpoint path without suffix (default: "base").
         device: ``"cpu"``, ``"cuda"`` or None for :func:`default_device`.
         video: track landmarks across consecutive frames (MediaPipe's video mode) instead
             of detecting afresh in every image.

@@ -128,7 +128,7 @@ FaceEditor (MotionNet + TextureNet: GANimation trunk with AU-conditioned instanc
 the motion net adds learned per-AU motion templates) at {cfg['image_size']} px, trunk width
 {cfg['motion_width']}, {cfg['motion_res_blocks']} residual blocks per network, max flow
 {cfg['max_flow']} x image size, conditioned on `{cfg['conditioning']}` AUs. Files:
-`default.safetensors` (weights), `default.json` (architecture, AU order, provenance).
+`base.safetensors` (weights), `base.json` (architecture, AU order, provenance).
 
 ## How they were made
 

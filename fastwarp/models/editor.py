@@ -22,9 +22,26 @@ from .._io import atomic_path
 from ..au import AU_NAMES
 from .networks import MotionNet, TextureNet
 
-__all__ = ["EditorConfig", "EditResult", "FaceEditor", "DEFAULT_WEIGHTS"]
+__all__ = ["EditorConfig", "EditResult", "FaceEditor", "DEFAULT_WEIGHTS", "WEIGHTS_DIR", "BUNDLED_WEIGHTS",
+           "resolve_weights"]
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: The weights that ship with the package (``fastwarp/weights/<name>.safetensors/.json/.md``):
+#: "base" (paper-like, 128 px; the default) and "lite" (narrow, for real time on a CPU).
+BUNDLED_WEIGHTS = ("base", "lite")
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "base"
+
+
+def resolve_weights(weights: str | os.PathLike | None = None) -> Path:
+    """Checkpoint path (without suffix) for ``weights``: None → the bundled "base"; a
+    bundled name ("base", "lite") → ``fastwarp/weights/<name>``; anything else is a path
+    (a ``.safetensors`` / ``.json`` suffix is dropped)."""
+    if weights is None:
+        return DEFAULT_WEIGHTS
+    if isinstance(weights, str) and weights in BUNDLED_WEIGHTS:
+        return WEIGHTS_DIR / weights
+    base = Path(weights)
+    return base.with_suffix("") if base.suffix in (".safetensors", ".json") else base
 
 
 @dataclass
@@ -137,15 +154,14 @@ class FaceEditor(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> "FaceEditor":
-        """Load ``<path>.safetensors`` + ``<path>.json`` (default: the bundled weights).
+        """Load ``<path>.safetensors`` + ``<path>.json``; ``path`` may also name bundled
+        weights ("base", "lite"; None: "base"), see :func:`resolve_weights`.
 
         Raises:
             FileNotFoundError: either file is missing.
             ValueError: the config or the weights do not match the architecture.
         """
-        base = Path(path) if path is not None else DEFAULT_WEIGHTS
-        if base.suffix in (".safetensors", ".json"):
-            base = base.with_suffix("")
+        base = resolve_weights(path)
         weights, config = base.with_suffix(".safetensors"), base.with_suffix(".json")
         for p in (weights, config):
             if not p.is_file():
