@@ -48,6 +48,26 @@ def test_editor_output_is_reference_composition():
     torch.testing.assert_close(r.output, r.mask * ref_warped + (1 - r.mask) * r.texture, atol=1e-5, rtol=1e-5)
 
 
+def test_map_size_runs_networks_on_a_coarser_grid():
+    """map_size (the lite weights): networks see the area-downsampled image, and the output
+    is the full-resolution image warped and blended with the upsampled maps."""
+    image, aus = _inputs()
+    model = FaceEditor(EditorConfig(**{**SMALL.__dict__, "map_size": 16}))
+    with torch.no_grad():
+        model.motion.flow_head.weight.normal_(std=0.05)  # a real, non-trivial flow
+        r = model(image, aus)
+    assert r.flow.shape == (2, 2, 16, 16) and r.texture.shape == (2, 3, 16, 16) and r.mask.shape == (2, 1, 16, 16)
+    assert r.output.shape == image.shape and r.flow.abs().max() > 0.1
+    small = image.reshape(2, 3, 16, 2, 16, 2).mean((3, 5))  # area averaging, written out
+    torch.testing.assert_close(r.warped, fastwarp.reference.warp(small, r.flow), atol=1e-5, rtol=1e-5)
+    ref = fastwarp.reference
+    expected = ref.warp_blend(image, ref.upsample_flow(r.flow, (32, 32)), ref.upsample(r.texture, (32, 32)),
+                              ref.upsample(r.mask, (32, 32)))
+    torch.testing.assert_close(r.output, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="map_size"):
+        FaceEditor(EditorConfig(**{**SMALL.__dict__, "map_size": 18}))
+
+
 def test_gradients_reach_both_networks():
     image, aus = _inputs()
     model = FaceEditor(SMALL)

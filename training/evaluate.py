@@ -1,41 +1,86 @@
 """Edit-quality evaluation on held-out video pairs (DESIGN.md, "Evaluation protocol").
 
-For pairs (source frame, target frame) of one held-out video, the model edits the source
-to the target frame's AUs and the output is compared with the real target frame:
-- L1 of output vs target (RGB in [-1, 1], whole crop);
-- landmark NME: MediaPipe landmarks of output and target (both found on the aligned
-  crops by the same detector), mean point distance / inter-ocular distance, over all
-  478 points and over the expression regions (mouth, eyes, brows);
-- AU error |AU(output) - AU(target)| on the AUs the geometric estimator sees.
-The identity baseline (output = source) is measured on the same pairs.
+For pairs (source frame, target frame) of one held-out video, each model edits the source
+to the target frame's AUs and its output is compared with the real target frame; the
+identity baseline (output = source) and every model are measured on the same pairs.
 
-CLI: ``python -m training.evaluate --weights fastwarp/weights/default --data .cache/dataset128``
+Metrics (per pair, then the mean over pairs):
+
+- ``l1``: mean absolute error of output vs target, RGB in [-1, 1] units
+  (:func:`fastwarp.convert.bgr_to_tensor`), over the whole crop.
+- ``nme``, ``nme_mouth``, ``nme_eyes``, ``nme_brows``: landmark NME — MediaPipe landmarks
+  of output and target (both found on the aligned crops by the same detector), mean point
+  distance divided by the target's inter-ocular distance (outer eye corners, the 300-W
+  norm), over all 478 points and over each expression region. Unitless.
+- ``au_err``: |AU(output) − AU(target)| of the geometric estimator
+  (:func:`fastwarp.face.estimate_aus` on those landmarks), mean over
+  :data:`fastwarp.face.VISIBLE_AUS`, in AU intensity units (0..5); ``au_err_AUxx`` per AU.
+- ``psnr``: peak signal-to-noise ratio in dB inside the face mask (:func:`masked_psnr`),
+  uint8 BGR in [0, 255]; ``inf`` where output equals target.
+- ``ssim``: SSIM (Wang et al., IEEE TIP 2004; ``skimage.metrics.structural_similarity``)
+  averaged over the face mask (:func:`masked_ssim`). Unitless, 1 = identical.
+
+The face mask is the filled face-oval polygon of the *target* crop's landmarks
+(:func:`fastwarp.face.face_mask` with ``feather=0``).
+
+CLI: ``python -m training.evaluate --data .cache/dataset128 [--weights NAME=PATH ...] [--out runs/eval]``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
+from typing import Mapping, Sequence
 
+import cv2
 import numpy as np
 import torch
+from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
+from fastwarp._io import atomic_path
 from fastwarp.au import AU_INDEX
 from fastwarp.convert import bgr_to_tensor, tensor_to_bgr
-from fastwarp.face import VISIBLE_AUS, FaceMesh, estimate_aus, inter_ocular_distance
+from fastwarp.face import VISIBLE_AUS, FaceMesh, estimate_aus, face_mask, inter_ocular_distance
 from fastwarp.face.landmarks import EXPRESSION_REGIONS
-from fastwarp.models import FaceEditor
+from fastwarp.models import DEFAULT_WEIGHTS, FaceEditor
 
 from .data import load_dataset, make_pairs, split_videos
 
+__all__ = ["METRICS", "landmark_errors", "evaluation_mask", "masked_psnr", "masked_ssim", "evaluate_models",
+           "evaluate_pairs", "validation_pairs", "format_table", "format_au_table", "grid_columns", "write_grid",
+           "main"]
+
 _VISIBLE = [AU_INDEX[a] for a in VISIBLE_AUS]
+#: Columns of :func:`format_table`, in order.
+METRICS: tuple[str, ...] = ("l1", "nme", "nme_mouth", "nme_eyes", "nme_brows", "au_err", "psnr", "ssim")
+_PIXEL_METRICS = ("l1", "psnr", "ssim")
+_AU_KEYS = tuple(f"au_err_{a}" for a in VISIBLE_AUS)
+_RESERVED = ("identity", "n_pairs", "pairs")  # keys of a result that are not model names
+_SSIM_WIN = 7  # skimage's default window; it ignores a (win - 1) // 2 border of the SSIM map
+GRID_MIN_CELL = 128  # grid panels are upscaled (nearest) to at least this side
+GRID_HEADER = 40  # grid header height in pixels (two label lines)
+
+LEGEND = """\
+- identity: output = source frame, unedited (the baseline every edit must beat).
+- l1: mean |output - target|, RGB in [-1, 1], whole crop (lower is better).
+- nme, nme_mouth, nme_eyes, nme_brows: MediaPipe landmark error of output vs target,
+  mean point distance / inter-ocular distance (outer eye corners), over all 478 points
+  and per expression region (lower is better).
+- au_err: |AU(output) - AU(target)| of fastwarp's geometric AU estimator, mean over the
+  AUs it sees, intensity units 0..5 (lower is better); au_err per AU in the second table.
+- psnr: dB, uint8 BGR in [0, 255], over the target's face-oval mask (higher is better).
+- ssim: SSIM (skimage, 7x7 window, data range 255) averaged over that mask (higher is better).
+- pairs: pairs with a face found in both output and target (landmark metrics); l1, psnr
+  and ssim are over every pair."""
 
 
 def landmark_errors(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """NME of landmarks ``pred`` vs ``target`` (``[478, 2+]``, pixels), normalised by the
-    target's inter-ocular distance: over all points and per expression region."""
+    target's inter-ocular distance: ``nme`` over all points and ``nme_<region>`` per
+    expression region (:data:`fastwarp.face.EXPRESSION_REGIONS`)."""
     iod = inter_ocular_distance(target)
     d = np.linalg.norm(pred[:, :2] - target[:, :2], axis=1) / iod
     out = {"nme": float(d.mean())}
@@ -44,44 +89,192 @@ def landmark_errors(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     return out
 
 
-@torch.no_grad()
-def evaluate_pairs(model: FaceEditor, dataset: dict, pairs: list[tuple[str, int, int]], mesh: FaceMesh,
-                   batch_size: int = 16, progress: bool = True) -> dict[str, dict[str, float]]:
-    """Mean metrics of ``model`` and of the identity baseline over ``pairs``.
+def evaluation_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """The region PSNR and SSIM are measured in: the filled face-oval polygon of
+    ``landmarks`` (``[478, 2+]`` crop pixels) — :func:`fastwarp.face.face_mask` with no
+    feathering. Returns bool ``[size, size]``."""
+    return face_mask(landmarks, size, feather=0) > 0
 
+
+def _check_pair(output: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    for name, img in (("output", output), ("target", target)):
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"{name} must be a uint8 [H, W, 3] image, got "
+                             f"{getattr(img, 'dtype', type(img).__name__)} {getattr(img, 'shape', '')}")
+    if output.shape != target.shape:
+        raise ValueError(f"output and target differ in shape: {output.shape} vs {target.shape}")
+    mask = np.asarray(mask)
+    if mask.shape != output.shape[:2]:
+        raise ValueError(f"mask must have shape {output.shape[:2]} (the images' H, W), got {mask.shape}")
+    mask = mask.astype(bool)
+    if not mask.any():
+        raise ValueError("mask is empty: no pixel to measure")
+    return mask
+
+
+def masked_psnr(output: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR of ``output`` vs ``target`` inside ``mask``, in dB.
+
+    ``10 * log10(255**2 / MSE)`` with the MSE over the masked pixels and their 3 channels
+    (float64, images in [0, 255]).
+
+    Args:
+        output, target: uint8 ``[H, W, 3]`` (BGR; the channel order does not matter).
+        mask: ``[H, W]``, nonzero = measured.
     Returns:
-        ``{"model": {...}, "identity": {...}, "n_pairs": {...}}`` with keys ``l1``, ``nme``,
-        ``nme_mouth``, ``nme_eyes``, ``nme_brows``, ``au_err`` (means over the pairs where
-        MediaPipe found a face in both images; ``n_pairs`` counts them).
+        PSNR in dB; ``inf`` when the masked pixels are equal.
+    Raises:
+        ValueError: wrong dtypes or shapes, or an empty mask.
     """
-    model.eval()
-    rows: dict[str, list[dict[str, float]]] = {"model": [], "identity": []}
+    mask = _check_pair(output, target, mask)
+    diff = output[mask].astype(np.float64) - target[mask].astype(np.float64)
+    mse = float(np.mean(diff * diff))
+    return math.inf if mse == 0.0 else 10.0 * math.log10(255.0 ** 2 / mse)
+
+
+def masked_ssim(output: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """Mean SSIM of ``output`` vs ``target`` inside ``mask``.
+
+    The SSIM map of ``skimage.metrics.structural_similarity(output, target, full=True,
+    channel_axis=-1, data_range=255)`` (7x7 uniform window, Wang et al. 2004), averaged
+    over the channels and over the masked pixels, leaving out the 3-pixel border that
+    skimage also leaves out of its mean — so an all-ones mask gives skimage's own mean SSIM.
+
+    Args:
+        output, target: uint8 ``[H, W, 3]``, ``H, W >= 7``.
+        mask: ``[H, W]``, nonzero = measured.
+    Returns:
+        Mean SSIM in [-1, 1]; 1 for identical images.
+    Raises:
+        ValueError: wrong dtypes or shapes, images under 7 pixels a side, or no masked
+            pixel away from the border.
+    """
+    mask = _check_pair(output, target, mask)
+    if min(output.shape[:2]) < _SSIM_WIN:
+        raise ValueError(f"SSIM needs images of at least {_SSIM_WIN} pixels a side, got {output.shape[:2]}")
+    _, ssim_map = structural_similarity(output, target, full=True, channel_axis=-1, data_range=255)
+    pad = (_SSIM_WIN - 1) // 2
+    inner = np.zeros_like(mask)
+    inner[pad:-pad, pad:-pad] = mask[pad:-pad, pad:-pad]
+    if not inner.any():
+        raise ValueError(f"mask has no pixel more than {pad} pixels from the border")
+    return float(ssim_map.mean(axis=-1, dtype=np.float64)[inner].mean())
+
+
+def _check_models(models: Mapping[str, FaceEditor], dataset: dict, pairs: Sequence) -> int:
+    """The crop side, after checking that every model takes crops of that size."""
+    for name in models:
+        if name in _RESERVED:
+            raise ValueError(f"model name {name!r} is reserved (reserved: {', '.join(_RESERVED)})")
+    if not pairs:
+        return 0
+    size = int(dataset[pairs[0][0]]["crops"].shape[1])
+    for name, model in models.items():
+        if int(model.config.image_size) != size:
+            raise ValueError(f"model {name!r} takes {model.config.image_size} px crops, the dataset has {size} px")
+    return size
+
+
+def _batch(dataset: dict, chunk: Sequence[tuple[str, int, int]]):
+    src = np.stack([dataset[v]["crops"][s] for v, s, _ in chunk])
+    tgt = np.stack([dataset[v]["crops"][t] for v, _, t in chunk])
+    aus = torch.from_numpy(np.stack([dataset[v]["aus"][t] for v, _, t in chunk]).astype(np.float32))
+    src_aus = torch.from_numpy(np.stack([dataset[v]["aus"][s] for v, s, _ in chunk]).astype(np.float32))
+    return src, tgt, aus, src_aus
+
+
+@torch.no_grad()
+def evaluate_models(models: Mapping[str, FaceEditor], dataset: dict, pairs: Sequence[tuple[str, int, int]],
+                    mesh: FaceMesh, batch_size: int = 16, progress: bool = True) -> dict:
+    """Mean metrics of the identity baseline and of every model on the same ``pairs``.
+
+    Each model edits the source crop to the target frame's AUs (``model(src, aus_tgt,
+    aus_src)``); see the module docstring for the metrics. Pixel metrics (``l1``, ``psnr``,
+    ``ssim``) are averaged over every pair; landmark metrics (``nme*``, ``au_err*``) over
+    the pairs where MediaPipe finds a face in both the row's output and the target.
+
+    Args:
+        models: ``{name: model}`` in table order (e.g. ``{"full": ..., "texture-only": ...}``);
+            each takes crops of the dataset's size. Put in eval mode.
+        dataset: ``{video: arrays}`` from :func:`training.data.load_dataset` (BGR uint8
+            ``crops`` ``[F, S, S, 3]``, ``aus`` ``[F, 17]``, ``landmarks`` ``[F, 478, 2]``
+            crop pixels — the face mask's source; without them the target's detected
+            landmarks are used and pairs with no face in the target are skipped).
+        pairs: ``(video, source row, target row)``, e.g. from :func:`validation_pairs`.
+        mesh: a :class:`fastwarp.face.FaceMesh` (static image mode).
+    Returns:
+        ``{"identity": row, <name>: row, ..., "n_pairs": {row name: int}, "pairs": int}``
+        in that order, where a row is ``{metric: float}`` with the keys of :data:`METRICS`
+        plus ``au_err_AUxx`` per visible AU (a row with no pair is ``{}``); ``n_pairs``
+        counts the pairs with landmark metrics, ``pairs`` those with pixel metrics.
+    Raises:
+        ValueError: a reserved model name ("identity", "n_pairs", "pairs") or a model whose
+            ``config.image_size`` differs from the crops.
+        KeyError: a pair's video is not in ``dataset``.
+    """
+    size = _check_models(models, dataset, pairs)
+    for model in models.values():
+        model.eval()
+    names = ["identity", *models]
+    per_pair: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    n_pixel = 0
     for start in tqdm(range(0, len(pairs), batch_size), desc="evaluate", disable=not progress, leave=False):
         chunk = pairs[start:start + batch_size]
-        src = np.stack([dataset[v]["crops"][s] for v, s, _ in chunk])
-        tgt = np.stack([dataset[v]["crops"][t] for v, _, t in chunk])
-        aus = torch.from_numpy(np.stack([dataset[v]["aus"][t] for v, _, t in chunk]))
-        src_aus = torch.from_numpy(np.stack([dataset[v]["aus"][s] for v, s, _ in chunk]))
-        src_t = bgr_to_tensor(src)
-        out_t = model(src_t, aus, src_aus).output
-        out = tensor_to_bgr(out_t)
-        tgt_t = bgr_to_tensor(tgt)
-        for i in range(len(chunk)):
-            lm_t = mesh.detect(tgt[i])
-            if not lm_t:
+        src, tgt, aus, src_aus = _batch(dataset, chunk)
+        src_t, tgt_t = bgr_to_tensor(src), bgr_to_tensor(tgt)
+        outputs = {"identity": (src, src_t)}
+        for name, model in models.items():
+            out_t = model(src_t, aus, src_aus).output
+            outputs[name] = (tensor_to_bgr(out_t), out_t)
+        for i, (video, _, t) in enumerate(chunk):
+            found = mesh.detect(tgt[i])
+            lm_t = found[0] if found else None
+            if "landmarks" in dataset[video]:
+                mask = evaluation_mask(dataset[video]["landmarks"][t], size)
+            elif lm_t is not None:
+                mask = evaluation_mask(lm_t, size)
+            else:
                 continue
-            for name, img, img_t in (("model", out[i], out_t[i]), ("identity", src[i], src_t[i])):
-                lm = mesh.detect(img)
-                if not lm:
-                    continue
-                row = landmark_errors(lm[0], lm_t[0])
-                row["l1"] = float((img_t - tgt_t[i]).abs().mean())
-                row["au_err"] = float(np.abs(estimate_aus(lm[0]) - estimate_aus(lm_t[0]))[_VISIBLE].mean())
-                rows[name].append(row)
-    result: dict[str, dict[str, float]] = {"n_pairs": {k: len(v) for k, v in rows.items()}}
-    for name, rs in rows.items():
-        result[name] = {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} if rs else {}
+            n_pixel += 1
+            for name in names:
+                img, img_t = outputs[name][0][i], outputs[name][1][i]
+                row = {"l1": float((img_t - tgt_t[i]).abs().mean()), "psnr": masked_psnr(img, tgt[i], mask),
+                       "ssim": masked_ssim(img, tgt[i], mask)}
+                found = mesh.detect(img) if lm_t is not None else []
+                if found:
+                    row.update(landmark_errors(found[0], lm_t))
+                    err = np.abs(estimate_aus(found[0]) - estimate_aus(lm_t))
+                    row["au_err"] = float(err[_VISIBLE].mean())
+                    row.update({k: float(err[AU_INDEX[a]]) for k, a in zip(_AU_KEYS, VISIBLE_AUS)})
+                per_pair[name].append(row)
+    result: dict = {}
+    counts: dict[str, int] = {}
+    for name in names:
+        rows = per_pair[name]
+        landmark_rows = [r for r in rows if "nme" in r]
+        counts[name] = len(landmark_rows)
+        agg = {}
+        for key in METRICS + _AU_KEYS:
+            vals = [r[key] for r in (rows if key in _PIXEL_METRICS else landmark_rows)]
+            if vals:
+                agg[key] = float(np.mean(vals))
+        result[name] = agg
+    result["n_pairs"] = counts
+    result["pairs"] = n_pixel
     return result
+
+
+def evaluate_pairs(model: FaceEditor, dataset: dict, pairs: list[tuple[str, int, int]], mesh: FaceMesh,
+                   batch_size: int = 16, progress: bool = True) -> dict[str, dict]:
+    """One model against the identity baseline: :func:`evaluate_models` with the model named
+    ``"model"``.
+
+    Returns:
+        ``{"model": row, "identity": row, "n_pairs": {"model": int, "identity": int}}`` (rows
+        as in :func:`evaluate_models`).
+    """
+    result = evaluate_models({"model": model}, dataset, pairs, mesh, batch_size=batch_size, progress=progress)
+    return {"model": result["model"], "identity": result["identity"], "n_pairs": result["n_pairs"]}
 
 
 def validation_pairs(dataset: dict, val_videos: list[str], seed: int = 0, pairs_per_video: int = 12):
@@ -90,33 +283,202 @@ def validation_pairs(dataset: dict, val_videos: list[str], seed: int = 0, pairs_
                       rng=np.random.default_rng(seed))
 
 
+def _row_names(result: dict) -> list[str]:
+    rest = [k for k in result if k not in _RESERVED]
+    return (["identity"] if "identity" in result else []) + rest
+
+
+def _fmt(key: str, value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.2f}" if key == "psnr" else f"{value:.4f}"
+
+
 def format_table(result: dict) -> str:
-    keys = ["l1", "nme", "nme_mouth", "nme_eyes", "nme_brows", "au_err"]
-    lines = ["| | " + " | ".join(keys) + " | pairs |", "|---|" + "---|" * (len(keys) + 1)]
-    for name in ("identity", "model"):
-        vals = result.get(name, {})
-        lines.append(f"| {name} | " + " | ".join(f"{vals.get(k, float('nan')):.4f}" for k in keys)
-                     + f" | {result['n_pairs'].get(name, 0)} |")
+    """Markdown table of a result of :func:`evaluate_models` (or :func:`evaluate_pairs`):
+    rows identity, then the models in order; columns :data:`METRICS` and ``pairs``
+    (pairs with landmark metrics). Missing values read ``n/a``."""
+    counts = result.get("n_pairs", {})
+    lines = ["| | " + " | ".join(METRICS) + " | pairs |", "|---|" + "---:|" * (len(METRICS) + 1)]
+    for name in _row_names(result):
+        vals = result[name]
+        lines.append(f"| {name} | " + " | ".join(_fmt(k, vals.get(k)) for k in METRICS)
+                     + f" | {counts.get(name, 0)} |")
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
+def format_au_table(result: dict) -> str:
+    """Markdown table of the per-AU error ``|AU(output) - AU(target)|`` (intensity units
+    0..5) of each row, one column per AU the estimator sees (:data:`fastwarp.face.VISIBLE_AUS`)."""
+    lines = ["| | " + " | ".join(VISIBLE_AUS) + " |", "|---|" + "---:|" * len(VISIBLE_AUS)]
+    for name in _row_names(result):
+        vals = result[name]
+        lines.append(f"| {name} | " + " | ".join(_fmt(k, vals.get(k)) for k in _AU_KEYS) + " |")
+    return "\n".join(lines)
+
+
+# --- picture grid --------------------------------------------------------------------------
+
+def _panels(model: FaceEditor) -> tuple[str, ...]:
+    return ("output", "warped", "texture", "mask") if getattr(model, "motion", None) is not None else ("output",)
+
+
+def grid_columns(models: Mapping[str, FaceEditor]) -> list[tuple[str, str]]:
+    """``(header line 1, header line 2)`` of every column of :func:`write_grid`, in order."""
+    cols = [("source", ""), ("target", "")]
+    for name, model in models.items():
+        cols.extend((name, panel) for panel in _panels(model))
+    return cols
+
+
+def _put_label(img: np.ndarray, text: str, x: int, y: int, width: int, scale: float = 0.42) -> None:
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    while text and cv2.getTextSize(text, font, scale, 1)[0][0] > width - 6:
+        text = text[:-3] + ".." if len(text) > 3 else text[:-1]
+    cv2.putText(img, text, (x + 3, y), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+@torch.no_grad()
+def write_grid(path: str | Path, models: Mapping[str, FaceEditor], dataset: dict,
+               pairs: Sequence[tuple[str, int, int]], n: int = 8) -> Path:
+    """Write a PNG of ``n`` evenly spaced ``pairs`` (one row each), atomically.
+
+    Columns (:func:`grid_columns`): source | target | per model: output, and for models
+    with motion also warped (the source after the flow alone), texture and mask (grey,
+    white = keep the warped pixel). Panels are shown at ``cell = max(S, GRID_MIN_CELL)`` px
+    (crops, and maps on a smaller grid — ``config.map_size`` — upscaled nearest-neighbour);
+    a ``GRID_HEADER`` px header row names each column (model name, panel), a 2 px grey line
+    starts each model's group, and the source panel names the pair (video, source -> target
+    row) on a dark strip along its bottom.
+    The PNG is ``(GRID_HEADER + rows * cell) x (columns * cell)`` pixels, BGR.
+
+    Returns:
+        ``path``.
+    Raises:
+        ValueError: no pairs, ``n < 1``, or a model of another crop size; OSError: the PNG
+            cannot be written.
+    """
+    if not pairs:
+        raise ValueError("no pairs to draw")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    size = _check_models(models, dataset, pairs)
+    pick = np.unique(np.linspace(0, len(pairs) - 1, min(n, len(pairs))).round().astype(int))
+    chunk = [pairs[i] for i in pick]
+    src, tgt, aus, src_aus = _batch(dataset, chunk)
+    src_t = bgr_to_tensor(src)
+    columns: list[np.ndarray] = [src, tgt]  # each [B, S, S, 3] uint8
+    for model in models.values():
+        model.eval()
+        res = model(src_t, aus, src_aus)
+        panels = {"output": res.output, "warped": res.warped, "texture": res.texture}
+        for panel in _panels(model):
+            if panel == "mask":
+                grey = (res.mask[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+                columns.append(np.repeat(grey[..., None], 3, axis=-1))
+            else:
+                columns.append(tensor_to_bgr(panels[panel]))
+    cell = max(size, GRID_MIN_CELL)
+    labels = grid_columns(models)
+    grid = np.full((GRID_HEADER + len(chunk) * cell, len(columns) * cell, 3), 32, np.uint8)
+    for c, ((line1, line2), col) in enumerate(zip(labels, columns)):
+        x = c * cell
+        _put_label(grid, line1, x, 16, cell)
+        _put_label(grid, line2, x, 33, cell)
+        for r, img in enumerate(col):
+            if img.shape[:2] != (cell, cell):  # crops under the minimum, or maps on a smaller grid
+                interp = cv2.INTER_NEAREST if img.shape[0] <= cell else cv2.INTER_AREA
+                img = cv2.resize(img, (cell, cell), interpolation=interp)
+            grid[GRID_HEADER + r * cell:GRID_HEADER + (r + 1) * cell, x:x + cell] = img
+    for c in np.cumsum([2] + [len(_panels(m)) for m in models.values()])[:-1]:  # model group separators
+        grid[:, c * cell:c * cell + 2] = 160
+    for r, (video, s, t) in enumerate(chunk):  # pair name on the source panel, on a dark strip
+        y = GRID_HEADER + (r + 1) * cell
+        grid[y - 14:y, :cell] //= 3
+        _put_label(grid, f"{video} {s}->{t}", 0, y - 4, cell, scale=0.33)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), grid):
+            raise OSError(f"OpenCV could not write {path}")
+    return path
+
+
+# --- CLI -----------------------------------------------------------------------------------
+
+def _parse_weights(specs: Sequence[str] | None, ap: argparse.ArgumentParser) -> dict[str, Path]:
+    """``NAME=PATH`` or ``PATH`` (named "model") → ``{name: checkpoint base}``; none: the
+    bundled weights as "full". Exits through ``ap.error`` naming a missing file."""
+    out: dict[str, Path] = {}
+    for spec in specs or [f"full={DEFAULT_WEIGHTS}"]:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or "/" in name or "\\" in name:
+            name, path = "model", spec
+        if name in out:
+            ap.error(f"--weights: model name {name!r} given twice (use NAME=PATH with distinct names)")
+        if name in _RESERVED:
+            ap.error(f"--weights: model name {name!r} is reserved")
+        base = Path(path)
+        if base.suffix in (".safetensors", ".json"):
+            base = base.with_suffix("")
+        missing = [str(p) for p in (base.with_suffix(".safetensors"), base.with_suffix(".json")) if not p.is_file()]
+        if missing:
+            ap.error(f"--weights {spec}: checkpoint file not found: {', '.join(missing)}")
+        out[name] = base
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=None, help="checkpoint path without suffix (default: bundled weights)")
     ap.add_argument("--data", required=True, help="dataset folder from `python -m training.data`")
-    ap.add_argument("--val-fraction", type=float, default=0.15)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None, help="also write the result as JSON here")
+    ap.add_argument("--weights", action="append", metavar="[NAME=]PATH",
+                    help="checkpoint (path without suffix), repeatable; a bare PATH is named 'model' "
+                         "(default: the bundled weights as 'full')")
+    ap.add_argument("--out", default="runs/eval", help="folder for table.md, metrics.json, grid.png")
+    ap.add_argument("--val-fraction", type=float, default=0.15, help="share of videos held out (by identity)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the split and of the pair draw")
+    ap.add_argument("--pairs-per-video", type=int, default=12)
+    ap.add_argument("--grid-pairs", type=int, default=8, help="rows of grid.png")
+    ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    weights = _parse_weights(args.weights, ap)
+    if not Path(args.data).is_dir():
+        ap.error(f"--data: no such folder {args.data}")
+
     dataset = load_dataset(args.data)
     _, val = split_videos(sorted(dataset), args.val_fraction, args.seed)
-    model = FaceEditor.load(args.weights)
+    pairs = validation_pairs(dataset, val, args.seed, args.pairs_per_video)
+    if not pairs:
+        raise SystemExit(f"no validation pairs in {args.data}: validation videos {val or 'none'} have no two frames "
+                         "with head pose within 0.15 rad and some AU differing by >= 1")
+    models = {name: FaceEditor.load(path) for name, path in weights.items()}
     with FaceMesh(static_image_mode=True) as mesh:
-        result = evaluate_pairs(model, dataset, validation_pairs(dataset, val, args.seed), mesh)
-    print(f"validation videos: {', '.join(val)}")
-    print(format_table(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        result = evaluate_models(models, dataset, pairs, mesh, progress=not args.no_progress)
+
+    out = Path(args.out)
+    table, au_table = format_table(result), format_au_table(result)
+    sources = ", ".join(f"{n} = `{p}`" for n, p in weights.items())
+    text = (f"# Edit quality on held-out pairs\n\nData: `{args.data}`; validation videos (held out by identity, "
+            f"seed {args.seed}): {', '.join(val)}; {len(pairs)} pairs (head pose within 0.15 rad, some AU "
+            f"differing by >= 1).\nModels: {sources}.\n\n## Metrics\n\n{table}\n\n## AU error per AU "
+            f"(intensity units 0..5)\n\n{au_table}\n\n## Legend\n\n{LEGEND}\n")
+    metrics = {"data": str(args.data), "seed": args.seed, "validation_videos": val,
+               "weights": {n: str(p) for n, p in weights.items()},
+               "pairs": [list(p) for p in pairs], "result": result}
+    paths = {"table": out / "table.md", "metrics": out / "metrics.json", "grid": out / "grid.png"}
+    with atomic_path(paths["table"]) as tmp:
+        tmp.write_text(text)
+    with atomic_path(paths["metrics"]) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")  # psnr may be Infinity (Python's JSON)
+    write_grid(paths["grid"], models, dataset, pairs, n=args.grid_pairs)
+    print(f"validation videos: {', '.join(val)}; {len(pairs)} pairs")
+    print(table)
+    print()
+    print(au_table)
+    for p in paths.values():
+        print(f"wrote {p}")
+    return result
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -54,6 +55,11 @@ class EditorConfig:
     texture_width: int = 64
     texture_res_blocks: int = 6
     max_flow: float = 0.15
+    # Side of the grid the networks run on and emit flow / texture / mask at (0: the image
+    # size). Smaller (the "lite" weights: 64) downsamples the input (area averaging), and
+    # fastwarp.warp_blend upsamples the maps inside the kernel, so the output keeps the
+    # full image resolution at a quarter of the network cost.
+    map_size: int = 0
     use_motion: bool = True  # False: GANimation's texture-only editing (the ablation)
     # What the networks see: "target" — the target AUs (GANimation); "delta" — target minus
     # the face's current AUs (difference attributes, STGAN, Liu et al. CVPR 2019): an
@@ -64,11 +70,13 @@ class EditorConfig:
 
 
 class EditResult(NamedTuple):
-    """Everything one edit produced, all at the model's resolution ``S``.
+    """Everything one edit produced. ``output`` has the input's resolution ``S``; the maps
+    are on the networks' grid ``M`` (``config.map_size``, = ``S`` unless set smaller).
 
-    output (Tensor[N, 3, S, S]) in [-1, 1]; flow (Tensor[N, 2, S, S]) in pixels;
-    warped (Tensor[N, 3, S, S]); texture (Tensor[N, 3, S, S]) in [-1, 1];
-    mask (Tensor[N, 1, S, S]) in [0, 1], 1 = keep the warped pixel.
+    output (Tensor[N, 3, S, S]) in [-1, 1]; flow (Tensor[N, 2, M, M]) in pixels of the
+    ``M`` grid; warped (Tensor[N, 3, M, M]) the network-resolution input warped by it;
+    texture (Tensor[N, 3, M, M]) in [-1, 1]; mask (Tensor[N, 1, M, M]) in [0, 1],
+    1 = keep the warped pixel.
     """
 
     output: Tensor
@@ -96,6 +104,9 @@ class FaceEditor(nn.Module):
         c = self.config
         if c.conditioning not in ("target", "delta"):
             raise ValueError(f"config.conditioning must be 'target' or 'delta', got {c.conditioning!r}")
+        if c.map_size and not (4 <= c.map_size <= c.image_size and c.map_size % 4 == 0):
+            raise ValueError(f"config.map_size must be 0 or a multiple of 4 in [4, image_size={c.image_size}], "
+                             f"got {c.map_size}")
         if list(c.au_names) != list(AU_NAMES):
             raise ValueError(f"config.au_names must be fastwarp's AU order {list(AU_NAMES)}, got {c.au_names}")
         self.motion = MotionNet(c.motion_width, c.motion_res_blocks, c.max_flow) if c.use_motion else None
@@ -118,15 +129,19 @@ class FaceEditor(nn.Module):
                 raise ValueError(f"source_aus must have shape [{expected[0]}, {expected[1]}], "
                                  f"got {list(source_aus.shape)}")
             aus = aus - source_aus
+        small = image
+        if self.config.map_size and self.config.map_size != image.shape[-1]:
+            small = F.interpolate(image, size=(self.config.map_size, self.config.map_size), mode="area")
         if self.motion is not None:
-            flow = self.motion(image, aus)
-            warped = ops.warp(image, flow, backend=self.warp_backend)
+            flow = self.motion(small, aus)
+            warped = ops.warp(small, flow, backend=self.warp_backend)
         else:
-            flow = image.new_zeros(image.shape[0], 2, *image.shape[2:])
-            warped = image
+            flow = small.new_zeros(small.shape[0], 2, *small.shape[2:])
+            warped = small
         texture, mask = self.texture(warped, aus)
         # With zero flow (texture-only) warp_blend samples pixel centres exactly, so this is
-        # GANimation's mask * image + (1 - mask) * texture.
+        # GANimation's mask * image + (1 - mask) * texture. Maps on a smaller grid are
+        # upsampled inside the kernel (flow scaled to image pixels).
         output = ops.warp_blend(image, flow, texture, mask, backend=self.warp_backend)
         return EditResult(output, flow, warped, texture, mask)
 
