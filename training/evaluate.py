@@ -45,7 +45,7 @@ from fastwarp.au import AU_INDEX
 from fastwarp.convert import bgr_to_tensor, tensor_to_bgr
 from fastwarp.face import VISIBLE_AUS, FaceMesh, estimate_aus, face_mask, inter_ocular_distance
 from fastwarp.face.landmarks import EXPRESSION_REGIONS
-from fastwarp.models import DEFAULT_WEIGHTS, FaceEditor
+from fastwarp.models import DEFAULT_WEIGHTS, FaceEditor, resolve_weights
 
 from .data import load_dataset, make_pairs, split_videos
 
@@ -408,8 +408,8 @@ def write_grid(path: str | Path, models: Mapping[str, FaceEditor], dataset: dict
 # --- CLI -----------------------------------------------------------------------------------
 
 def _parse_weights(specs: Sequence[str] | None, ap: argparse.ArgumentParser) -> dict[str, Path]:
-    """``NAME=PATH`` or ``PATH`` (named "model") → ``{name: checkpoint base}``; none: the
-    bundled weights as "full". Exits through ``ap.error`` naming a missing file."""
+    """``NAME=PATH`` or ``PATH`` (named "model"; PATH may be a bundled name, "base" or
+    "lite") → ``{name: checkpoint base}``; none: the bundled "base" weights as "full". Exits through ``ap.error`` naming a missing file."""
     out: dict[str, Path] = {}
     for spec in specs or [f"full={DEFAULT_WEIGHTS}"]:
         name, sep, path = spec.partition("=")
@@ -419,9 +419,7 @@ def _parse_weights(specs: Sequence[str] | None, ap: argparse.ArgumentParser) -> 
             ap.error(f"--weights: model name {name!r} given twice (use NAME=PATH with distinct names)")
         if name in _RESERVED:
             ap.error(f"--weights: model name {name!r} is reserved")
-        base = Path(path)
-        if base.suffix in (".safetensors", ".json"):
-            base = base.with_suffix("")
+        base = resolve_weights(path)  # a bundled name ("base", "lite") or a path
         missing = [str(p) for p in (base.with_suffix(".safetensors"), base.with_suffix(".json")) if not p.is_file()]
         if missing:
             ap.error(f"--weights {spec}: checkpoint file not found: {', '.join(missing)}")
