@@ -299,3 +299,16 @@ def register_op_autograd(op, backward_op) -> None:
 
 register_op_autograd("fastwarp::warp", _ops.warp_backward.default)
 register_op_autograd("fastwarp::warp_blend", _ops.warp_blend_backward.default)
+
+
+def register_op_autocast(op: str) -> None:
+    """Under ``torch.autocast`` (mixed-precision training) the op casts its floating-point
+    inputs to float32, like ``grid_sample``: a network's half-precision flow, texture and
+    mask then meet a float32 image without a dtype error. Outside autocast, inputs must
+    share a dtype as before."""
+    for device in ("cpu", "cuda"):
+        torch.library.register_autocast(op, device, torch.float32)
+
+
+register_op_autocast("fastwarp::warp")
+register_op_autocast("fastwarp::warp_blend")

@@ -37,7 +37,7 @@ from torch._subclasses.fake_tensor import is_fake
 from torch.library import triton_op, wrap_triton
 
 from . import _checks
-from .ops import _output_like_image, register_op_autograd
+from .ops import _output_like_image, register_op_autocast, register_op_autograd
 
 __all__ = ["INTERPRET", "warp", "warp_blend"]
 
@@ -467,3 +467,5 @@ if INTERPRET:
 
 register_op_autograd(warp, warp_backward)
 register_op_autograd(warp_blend, warp_blend_backward)
+register_op_autocast("fastwarp::triton_warp")
+register_op_autocast("fastwarp::triton_warp_blend")

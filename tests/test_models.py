@@ -170,3 +170,23 @@ def test_delta_conditioning_needs_source_aus():
         model(image, aus, torch.rand(2, 5))
     with pytest.raises(ValueError, match="conditioning must be 'target' or 'delta'"):
         FaceEditor(EditorConfig(conditioning="relative"))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_editor_runs_under_autocast(backend):
+    """Mixed-precision training: under bfloat16 autocast the networks' maps are bfloat16
+    and the image float32; the warp ops cast to float32 (like grid_sample) and match the
+    float32 composition of the same maps."""
+    image, aus = _inputs()
+    model = FaceEditor(SMALL)
+    model.warp_backend = backend
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        r = model(image, aus)
+    assert r.texture.dtype == torch.bfloat16 and r.output.dtype == torch.float32
+    expected = fastwarp.reference.warp_blend(image, r.flow.float(), r.texture.float(), r.mask.float())
+    # fastwarp's ops compute in float32 under autocast; torch's grid_sample (the reference
+    # backend) follows torch's CPU autocast policy, which may run it in bfloat16.
+    tol = 1e-5 if backend == "cpu" else 3e-2
+    torch.testing.assert_close(r.output, expected, atol=tol, rtol=tol)
+    r.output.mean().backward()
+    assert all(p.grad is not None for p in model.texture.parameters())
