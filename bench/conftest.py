@@ -10,7 +10,8 @@ Options (each also read from the environment, for make and bench/gpu_run.sh):
 
 - ``--bench-rounds`` / ``FASTWARP_BENCH_ROUNDS``, ``--bench-warmup`` /
   ``FASTWARP_BENCH_WARMUP``: timed and warm-up rounds per benchmark (defaults: 20 and 3 on
-  the CPU, 40 and 5 on a GPU). The warm-up absorbs compilation (torch.compile, Triton).
+  the CPU, 40 and 5 on a GPU; the end-to-end benchmarks: one round per 512x512 video and
+  one warm-up round). The warm-up absorbs compilation (torch.compile, Triton).
 - ``--bench-budget-s`` / ``FASTWARP_BENCH_BUDGET_S``: start no benchmark after this many
   seconds; the rest are skipped with that reason (a GPU lease is short, and a killed
   pytest would lose the JSON).
@@ -49,7 +50,9 @@ class BenchConfig:
     def __init__(self, config):
         self.device = harness.device()
         gpu = self.device.type == "cuda"
-        self.rounds = _option(config, "--bench-rounds", "FASTWARP_BENCH_ROUNDS", int) or (40 if gpu else 20)
+        rounds = _option(config, "--bench-rounds", "FASTWARP_BENCH_ROUNDS", int)
+        self.rounds_given = rounds is not None  # the end-to-end benchmarks default to one round per video
+        self.rounds = rounds or (40 if gpu else 20)
         warmup = _option(config, "--bench-warmup", "FASTWARP_BENCH_WARMUP", int)
         self.warmup = warmup if warmup is not None else (5 if gpu else 3)
         self.budget_s = _option(config, "--bench-budget-s", "FASTWARP_BENCH_BUDGET_S", float)

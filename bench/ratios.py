@@ -8,6 +8,17 @@ move over its median time) and, on a GPU, that as a fraction of the device-to-de
 copy measured in the same run and the host's time to enqueue the call. With ``--compare BASELINE.json``, each row's median
 against the baseline's. Then issue 3's targets, each met or not met.
 
+The model benchmarks (test_bench_model.py, groups ``model <weights> b<batch>``) get their
+own table: per weights and provider, the latency at batch 1 and the frames per second at
+batch 32; then the real-time issue's target (GPU H100/H200, base weights, batch 1, float16:
+model + warp_blend within 2 ms per frame), met, NOT MET or unmeasured.
+
+The end-to-end benchmarks (test_bench_e2e.py, groups ``e2e <device>``) get theirs: per
+weights and runtime, frames per second and each stage's p50 ms (decode, landmarks, crop,
+model, blend, paste, encode, latency); then the real-time issue's end-to-end targets (CPU
+2 cores: lite at 128 px >= 25 frames/s on a 512x512 video; GPU: base, batch 1, float16
+>= 200 frames/s), met, NOT MET or no data.
+
 Usage: python bench/ratios.py RESULTS.json [--compare BASELINE.json] [--fail median:25%]
                               [--strict-targets]
 Exit status: 0, or 1 with --strict-targets when a target of this device is not met.
@@ -63,6 +74,46 @@ TARGETS = (
     + tuple(Target("cuda", f"warp_blend forward 8x3x512x512-flow128 {dtype}", p, "reference", 5.0)
             for p in _GPU for dtype in ("bfloat16", "float32"))
 )
+
+
+# The real-time issue's target: on an H100 or H200, the base weights' forward (model +
+# warp_blend, 128 px) at batch 1 in float16 within 2 ms per frame. Per frame counts the
+# larger of the GPU time and the host's time to enqueue the call (a frame cannot come
+# faster than either).
+MODEL_TARGET_MS = 2.0
+MODEL_TARGET_GPUS = ("h100", "h200")
+MODEL_PROVIDER_ORDER = ("torch-eager", "torch-compile", "onnxruntime-cpu", "tensorrt")
+
+
+def is_model_group(group: str) -> bool:
+    return group.startswith("model ")
+
+
+# The real-time issue's end-to-end targets (bench/test_bench_e2e.py: frames per second of
+# fastwarp.realtime over 512x512 videos, decode to encode, batch 1). ``providers``: the
+# runs that may meet it (the faster counts: runtime="auto" keeps the faster).
+@dataclass(frozen=True)
+class E2ETarget:
+    device: str
+    weights: str
+    providers: tuple[str, ...]
+    min_fps: float
+    what: str
+    cpus: int | None = None  # the machine the target is stated for
+    image_size: int | None = None
+
+
+E2E_TARGETS = (
+    E2ETarget("cpu", "lite", ("lite-torch", "lite-onnx", "lite-torch-maxfaces1", "lite-onnx-maxfaces1"), 25.0,
+              "CPU 2 cores, lite at 128 px, end to end on a 512x512 video", cpus=2, image_size=128),
+    E2ETarget("cuda", "base", ("base-torch", "base-torch-maxfaces1"), 200.0,
+              "GPU, base, batch 1, float16, end to end on a 512x512 video"),
+)
+E2E_STAGES = ("decode", "landmarks", "crop", "model", "blend", "paste", "encode")
+
+
+def is_e2e_group(group: str) -> bool:
+    return group.startswith("e2e")
 
 
 def _provider(bench: dict) -> str:
@@ -142,7 +193,7 @@ def table(data: dict, baseline: dict | None, fail: tuple[str, float] | None) -> 
     if baseline:
         cols.append(f"{stat} vs base")
     rows, regressed = [], []
-    for group in sorted(g for g in groups if g != "copy"):
+    for group in sorted(g for g in groups if g != "copy" and not is_model_group(g) and not is_e2e_group(g)):
         providers = groups[group]
         ref, comp = providers.get("reference"), providers.get("compiled-reference")
         order = sorted(providers, key=lambda p: (PROVIDER_ORDER.index(p) if p in PROVIDER_ORDER else 99, p))
@@ -193,7 +244,7 @@ def summary(data: dict) -> list[str]:
         ref, comp = providers.get("reference"), providers.get("compiled-reference")
         for name, bench in providers.items():
             info = bench.get("extra_info", {})
-            if group == "copy" or name == "reference":
+            if group == "copy" or name == "reference" or is_model_group(group) or is_e2e_group(group):
                 continue
             key = (name, info.get("mode", "?"), info.get("dtype", "?"))
             median = bench["stats"]["median"]
@@ -216,6 +267,99 @@ def summary(data: dict) -> list[str]:
                      f"{cell(m['ref'], '{:.2f}x'.format):>8}{cell(m['comp'], '{:.2f}x'.format):>12}"
                      f"{cell(m['copy'], '{:.0%}'.format):>7}")
     return lines
+
+
+def _change(bench: dict, base: dict, stat: str, fail: tuple[str, float] | None) -> tuple[str, bool]:
+    old = base.get(bench["fullname"])
+    if old is None:
+        return "new", False
+    change = bench["stats"][stat] / old["stats"][stat] * 100 - 100
+    bad = fail is not None and change > fail[1]
+    return f"{change:+.0f}%" + (" REGRESSED" if bad else ""), bad
+
+
+def model_table(data: dict, baseline: dict | None, fail: tuple[str, float] | None) -> tuple[list[str], list[str]]:
+    """The model benchmarks' table (one row per weights, provider and dtype: batch-1
+    latency, batch-32 throughput), and the names of those slower than the baseline by more
+    than ``fail``'s percentage."""
+    rows_by_key: dict[tuple, dict[int, dict]] = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if info.get("kind") != "model" and not is_model_group(bench.get("group") or ""):
+            continue
+        key = (info.get("weights", "?"), _provider(bench), info.get("dtype", "?"))
+        rows_by_key[key][int(info.get("batch", 0))] = bench
+    if not rows_by_key:
+        return [], []
+    base = {b["fullname"]: b for b in baseline["benchmarks"]} if baseline else {}
+    stat = fail[0] if fail else "median"
+    host = any("host_us" in b.get("extra_info", {}) for per in rows_by_key.values() for b in per.values())
+    cols = ["weights", "provider", "dtype", "b1 median ms", "b1 min ms"] + (["b1 host us"] if host else []) + \
+           ["b1 frames/s", "b32 median ms", "b32 frames/s", "b32 ms/frame"]
+    if baseline:
+        cols += [f"b1 {stat} vs base", f"b32 {stat} vs base"]
+    order = lambda k: (k[0], MODEL_PROVIDER_ORDER.index(k[1]) if k[1] in MODEL_PROVIDER_ORDER else 99, k)  # noqa: E731
+    rows, regressed = [], []
+    for key in sorted(rows_by_key, key=order):
+        per = rows_by_key[key]
+        b1, b32 = per.get(1), per.get(32)
+        row = list(key)
+        if b1:
+            st = b1["stats"]
+            row += [f"{st['median'] * 1e3:.2f}", f"{st['min'] * 1e3:.2f}"]
+            if host:
+                info = b1.get("extra_info", {})
+                bound = info.get("launch_bound_rounds", 0) > 0.25 * st.get("rounds", 1)
+                row.append(f"{info['host_us']:.0f}{'*' if bound else ''}" if "host_us" in info else "")
+            row.append(f"{1 / st['median']:.1f}")
+        else:
+            row += [""] * (4 if host else 3)
+        if b32:
+            st = b32["stats"]
+            row += [f"{st['median'] * 1e3:.1f}", f"{32 / st['median']:.1f}", f"{st['median'] / 32 * 1e3:.2f}"]
+        else:
+            row += [""] * 3
+        if baseline:
+            for bench in (b1, b32):
+                if bench is None:
+                    row.append("")
+                    continue
+                text, bad = _change(bench, base, stat, fail)
+                row.append(text)
+                if bad:
+                    regressed.append(bench["fullname"])
+        rows.append(row)
+    widths = [max(len(c), *(len(r[j]) for r in rows)) for j, c in enumerate(cols)]
+    fmt = lambda r: "  ".join(v.ljust(w) if j < 3 else v.rjust(w) for j, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return [fmt(cols)] + [fmt(r) for r in rows], regressed
+
+
+def model_target(data: dict) -> list[str]:
+    """The real-time issue's target line(s): met, NOT MET or unmeasured, with the numbers."""
+    env = data.get("machine_info", {}).get("fastwarp_env", {})
+    kind, device = env.get("device_kind"), env.get("device")
+    what = (f"GPU ({'/'.join(k.upper() for k in MODEL_TARGET_GPUS)}) base weights, batch 1, float16, "
+            f"model + warp_blend <= {MODEL_TARGET_MS:g} ms per frame")
+    candidates = []
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if (info.get("kind") == "model" and info.get("weights") == "base" and info.get("batch") == 1
+                and info.get("dtype") == "float16"):
+            gpu_ms = bench["stats"]["median"] * 1e3
+            host_ms = info.get("host_us", 0.0) / 1e3
+            candidates.append((max(gpu_ms, host_ms), gpu_ms, host_ms, _provider(bench)))
+    if device != "cuda":
+        return [f"  unmeasured  {what} (this run timed the {device or 'unknown device'}; the target needs a GPU run)"]
+    if not candidates:
+        return [f"  unmeasured  {what} (no base batch-1 float16 benchmark in this run)"]
+    candidates.sort()
+    detail = "; ".join(f"{p} {frame:.2f} ms (GPU {gpu:.2f}, host enqueue {host:.2f})"
+                       for frame, gpu, host, p in candidates)
+    if kind not in MODEL_TARGET_GPUS:
+        return [f"  unmeasured  {what} (this run's GPU is {env.get('gpu') or kind}, not an H100/H200): {detail}"]
+    best = candidates[0]
+    met = best[0] <= MODEL_TARGET_MS
+    return [f"  {'met    ' if met else 'NOT MET'}  {what}: best {best[3]} {best[0]:.2f} ms on {kind}; {detail}"]
 
 
 def targets(data: dict) -> tuple[list[str], int]:
@@ -249,6 +393,71 @@ def targets(data: dict) -> tuple[list[str], int]:
     return lines, unmet
 
 
+def e2e_table(data: dict, baseline: dict | None, fail: tuple[str, float] | None) -> tuple[list[str], list[str]]:
+    """The end-to-end table (one row per weights-runtime run): frames/s, each stage's p50
+    ms, the decode-to-encode latency p50/p95; and the runs slower than the baseline."""
+    rows, regressed = [], []
+    base = {b["fullname"]: b for b in baseline["benchmarks"]} if baseline else {}
+    stat = fail[0] if fail else "median"
+    for group, providers in sorted(by_group(data).items()):
+        if not is_e2e_group(group):
+            continue
+        for name in sorted(providers):
+            bench = providers[name]
+            info = bench.get("extra_info", {})
+            stages = info.get("stages", {})
+            lat = stages.get("latency")
+            row = [group, name, info.get("runner", ""), str(info.get("frames_per_round", "")),
+                   f"{bench['stats']['median']:.3f}", f"{info['fps']:.1f}" if "fps" in info else ""]
+            row += [f"{stages[s]['p50_ms']:.1f}" if s in stages else "" for s in E2E_STAGES]
+            row.append(f"{lat['p50_ms']:.0f}/{lat['p95_ms']:.0f}" if lat else "")
+            if baseline:
+                text, bad = _change(bench, base, stat, fail)
+                row.append(text)
+                if bad:
+                    regressed.append(bench["fullname"])
+            rows.append(row)
+    if not rows:
+        return [], []
+    cols = ["group", "run", "runner", "frames", "median s", "frames/s"] + [f"{s} p50" for s in E2E_STAGES]
+    cols.append("latency p50/p95 ms")
+    if baseline:
+        cols.append(f"{stat} vs base")
+    widths = [max(len(c), *(len(r[j]) for r in rows)) for j, c in enumerate(cols)]
+    fmt = lambda r: "  ".join(v.ljust(w) if j < 3 else v.rjust(w) for j, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return [fmt(cols)] + [fmt(r) for r in rows], regressed
+
+
+def e2e_targets(data: dict) -> tuple[list[str], int]:
+    """Lines for the end-to-end targets of this run's device, and how many are not met."""
+    env = data.get("machine_info", {}).get("fastwarp_env", {})
+    device = env.get("device")
+    runs = {name: b for g, providers in by_group(data).items() if is_e2e_group(g) for name, b in providers.items()}
+    lines, unmet = [], 0
+    for t in E2E_TARGETS:
+        if device is not None and t.device != device:
+            continue
+        what = f"{t.what}: >= {t.min_fps:g} frames/s"
+        found = [(runs[p]["extra_info"]["fps"], p) for p in t.providers
+                 if p in runs and "fps" in runs[p].get("extra_info", {})]
+        if not found:
+            lines.append(f"  no data  {what} (no {' or '.join(t.providers)} run here: weights {t.weights!r} "
+                         "not installed, or the benchmark was skipped)")
+            continue
+        fps, best = max(found)
+        notes = []
+        size = runs[best]["extra_info"].get("image_size")
+        if t.image_size is not None and size is not None and size != t.image_size:
+            notes.append(f"its model runs at {size} px, the target is for {t.image_size}")
+        if t.cpus is not None and env.get("cpus") not in (None, t.cpus):
+            notes.append(f"this machine has {env.get('cpus')} CPUs, the target is for {t.cpus}")
+        met = fps >= t.min_fps
+        unmet += not met
+        lines.append(f"  {'met    ' if met else 'NOT MET'}  {what}: {fps:.1f} frames/s ({best})"
+                     + (f" [{'; '.join(notes)}]" if notes else ""))
+    return lines, unmet
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", help="pytest-benchmark JSON file (--benchmark-json)")
@@ -268,8 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     if baseline:
         print(f"baseline: {args.compare} (commit {baseline.get('machine_info', {}).get('fastwarp_env', {}).get('commit')})")
     lines, regressed = table(data, baseline, args.fail)
-    print()
-    print("\n".join(lines))
+    if len(lines) > 1:  # (a run of the model benchmarks alone has no op rows)
+        print()
+        print("\n".join(lines))
     if any(b.get("extra_info", {}).get("launch_bound_rounds", 0) > 0.25 * b["stats"].get("rounds", 1)
            for b in data["benchmarks"]):
         print("* the host took longer to enqueue the call than the GPU headroom in over a quarter of the rounds: "
@@ -282,10 +492,34 @@ def main(argv: list[str] | None = None) -> int:
     if summary_lines:
         print()
         print("\n".join(summary_lines))
+    model_lines, model_regressed = model_table(data, baseline, args.fail)
+    if model_lines:
+        print("\nmodel (FaceEditor forward with warp_blend at 128 px; b1: batch 1 latency, median and minimum; "
+              "b32: batch 32, frames/s over its median):")
+        print("\n".join(model_lines))
+        if baseline and args.fail and model_regressed:
+            print(f"{len(model_regressed)} model benchmark(s) more than {args.fail[1]:g}% slower than the baseline:\n  "
+                  + "\n  ".join(model_regressed))
+    e2e_lines, e2e_regressed = e2e_table(data, baseline, args.fail)
+    if e2e_lines:
+        print("\nend to end (fastwarp.realtime on 512x512 videos: decode, edit, encode on its threads; frames/s = "
+              "frames per round / median round; stage times p50 ms):")
+        print("\n".join(e2e_lines))
+        if baseline and args.fail and e2e_regressed:
+            print(f"{len(e2e_regressed)} end-to-end benchmark(s) more than {args.fail[1]:g}% slower than the "
+                  "baseline:\n  " + "\n  ".join(e2e_regressed))
     target_lines, unmet = targets(data)
     print("\nissue 3 targets (median ratios of this run):")
     print("\n".join(target_lines) if target_lines else "  none for this device yet (bench/ratios.py, TARGETS)")
-    return 1 if args.strict_targets and unmet else 0
+    print("\nreal-time issue target (per frame: the larger of the GPU's median time and the host's enqueue time):")
+    target = model_target(data)
+    print("\n".join(target))
+    unmet += any(line.lstrip().startswith("NOT MET") for line in target)
+    e2e_target_lines, e2e_unmet = e2e_targets(data)
+    if e2e_target_lines:
+        print("\nreal-time issue targets, end to end (frames/s of this run):")
+        print("\n".join(e2e_target_lines))
+    return 1 if args.strict_targets and (unmet or e2e_unmet) else 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     fastwarp edit IMAGE --au AU12=3 --au AU25=1 -o OUT.png [--side-by-side CMP.png]
     fastwarp video IN.mp4 --au AU12=+2 -o OUT.mp4
+    fastwarp webcam --au AU12=3 [--camera 0|IN.mp4] [--show] [--virtual-cam] [-o OUT.mp4] [--stats]
     fastwarp info
     fastwarp export --format onnx -o fastwarp.onnx
 
@@ -106,56 +107,195 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _camera_spec(text: str) -> int | Path:
+    """``--camera``: an int is a camera index, anything else a video file standing in for one."""
+    return int(text) if text.strip().isdigit() else Path(text)
+
+
+def _check_display() -> None:
+    import os
+
+    # OpenCV's Qt window aborts the whole process where it finds no display: say so first.
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                                                 or os.environ.get("QT_QPA_PLATFORM")):
+        raise CLIError("--show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set "
+                       "(write the edited video with -o out.mp4, or send it to --virtual-cam)")
+
+
+def _open_source(spec: int | Path):
+    from .realtime import StreamError, VideoSource
+
+    try:
+        return VideoSource(spec)
+    except StreamError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _make_engine(args: argparse.Namespace, edits, weights):
+    from .realtime import RealtimeEngine
+
+    smoothing = False if args.no_smooth else True
+    try:
+        return RealtimeEngine(edits, weights, args.device, runtime=args.runtime, all_faces=args.all_faces,
+                              max_faces=args.max_faces, smoothing=smoothing, max_crop_size=args.max_crop_size,
+                              gpu_graph=args.gpu_graph)
+    except (OSError, ValueError, ImportError) as exc:  # (FileNotFoundError: weights)
+        raise CLIError(str(exc)) from None
+
+
+def _file_sink(path: Path, source, fourcc: str):
+    from .realtime import SinkError, VideoFileSink
+
+    try:
+        return VideoFileSink(path, source.fps, (source.width, source.height), fourcc)
+    except SinkError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _summary(stats) -> str:
+    return (f"{stats.frames} frames in {stats.wall_s:.1f}s ({stats.fps:.1f} frames/s); face edited in "
+            f"{stats.faces_edited}, passed through unchanged in {stats.passed_through}")
+
+
+def _stream_failed(stats, out_path: Path | None) -> int:
+    """After a run that a read failure stopped: one error line saying what was kept."""
+    n = stats.frames
+    kept = (f"; the {n} frame{'s' * (n != 1)} edited before it {'are' if n != 1 else 'is'} in "
+            f"{out_path.resolve()} (a valid, shorter video)") if out_path is not None else ""
+    print(f"fastwarp: error: {stats.error}{kept}", file=sys.stderr)
+    return EXIT_ERROR
+
+
 def cmd_video(args: argparse.Namespace) -> int:
-    import cv2
     from tqdm import tqdm
 
     from ._io import atomic_path
-    from .editor import ExpressionEditor
+    from .realtime import FrameSizeError, SinkError
 
     edits = _edits(args.au)
     in_path, out_path = Path(args.input), Path(args.output)
     _check_input(in_path, "video")
-    cap = cv2.VideoCapture(str(in_path))
-    try:
-        if not cap.isOpened():
-            raise CLIError(f"cannot read video {in_path}: not a video OpenCV can decode")
-        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        ok, frame = cap.read()
-        if not ok:
-            raise CLIError(f"cannot read video {in_path}: no decodable frame")
-        h, w = frame.shape[:2]
-        n = edited = 0
-        with atomic_path(out_path) as tmp, ExpressionEditor(args.weights, args.device, video=True,
-                                                            max_crop_size=args.max_crop_size) as editor:
-            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*args.fourcc), fps, (w, h))
-            if not writer.isOpened():
-                raise CLIError(f"cannot write video {out_path} with codec {args.fourcc!r} (try an .mp4 output)")
-            t0 = time.perf_counter()
+    with _open_source(in_path) as source:
+        with _make_engine(args, edits, args.weights or "base") as engine, atomic_path(out_path) as tmp:
+            sink = _file_sink(tmp, source, args.fourcc)
+            bar = tqdm(total=source.frame_count, unit="frame", desc="fastwarp video", disable=args.quiet)
+
+            def progress(result) -> None:
+                bar.update(1)
+                elapsed = bar.format_dict.get("elapsed") or 0.0
+                if elapsed > 0:
+                    bar.set_postfix(fps=f"{bar.n / elapsed:.1f}", refresh=False)
+
             try:
-                with tqdm(total=total, unit="frame", desc="fastwarp video", disable=args.quiet) as bar:
-                    while ok:
-                        if frame.shape[:2] != (h, w):
-                            raise CLIError(f"frame {n} of {in_path} changes size to {frame.shape[1]}x{frame.shape[0]}")
-                        result = editor.edit(frame, edits)
-                        writer.write(result.frame)
-                        n += 1
-                        edited += result.face_found
-                        bar.update(1)
-                        bar.set_postfix(fps=f"{n / (time.perf_counter() - t0):.1f}")
-                        if args.max_frames and n >= args.max_frames:
-                            break
-                        ok, frame = cap.read()
+                stats = engine.run(source, [sink], max_frames=args.max_frames, on_frame=progress)
+            except FrameSizeError as exc:
+                raise CLIError(f"{in_path}: {exc}") from None
+            except SinkError as exc:
+                raise CLIError(str(exc)) from None
             finally:
-                writer.release()
-            elapsed = time.perf_counter() - t0
-    finally:
-        cap.release()
-    print(f"{n} frames in {elapsed:.1f}s ({n / elapsed:.1f} frames/s); face edited in {edited}, "
-          f"passed through unchanged in {n - edited}")
+                sink.close()
+                bar.close()
+            if stats.stop == "interrupted":
+                raise KeyboardInterrupt
+            if stats.frames == 0:
+                raise CLIError(f"cannot read video {in_path}: no decodable frame"
+                               + (f" ({stats.error})" if stats.error else ""))
+    print(_summary(stats))
     print(f"wrote {out_path.resolve()}")
-    return 0
+    if args.stats:
+        print(stats.format())
+    return _stream_failed(stats, out_path) if stats.error else 0
+
+
+def _show_window(controls, engine):
+    """The --show callback: the edited frame with the AU targets and frames/s drawn on it;
+    keys change the targets (LiveControls); returns False to stop."""
+    import collections
+
+    import cv2
+
+    window = "fastwarp webcam"
+    cv2.namedWindow(window, cv2.WINDOW_NORMAL)
+    stamps: collections.deque = collections.deque(maxlen=30)
+
+    def on_frame(result) -> bool:
+        stamps.append(time.perf_counter())
+        fps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
+        view = result.frame.copy()
+        lines = [controls.describe(), f"{fps:.1f} frames/s, {len(result.faces)} face(s) edited"]
+        for i, text in enumerate(lines):
+            y = 22 + 22 * i
+            cv2.putText(view, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(view, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.imshow(window, view)
+        action = controls.handle_key(cv2.waitKey(1))
+        if action == "changed":
+            engine.set_edits(controls.edits())
+        if action == "quit" or cv2.getWindowProperty(window, cv2.WND_PROP_VISIBLE) < 1:
+            return False
+        return True
+
+    return on_frame
+
+
+def cmd_webcam(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from ._io import atomic_path
+    from .realtime import FrameSizeError, LiveControls, SinkError, VirtualCamSink
+
+    edits = [] if args.show and not args.au else _edits(args.au)
+    spec = _camera_spec(args.camera)
+    if isinstance(spec, Path):
+        _check_input(spec, "video")
+    out_path = Path(args.output) if args.output else None
+    if not (out_path or args.show or args.virtual_cam or args.stats):
+        raise CLIError("nothing to do: give -o OUT.mp4, --show or --virtual-cam (or --stats to only measure)")
+    if args.show:
+        _check_display()
+    sinks, vcam = [], None
+    with _open_source(spec) as source, contextlib.ExitStack() as cleanup:
+        if args.virtual_cam:
+            try:
+                vcam = VirtualCamSink(source.width, source.height, source.fps)
+            except SinkError as exc:
+                raise CLIError(str(exc)) from None
+            cleanup.callback(vcam.close)
+        engine = cleanup.enter_context(_make_engine(args, edits, args.weights))
+        print(f"fastwarp webcam: {source.name} ({source.width}x{source.height}, {source.fps:g} fps), weights "
+              f"{engine.weights} on {engine.device}, runtime {engine.runtime.runner}")
+        on_frame = None
+        if args.show:
+            import cv2
+
+            controls = LiveControls(edits)
+            print(controls.HELP)
+            on_frame = _show_window(controls, engine)
+            cleanup.callback(cv2.destroyAllWindows)
+        tmp = cleanup.enter_context(atomic_path(out_path)) if out_path else None
+        if tmp is not None:
+            sinks.append(_file_sink(tmp, source, args.fourcc))
+        if vcam is not None:
+            sinks.append(vcam)
+            print(f"sending to virtual camera {vcam.device}")
+        try:
+            stats = engine.run(source, sinks, max_frames=args.max_frames, on_frame=on_frame)
+        except FrameSizeError as exc:
+            raise CLIError(f"{source.name}: {exc}") from None
+        except SinkError as exc:
+            raise CLIError(str(exc)) from None
+        finally:
+            if tmp is not None:
+                sinks[0].close()
+        if stats.frames == 0:
+            raise CLIError(stats.error or f"{source.name} gave no frame")
+    if stats.stop == "interrupted":
+        print(f"stopped by Ctrl-C after {stats.frames} frames")
+    print(_summary(stats))
+    if out_path:
+        print(f"wrote {out_path.resolve()}")
+    print(stats.format() if args.stats else f"runtime: {stats.runtime_reason}")
+    return _stream_failed(stats, out_path) if stats.error else 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -175,15 +315,43 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    out_path = Path(args.output)
-    if args.format == "tensorrt":
-        import importlib.util
+    from .export import DEFAULT_OPSET
 
-        if importlib.util.find_spec("tensorrt") is None:
-            raise CLIError("--format tensorrt needs NVIDIA TensorRT (the tensorrt Python package), which is not "
-                           "installed here; export --format onnx and build an engine where TensorRT is installed")
-        raise CLIError("--format tensorrt is not implemented yet; export --format onnx and build an fp16 engine "
-                       "with trtexec --onnx=MODEL.onnx --fp16")
+    out_path = Path(args.output)
+    opset = args.opset if args.opset is not None else DEFAULT_OPSET
+    if args.format == "tensorrt":
+        if out_path.suffix not in (".engine", ".plan"):
+            raise CLIError(f"the TensorRT engine must end in .engine or .plan, got {out_path}")
+        if args.onnx and (args.weights is not None or args.opset is not None):
+            raise CLIError("--onnx builds that file as it is: --weights and --opset apply only when fastwarp "
+                           "exports the ONNX graph itself")
+        if args.onnx and args.check:
+            raise CLIError("--check compares the engine with the PyTorch model of --weights: not with --onnx")
+        if args.max_batch < 1:
+            raise CLIError(f"--max-batch must be at least 1, got {args.max_batch}")
+        if not 1 <= args.opt_batch <= args.max_batch:
+            raise CLIError(f"--opt-batch must be in 1..--max-batch ({args.max_batch}), got {args.opt_batch}")
+        from .export import export_tensorrt
+        from .models import FaceEditor
+        from .tensorrt import TensorRTUnavailableError, engine_parity
+
+        try:
+            model = None if args.onnx else FaceEditor.load(args.weights)
+            export_tensorrt(out_path, model, onnx_path=args.onnx, opset=opset, max_batch=args.max_batch,
+                            opt_batch=args.opt_batch)
+        except (TensorRTUnavailableError, FileNotFoundError, ValueError, ImportError, RuntimeError) as exc:
+            raise CLIError(str(exc)) from None
+        print(f"wrote {out_path.resolve()} (TensorRT fp16 engine, batch 1..{args.max_batch}, tuned for "
+              f"{args.opt_batch}; runs only on this GPU model with this TensorRT version)")
+        if args.check:
+            try:
+                worst = engine_parity(out_path, model)
+            except (TensorRTUnavailableError, ValueError, RuntimeError) as exc:
+                raise CLIError(f"wrote {out_path}, but could not run it: {exc}") from None
+            print("max |tensorrt fp16 - pytorch float32|: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
+        return 0
+    if args.onnx:
+        raise CLIError("--onnx is the input of --format tensorrt; --format onnx exports the weights")
     if out_path.suffix != ".onnx":
         raise CLIError(f"the ONNX output must end in .onnx, got {out_path}")
     from .export import export_onnx, onnx_parity
@@ -191,10 +359,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         model = FaceEditor.load(args.weights)
-        export_onnx(out_path, model, opset=args.opset)
+        export_onnx(out_path, model, opset=opset)
     except (FileNotFoundError, ValueError, ImportError) as exc:
         raise CLIError(str(exc)) from None
-    print(f"wrote {out_path.resolve()} (opset {args.opset}, dynamic batch)")
+    print(f"wrote {out_path.resolve()} (opset {opset}, dynamic batch)")
     if args.check:
         worst = onnx_parity(out_path, model)
         print("max |onnxruntime - pytorch|: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
@@ -220,25 +388,61 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--side-by-side", default=None, metavar="PATH", help="also write input | edited")
     e.set_defaults(func=cmd_edit)
 
+    def stream(sp: argparse.ArgumentParser, runtime: str) -> None:
+        sp.add_argument("--fourcc", default="mp4v", help="output codec (default mp4v)")
+        sp.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
+        sp.add_argument("--runtime", default=runtime, choices=("auto", "torch", "onnx"),
+                        help=f"network runtime on the CPU: auto runs torch and ONNX Runtime in turn on the first "
+                             f"faces and keeps the faster (default {runtime})")
+        sp.add_argument("--all-faces", action="store_true", help="edit every face, not only the largest")
+        sp.add_argument("--max-faces", type=int, default=4,
+                        help="the most faces to look for (default 4; 1 is faster but keeps the first face found)")
+        sp.add_argument("--no-smooth", action="store_true", help="no One Euro smoothing of the landmarks")
+        sp.add_argument("--gpu-graph", default="cuda-graph", choices=("cuda-graph", "compile", "none"),
+                        help="on a GPU: CUDA graph capture, torch.compile reduce-overhead, or eager")
+        sp.add_argument("--stats", action="store_true", help="print per-stage timings (mean, p50, p95 ms) and frames/s")
+
     v = sub.add_parser("video", help="edit the largest face in every frame of a video")
     v.add_argument("input", help="input video (any format OpenCV reads)")
     common(v)
-    v.add_argument("--fourcc", default="mp4v", help="output codec (default mp4v)")
-    v.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
+    stream(v, "torch")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=cmd_video)
+
+    w = sub.add_parser("webcam", help="edit a camera (or a video file standing in for one) in real time")
+    w.add_argument("--camera", default="0", help="camera index, or a video file played as a camera (default 0)")
+    w.add_argument("--au", action="append", default=[], metavar="NAME=VALUE",
+                   help="target AU: absolute (AU12=3) or relative to the face (AU12=+2); repeatable "
+                        "(optional with --show: set them live)")
+    w.add_argument("-o", "--output", default=None, help="also write the edited video here (e.g. out.mp4)")
+    w.add_argument("--show", action="store_true", help="preview window; keys change the AU targets live")
+    w.add_argument("--virtual-cam", action="store_true",
+                   help="send the edited video to a virtual camera (pyvirtualcam; v4l2loopback on Linux)")
+    w.add_argument("--weights", default=None,
+                   help="bundled weights name (base, lite) or a checkpoint path without suffix "
+                        "(default: lite on a CPU where installed, else base)")
+    w.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
+    w.add_argument("--max-crop-size", type=int, default=512,
+                   help="largest face crop side in pixels (detail is kept up to this)")
+    stream(w, "auto")
+    w.set_defaults(func=cmd_webcam)
 
     i = sub.add_parser("info", help="version, available kernel backends, default weights")
     i.set_defaults(func=cmd_info)
 
-    x = sub.add_parser("export", help="export the editor network (warp as standard GridSample) to ONNX")
+    x = sub.add_parser("export", help="export the editor network to ONNX (warp as standard GridSample), or build "
+                                      "an fp16 TensorRT engine from that graph (needs TensorRT 10 and a CUDA GPU)")
     x.add_argument("--format", default="onnx", choices=("onnx", "tensorrt"), help="default: onnx")
-    x.add_argument("-o", "--output", required=True, help="output file (.onnx)")
+    x.add_argument("-o", "--output", required=True, help="output file (.onnx; .engine or .plan for tensorrt)")
     x.add_argument("--weights", default=None, help="bundled weights name (base, lite) or a checkpoint path without suffix (default: base)")
-    x.add_argument("--opset", type=int, default=18, choices=range(16, 20), metavar="{16..19}",
+    x.add_argument("--opset", type=int, default=None, choices=range(16, 20), metavar="{16..19}",
                    help="ONNX opset (default 18; TensorRT reads opset 20's bilinear GridSample as nearest)")
+    x.add_argument("--onnx", default=None, metavar="PATH",
+                   help="tensorrt: build from this ONNX file (of fastwarp export, opset 16..19) instead of the weights")
+    x.add_argument("--max-batch", type=int, default=32, help="tensorrt: largest batch the engine accepts (default 32)")
+    x.add_argument("--opt-batch", type=int, default=1, help="tensorrt: the batch its kernels are tuned for (default 1)")
     x.add_argument("--check", action="store_true",
-                   help="also run it in ONNX Runtime and print the largest difference from PyTorch")
+                   help="also run it (ONNX Runtime, or TensorRT) and print the largest difference from PyTorch")
     x.set_defaults(func=cmd_export)
     return p
 

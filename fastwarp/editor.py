@@ -2,28 +2,38 @@
 
 frame → FaceMesh landmarks → similarity-aligned crop at the face's own resolution →
 current AUs (geometric estimate) → target AUs (absolute or relative edits) →
-FaceEditor at the model's resolution (128 px by default) → ``fastwarp.warp_blend`` of the
-crop at its own resolution with the model's 128 px flow, texture and mask (upsampled
-inside the kernel: resolution independence) → paste back under a feathered face mask
-(pixels outside the face stay bit-identical).
+the editor networks at the model's resolution (128 px by default) → ``fastwarp.warp_blend``
+of the crop at its own resolution with the networks' 128 px flow, texture and mask
+(upsampled inside the kernel: resolution independence) → paste back under a feathered
+face mask (pixels outside the face stay bit-identical).
+
+:class:`ExpressionEditor` holds each step as its own method (:meth:`~ExpressionEditor.detect`,
+:meth:`~ExpressionEditor.crop`, :meth:`~ExpressionEditor.aus`,
+:meth:`~ExpressionEditor.predict`, :meth:`~ExpressionEditor.blend`,
+:meth:`~ExpressionEditor.paste`), so the photo path (:meth:`~ExpressionEditor.edit`) and
+the real-time engine (:mod:`fastwarp.realtime`, which times each step and swaps in other
+network runners) run the same code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 import torch
+from torch import Tensor
 
 from . import backends, ops
 from .au import apply_au_edits
-from .convert import bgr_to_tensor, tensor_to_bgr
+from .convert import tensor_to_bgr
 from .face import FaceCrop, FaceMesh, align_face, estimate_aus, paste_back
+from .face.align import alignment_matrix
 from .models import FaceEditor
 
-__all__ = ["ExpressionEditor", "FrameEdit", "default_device"]
+__all__ = ["ExpressionEditor", "FrameEdit", "Maps", "Network", "TorchNetwork", "default_device", "image_tensor",
+           "image_bgr"]
 
 AUEdit = tuple[str, float, bool]
 
@@ -31,6 +41,87 @@ AUEdit = tuple[str, float, bool]
 def default_device() -> str:
     """``"cuda"`` where fastwarp's CUDA kernels and a GPU are available, else ``"cpu"``."""
     return "cuda" if backends()["cuda"] else "cpu"
+
+
+def image_tensor(bgr: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32, *,
+                 channels_last: bool = False) -> Tensor:
+    """A uint8 BGR image ``[H, W, 3]`` as the networks' and ``warp_blend``'s input: RGB
+    ``[1, 3, H, W]`` in [-1, 1] (values as :func:`fastwarp.convert.bgr_to_tensor`'s).
+
+    On the CPU the conversion runs in numpy, on one thread: for one frame's crop, waking
+    torch's intra-op threads costs more than the work (and many times more where other
+    processes share the cores). On a GPU the uint8 image is uploaded and converted there.
+    ``channels_last`` gives NHWC memory, else contiguous NCHW.
+    """
+    if device.type == "cpu":
+        hwc = bgr[..., ::-1].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+        t = torch.from_numpy(hwc).permute(2, 0, 1)[None]
+        if not channels_last:
+            t = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))[None]
+        return t if dtype == torch.float32 else t.to(dtype)
+    t = torch.from_numpy(np.ascontiguousarray(bgr)).to(device).flip(-1).permute(2, 0, 1)[None]
+    t = (t.float() / 127.5 - 1.0).to(dtype)
+    return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def image_bgr(t: Tensor) -> np.ndarray:
+    """``[1, 3, H, W]`` RGB in [-1, 1] → uint8 BGR ``[H, W, 3]``, rounded and clipped (as
+    :func:`fastwarp.convert.tensor_to_bgr`; in numpy on the CPU, see :func:`image_tensor`)."""
+    if t.device.type != "cpu":
+        return tensor_to_bgr(t)[0]
+    hwc = t.detach()[0].permute(1, 2, 0).float().numpy()
+    out = np.rint((np.clip(hwc, -1.0, 1.0) + np.float32(1.0)) * np.float32(127.5)).astype(np.uint8)
+    return np.ascontiguousarray(out[..., ::-1])
+
+
+class Maps(NamedTuple):
+    """What the editor networks predict for a batch of crops, at the model's resolution S.
+
+    flow (Tensor[N, 2, S, S]): backward flow in pixels of the S x S grid;
+    texture (Tensor[N, 3, S, S]): RGB in [-1, 1]; mask (Tensor[N, 1, S, S]): in [0, 1],
+    1 = keep the warped pixel. One device and one floating dtype (the runner's).
+    """
+
+    flow: Tensor
+    texture: Tensor
+    mask: Tensor
+
+
+#: A network runner: ``(image [N, 3, S, S] float32 RGB in [-1, 1], target_aus [N, 17],
+#: current_aus [N, 17]) -> Maps``, inputs on the runner's device (its ``device``
+#: attribute). :class:`TorchNetwork` is the eager one; :mod:`fastwarp.realtime` adds ONNX
+#: Runtime and CUDA-graph runners.
+Network = Callable[[Tensor, Tensor, Tensor], Maps]
+
+
+class TorchNetwork:
+    """Eager PyTorch runner of a :class:`~fastwarp.models.FaceEditor`'s networks.
+
+    Args:
+        model: the editor (its device is the runner's; eval mode is set).
+        dtype: run the networks in this floating dtype (e.g. ``torch.float16`` on a GPU);
+            default: the model's. Inputs are cast to it; :class:`Maps` come out in it.
+        channels_last: run in the channels_last memory format (faster convolutions on
+            GPUs with tensor cores).
+    """
+
+    name = "torch"
+
+    def __init__(self, model: FaceEditor, *, dtype: torch.dtype | None = None, channels_last: bool = False) -> None:
+        self.dtype = dtype or next(model.parameters()).dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(dtype=self.dtype, memory_format=self.memory_format).eval()
+        self.device = next(model.parameters()).device
+        self.size = model.config.image_size
+
+    @torch.no_grad()
+    def __call__(self, image: Tensor, target_aus: Tensor, current_aus: Tensor) -> Maps:
+        image = image.to(self.dtype).contiguous(memory_format=self.memory_format)
+        r = self.model(image, target_aus.to(self.dtype), current_aus.to(self.dtype))
+        return Maps(r.flow, r.texture, r.mask)
+
+    def __repr__(self) -> str:
+        return f"TorchNetwork(device={self.device}, dtype={self.dtype}, memory_format={self.memory_format})"
 
 
 @dataclass
@@ -57,24 +148,36 @@ class ExpressionEditor:
     """Edit the largest face of photos or video frames to target Action Units.
 
     Args:
-        weights: bundled weights name ("base", "lite") or checkpoint path without suffix (default: "base").
+        weights: bundled weights name ("base", "lite") or checkpoint path without suffix
+            (default: "base"); ignored when ``model`` is given.
         device: ``"cpu"``, ``"cuda"`` or None for :func:`default_device`.
         video: track landmarks across consecutive frames (MediaPipe's video mode) instead
             of detecting afresh in every image.
         max_crop_size: largest crop side in pixels; the crop takes the face's own
             resolution between the model's size and this, so detail is kept where the
             mask keeps the warped image.
+        max_faces: the most faces FaceMesh looks for (:meth:`detect` returns them largest
+            first; :meth:`edit` edits the largest).
+        model: an already loaded :class:`~fastwarp.models.FaceEditor` (moved to ``device``).
+        network: the runner of the networks (a :data:`Network`); default an eager
+            :class:`TorchNetwork` of the model.
+
+    Raises:
+        FileNotFoundError / ValueError: from :meth:`FaceEditor.load`.
 
     Use as a context manager (or call :meth:`close`) to release MediaPipe.
     """
 
     def __init__(self, weights: str | None = None, device: str | None = None, *, video: bool = False,
-                 max_crop_size: int = 512) -> None:
+                 max_crop_size: int = 512, max_faces: int = 1, model: FaceEditor | None = None,
+                 network: Network | None = None) -> None:
         self.device = torch.device(device or default_device())
-        self.model = FaceEditor.load(weights, map_location=self.device)
+        self.model = (model.to(self.device).eval() if model is not None
+                      else FaceEditor.load(weights, map_location=self.device))
         self.size = self.model.config.image_size
         self.max_crop_size = max(int(max_crop_size), self.size)
-        self.mesh = FaceMesh(static_image_mode=not video, max_faces=1)
+        self.network: Network = network if network is not None else TorchNetwork(self.model)
+        self.mesh = FaceMesh(static_image_mode=not video, max_faces=max_faces)
 
     def __enter__(self) -> "ExpressionEditor":
         return self
@@ -85,12 +188,64 @@ class ExpressionEditor:
     def close(self) -> None:
         self.mesh.close()
 
-    def _crop(self, frame: np.ndarray, landmarks: np.ndarray) -> FaceCrop:
-        probe = align_face(frame, landmarks, self.size)
-        # The face's own resolution: crop pixels that map 1:1 onto frame pixels.
-        native = int(round(self.size / probe.scale))
+    # --- the steps -------------------------------------------------------------------------
+
+    def detect(self, frame_bgr: np.ndarray) -> list[np.ndarray]:
+        """FaceMesh landmarks of the faces in ``frame_bgr`` (``[H, W, 3]`` uint8 BGR), each
+        float32 ``[478, 3]`` in frame pixels, largest (landmark bounding box) first."""
+        return self.mesh.detect(frame_bgr)
+
+    def crop(self, frame_bgr: np.ndarray, landmarks: np.ndarray) -> FaceCrop:
+        """The aligned crop of one face at its own resolution: side ``S'`` between the
+        model's size and ``max_crop_size`` (a multiple of 4), so crop pixels map about 1:1
+        onto frame pixels."""
+        m = alignment_matrix(landmarks, self.size)
+        native = int(round(self.size / np.sqrt(abs(np.linalg.det(m[:, :2])))))
         side = int(np.clip(native - native % 4, self.size, self.max_crop_size))
-        return probe if side == self.size else align_face(frame, landmarks, side)
+        return align_face(frame_bgr, landmarks, side)
+
+    # Kept for callers of the old private name.
+    _crop = crop
+
+    @staticmethod
+    def aus(crop: FaceCrop, edits: Iterable[AUEdit]) -> tuple[np.ndarray, np.ndarray]:
+        """``(current, target)`` AU vectors, float32 ``[17]`` in 0..5: the geometric
+        estimate from the crop's landmarks, and it with ``edits`` applied."""
+        current = estimate_aus(crop.landmarks)
+        return current, apply_au_edits(current, list(edits))
+
+    @torch.no_grad()
+    def predict(self, crop_bgr: np.ndarray, target_aus: Sequence[float] | np.ndarray,
+                current_aus: Sequence[float] | np.ndarray) -> Maps:
+        """Run the networks on an aligned crop ``[S', S', 3]`` uint8 BGR (resized to the
+        model's S with area averaging when ``S' > S``); AU vectors ``[17]``, 0..5.
+
+        Returns:
+            :class:`Maps` at S px (batch 1), in the runner's dtype and device.
+        """
+        small = crop_bgr if crop_bgr.shape[0] == self.size else cv2.resize(
+            crop_bgr, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        device = torch.device(getattr(self.network, "device", self.device))
+        as_batch = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=device)[None]  # noqa: E731
+        return self.network(image_tensor(small, device), as_batch(target_aus), as_batch(current_aus))
+
+    @torch.no_grad()
+    def blend(self, crop_bgr: np.ndarray, maps: Maps) -> np.ndarray:
+        """``mask * warp(crop, flow) + (1 - mask) * texture`` at the crop's own resolution:
+        :func:`fastwarp.warp_blend` upsamples the S px maps bilinearly inside the kernel
+        (``align_corners=False``, flow scaled to crop pixels). Returns ``[S', S', 3]`` uint8 BGR."""
+        flow = maps.flow
+        cl = flow.is_contiguous(memory_format=torch.channels_last) and not flow.is_contiguous()
+        image = image_tensor(crop_bgr, flow.device, flow.dtype, channels_last=cl)  # the maps' layout
+        return image_bgr(ops.warp_blend(image, maps.flow, maps.texture, maps.mask))
+
+    @staticmethod
+    def paste(frame_bgr: np.ndarray, edited_crop: np.ndarray, crop: FaceCrop) -> np.ndarray:
+        """The frame with the edited crop warped back under the feathered face mask
+        (:func:`fastwarp.face.paste_back`); a new array, pixels outside the face unchanged."""
+        return paste_back(frame_bgr, edited_crop, crop)
+
+    # --- whole edits -----------------------------------------------------------------------
 
     @torch.no_grad()
     def edit(self, frame_bgr: np.ndarray, edits: Iterable[AUEdit]) -> FrameEdit:
@@ -104,14 +259,13 @@ class ExpressionEditor:
         Returns:
             :class:`FrameEdit`; with no face, the frame comes back unchanged.
         """
-        faces = self.mesh.detect(frame_bgr)
+        faces = self.detect(frame_bgr)
         if not faces:
             return FrameEdit(frame=frame_bgr.copy(), face_found=False)
-        crop = self._crop(frame_bgr, faces[0])
-        current = estimate_aus(crop.landmarks)
-        target = apply_au_edits(current, list(edits))
+        crop = self.crop(frame_bgr, faces[0])
+        current, target = self.aus(crop, edits)
         edited = self.edit_crop(crop.image, target, current)
-        return FrameEdit(frame=paste_back(frame_bgr, edited, crop), face_found=True, current_aus=current,
+        return FrameEdit(frame=self.paste(frame_bgr, edited, crop), face_found=True, current_aus=current,
                          target_aus=target, crop=crop, edited_crop=edited)
 
     @torch.no_grad()
@@ -119,18 +273,10 @@ class ExpressionEditor:
                   current_aus: Sequence[float] | np.ndarray) -> np.ndarray:
         """Edit an aligned crop ``[S', S', 3]`` uint8 BGR (any ``S' >= S``) from its
         ``current_aus`` to ``target_aus`` (``[17]`` each, 0..5); returns the edited crop at
-        its own resolution.
+        its own resolution (:meth:`predict` then :meth:`blend`).
 
         The networks see the crop resized to the model's size; :func:`fastwarp.warp_blend`
         applies their flow, texture and mask to the full-resolution crop, upsampling them
         bilinearly (``align_corners=False``, flow scaled to crop pixels) inside the kernel.
         """
-        side = crop_bgr.shape[0]
-        small = crop_bgr if side == self.size else cv2.resize(crop_bgr, (self.size, self.size),
-                                                              interpolation=cv2.INTER_AREA)
-        as_batch = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=self.device)[None]  # noqa: E731
-        result = self.model(bgr_to_tensor(small, self.device), as_batch(target_aus), as_batch(current_aus))
-        if side == self.size:
-            return tensor_to_bgr(result.output)[0]
-        image_hr = bgr_to_tensor(crop_bgr, self.device)
-        return tensor_to_bgr(ops.warp_blend(image_hr, result.flow, result.texture, result.mask))[0]
+        return self.blend(crop_bgr, self.predict(crop_bgr, target_aus, current_aus))

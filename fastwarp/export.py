@@ -11,13 +11,18 @@ Inputs (float32, batch dimension dynamic):
     weights); ``aus`` [N, 17] target AU intensities 0..5 in :data:`fastwarp.AU_NAMES`
     order; ``source_aus`` [N, 17], the face's current AUs (used by ``"delta"``-conditioned
     models such as the bundled ones; ignored by ``"target"`` ones).
-Outputs: ``output`` [N, 3, S, S], ``flow`` [N, 2, S, S] (pixels of the S x S grid),
-``texture`` [N, 3, S, S], ``mask`` [N, 1, S, S]: the :class:`EditResult` fields, so a
+Outputs: ``output`` [N, 3, S, S], ``flow`` [N, 2, M, M] (pixels of the M x M grid),
+``texture`` [N, 3, M, M], ``mask`` [N, 1, M, M] (M = ``config.map_size``, S unless the
+model runs its networks on a smaller grid): the :class:`EditResult` fields, so a
 runtime can also apply flow, texture and mask to a larger crop with
 :func:`fastwarp.warp_blend` (resolution independence).
 
 Opsets 16 to 19 only: GridSample exists from opset 16, and TensorRT's ONNX parser reads
 opset 20's GridSample "linear" mode as nearest.
+
+:func:`export_tensorrt` builds an fp16 TensorRT engine from that graph
+(:mod:`fastwarp.tensorrt`; needs TensorRT 10 and a CUDA GPU, which fastwarp's development
+machines lack: there it raises :class:`fastwarp.tensorrt.TensorRTUnavailableError`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from ._io import atomic_path
 from .au import AU_NAMES
 from .models.editor import FaceEditor
 
-__all__ = ["OPSETS", "DEFAULT_OPSET", "INPUT_NAMES", "OUTPUT_NAMES", "export_onnx", "onnx_parity"]
+__all__ = ["OPSETS", "DEFAULT_OPSET", "INPUT_NAMES", "OUTPUT_NAMES", "export_onnx", "onnx_parity", "onnx_opset",
+           "check_onnx_graph", "export_tensorrt"]
 
 OPSETS = range(16, 20)
 DEFAULT_OPSET = 18
@@ -146,6 +152,105 @@ def onnx_parity(path: str | os.PathLike, model: FaceEditor | None = None, *,
         for name, e, g in zip(OUTPUT_NAMES, expected, got):
             worst[name] = max(worst[name], float((torch.from_numpy(g) - e).abs().max()))
     return worst
+
+
+def onnx_opset(path: str | os.PathLike) -> int:
+    """The default-domain (``ai.onnx``) opset an ONNX file imports.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not an ONNX model. ImportError: no ``onnx``.
+    """
+    return _graph_info(path)[0]
+
+
+def check_onnx_graph(path: str | os.PathLike) -> None:
+    """Check that ``path`` is an editor graph as :func:`export_onnx` writes it, which
+    TensorRT's parser reads correctly: opset 16..19, inputs ``image, aus, source_aus`` and
+    outputs ``output, flow, texture, mask``.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: another opset, other inputs or outputs,
+        not an ONNX model. ImportError: no ``onnx``.
+    """
+    opset, inputs, outputs = _graph_info(path)
+    if opset not in OPSETS:
+        raise ValueError(f"{path} uses ONNX opset {opset}; TensorRT needs opset {OPSETS.start}..{OPSETS.stop - 1} "
+                         "(GridSample arrives in 16; TensorRT reads opset 20's bilinear GridSample as nearest): "
+                         f"re-export it with fastwarp export --format onnx --opset {DEFAULT_OPSET}")
+    if inputs != list(INPUT_NAMES) or outputs != list(OUTPUT_NAMES):
+        raise ValueError(f"{path} is not a fastwarp editor graph: inputs {inputs}, outputs {outputs}; expected "
+                         f"inputs {list(INPUT_NAMES)} and outputs {list(OUTPUT_NAMES)} (fastwarp export --format onnx)")
+
+
+def _graph_info(path: str | os.PathLike) -> tuple[int, list[str], list[str]]:
+    _require("onnx")
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ValueError(f"{path} is not an ONNX model: {exc}") from exc
+    opsets = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if not opsets:
+        raise ValueError(f"{path} is not an ONNX model (it imports no ai.onnx opset)")
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in initializers]
+    return opsets[0], inputs, [o.name for o in model.graph.output]
+
+
+def export_tensorrt(path: str | os.PathLike, model: FaceEditor | None = None, *,
+                    onnx_path: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
+                    max_batch: int = 32, opt_batch: int = 1) -> Path:
+    """Build an fp16 TensorRT engine of ``model`` (default: the bundled weights) at ``path``,
+    through the ONNX graph of :func:`export_onnx` (see :mod:`fastwarp.tensorrt`).
+
+    Args:
+        path: the engine file; written to a temporary file and renamed, so a failed build
+            leaves nothing behind.
+        model: the :class:`FaceEditor` to export (not with ``onnx_path``).
+        onnx_path: build from this existing ONNX file (checked with :func:`check_onnx_graph`)
+            instead of exporting ``model``.
+        opset: ONNX opset of the export, 16..19.
+        max_batch: the engine accepts batches 1..max_batch.
+        opt_batch: the batch TensorRT tunes its kernels for.
+
+    Returns:
+        The path written.
+
+    Raises:
+        fastwarp.tensorrt.TensorRTUnavailableError: no TensorRT 10 or no CUDA GPU here (the
+            message names what is missing; checked before anything is exported).
+        ValueError: bad arguments (opset, batch sizes, ``model`` with ``onnx_path``), an
+            ONNX file TensorRT would misread, or a graph TensorRT's parser rejects.
+        FileNotFoundError: ``onnx_path`` does not exist.
+        RuntimeError: TensorRT could not build the engine.
+    """
+    import tempfile
+
+    from . import tensorrt as trt_engine
+
+    if opset not in OPSETS:
+        raise ValueError(f"opset must be in {OPSETS.start}..{OPSETS.stop - 1} (GridSample needs 16; "
+                         f"TensorRT reads opset 20's bilinear GridSample as nearest), got {opset}")
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+    if not 1 <= opt_batch <= max_batch:
+        raise ValueError(f"opt_batch must be in 1..max_batch ({max_batch}), got {opt_batch}")
+    if onnx_path is not None:
+        if model is not None:
+            raise ValueError("pass either model or onnx_path, not both: an ONNX file is built as it is")
+        check_onnx_graph(onnx_path)
+    reason = trt_engine.unavailable_reason()
+    if reason:  # before the export, which takes a while
+        raise trt_engine.TensorRTUnavailableError(reason)
+    if onnx_path is not None:
+        return trt_engine.build_engine(onnx_path, path, max_batch=max_batch, opt_batch=opt_batch)
+    with tempfile.TemporaryDirectory(prefix="fastwarp-trt-") as tmp:
+        onnx_file = export_onnx(Path(tmp) / "editor.onnx", model, opset=opset)
+        return trt_engine.build_engine(onnx_file, path, max_batch=max_batch, opt_batch=opt_batch)
 
 
 def _float_cpu_copy(model: FaceEditor) -> FaceEditor:

@@ -99,7 +99,23 @@ def test_cli_export_opset_16(tmp_path, capsys):
 def test_cli_export_errors(tmp_path, capsys):
     assert cli.main(["export", "-o", str(tmp_path / "m.bin")]) == cli.EXIT_ERROR
     assert "must end in .onnx" in capsys.readouterr().err
+    assert cli.main(["export", "-o", str(tmp_path / "m.onnx"), "--onnx", str(tmp_path / "x.onnx")]) == cli.EXIT_ERROR
+    assert "--onnx is the input of --format tensorrt" in capsys.readouterr().err
     if importlib.util.find_spec("tensorrt") is None:
+        # The TensorRT error paths are tested in test_tensorrt.py.
         assert cli.main(["export", "--format", "tensorrt", "-o", str(tmp_path / "m.engine")]) == cli.EXIT_ERROR
-        assert "TensorRT (the tensorrt Python package), which is not installed here" in capsys.readouterr().err
+        assert "the tensorrt Python package" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_onnx_graph_check(exported, tmp_path):
+    from fastwarp.export import check_onnx_graph, onnx_opset
+
+    assert onnx_opset(exported) == 18
+    check_onnx_graph(exported)  # an export passes
+    with pytest.raises(FileNotFoundError, match="ONNX file not found"):
+        check_onnx_graph(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a protobuf at all")
+    with pytest.raises(ValueError, match="not an ONNX model"):
+        check_onnx_graph(junk)

@@ -80,6 +80,30 @@ def test_largest_face_first():
     assert area[0] >= area[1]
 
 
+def test_video_mode_reset_starts_a_new_stream():
+    def frames(name, n):
+        cap = cv2.VideoCapture(str(FACES / "videos" / name))
+        out = [cap.read()[1] for _ in range(n)]
+        cap.release()
+        return out
+
+    first, second = frames("lp_d0.mp4", 3), frames("st_WDA_AOC_000.mp4", 3)
+    with FaceMesh(static_image_mode=False) as fresh:
+        want = [fresh.detect(f)[0] for f in second]
+    with FaceMesh(static_image_mode=False) as m:
+        for f in first:
+            m.detect(f)
+        tracked = m.detect(second[0])[0]  # still tracking: seeded by the other stream's face
+        m.reset()
+        got = [m.detect(f)[0] for f in second]
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(g, w)
+    assert not np.array_equal(tracked, want[0])
+    m.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        m.reset()
+
+
 def test_no_face_gives_empty_list(mesh):
     assert mesh.detect(np.full((240, 320, 3), 127, np.uint8)) == []
 

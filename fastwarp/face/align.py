@@ -123,6 +123,28 @@ def _umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
+def alignment_matrix(landmarks: np.ndarray, size: int = 128, *,
+                     face_scale: float = DEFAULT_FACE_SCALE) -> np.ndarray:
+    """The similarity transform :func:`align_face` crops with, without cropping (e.g. to
+    choose the crop size from its scale first).
+
+    Args:
+        landmarks: ``[478, 2 or 3]`` FaceMesh landmarks of one face in frame pixels.
+        size: crop side ``S`` in pixels (>= 16).
+        face_scale: as in :func:`align_face`.
+    Returns:
+        float64 ``[2, 3]``: frame pixel coords → crop pixel coords (``warpAffine`` convention).
+    Raises:
+        ValueError: bad landmarks, size or face_scale.
+    """
+    lm = _check_landmarks(landmarks)
+    size = _check_size(size)
+    if not face_scale > 0:
+        raise ValueError(f"face_scale must be > 0, got {face_scale!r}")
+    src = lm[list(_ALIGN_POINTS), :2].astype(np.float64)
+    return _umeyama_similarity(src, canonical_template(size, face_scale))
+
+
 def align_face(frame_bgr: np.ndarray, landmarks: np.ndarray, size: int = 128, *,
                face_scale: float = DEFAULT_FACE_SCALE) -> FaceCrop:
     """Crop the face with a similarity transform onto the canonical template.
@@ -145,10 +167,7 @@ def align_face(frame_bgr: np.ndarray, landmarks: np.ndarray, size: int = 128, *,
     frame = _check_frame(frame_bgr)
     lm = _check_landmarks(landmarks)
     size = _check_size(size)
-    if not face_scale > 0:
-        raise ValueError(f"face_scale must be > 0, got {face_scale!r}")
-    src = lm[list(_ALIGN_POINTS), :2].astype(np.float64)
-    matrix = _umeyama_similarity(src, canonical_template(size, face_scale))
+    matrix = alignment_matrix(lm, size, face_scale=face_scale)
     crop = cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
     out_lm = lm.astype(np.float64).copy()

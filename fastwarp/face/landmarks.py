@@ -271,6 +271,17 @@ class FaceMesh:
         faces.sort(key=lambda a: -float(np.ptp(a[:, 0]) * np.ptp(a[:, 1])))
         return faces
 
+    def reset(self) -> None:
+        """Forget what video mode tracked: the next image is detected afresh, as by a new
+        FaceMesh (start of another stream). A no-op in static image mode.
+
+        Raises:
+            RuntimeError: after :meth:`close`.
+        """
+        if self._mesh is None:
+            raise RuntimeError("FaceMesh is closed")
+        self._mesh.reset()
+
     def close(self) -> None:
         """Release the MediaPipe graph; safe to call twice."""
         if self._mesh is not None:
