@@ -134,9 +134,12 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
     assert target.read_text() == "new"
 
 
-def test_bundled_default_weights_load():
-    assert DEFAULT_WEIGHTS.with_suffix(".safetensors").stat().st_size < 8 * 2**20  # a few MB at most
-    model = FaceEditor.load()
+@pytest.mark.parametrize("name", [None, "base", "lite"])
+def test_bundled_weights_load(name):
+    path = DEFAULT_WEIGHTS if name is None else DEFAULT_WEIGHTS.parent / name
+    assert path.with_suffix(".safetensors").stat().st_size < 8 * 2**20  # a few MB at most
+    assert path.with_suffix(".md").is_file()  # the card
+    model = FaceEditor.load(name)
     cfg = model.config
     assert cfg.au_names == list(fastwarp.AU_NAMES) and cfg.image_size == 128
     assert {"trained_by", "data", "commit", "validation"} <= set(cfg.extra)  # provenance travels with them

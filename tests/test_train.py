@@ -149,13 +149,13 @@ def test_config_file_overrides_and_errors(tmp_path):
         apply_overrides(cfg, {"mask_penalty": "x"}).validate()
 
 
-@pytest.mark.parametrize("name", ["base", "lite", "texture_only"])
+@pytest.mark.parametrize("name", ["base", "full", "lite", "texture_only"])
 def test_recipes_parse(name):
     cfg = load_config(ROOT / "training" / "configs" / f"{name}.toml")
     cfg.validate()
     assert cfg.use_motion == (name != "texture_only")
     if name == "texture_only":  # the ablation differs from base only in the motion step and its mask term
-        base = load_config(ROOT / "training" / "configs" / "base.toml")
+        base = load_config(ROOT / "training" / "configs" / "full.toml")
         diff = {k for k in TrainConfig.__dataclass_fields__ if getattr(cfg, k) != getattr(base, k)}
         assert diff == {"use_motion", "mask_penalty", "out"}
 
@@ -328,3 +328,33 @@ def test_trains_on_a_ganimation_layout_dataset(tmp_path):
     hist = json.loads((latest_checkpoint(tmp_path / "run") / "state.json").read_text())["history"]
     g_terms = {k for h in hist for k in h if k.startswith("g_")}
     assert "g_cycle" in g_terms and "g_au" in g_terms and "g_rec" not in g_terms and "g_landmark" not in g_terms
+
+
+def test_init_weights_and_critic_warmup(dataset, tmp_path):
+    """init_weights starts the editor from a checkpoint; during critic_warmup only the
+    critic trains, so the editor leaves the warm-up exactly as it came in."""
+    from fastwarp.models import FaceEditor
+
+    train(_cfg(dataset, tmp_path / "first", max_steps=2), progress=False)
+    start = FaceEditor.load(tmp_path / "first" / "editor").state_dict()
+    train(_cfg(dataset, tmp_path / "warm", max_steps=3, critic_warmup=3, init_weights=str(tmp_path / "first" / "editor")),
+          progress=False)
+    after = FaceEditor.load(tmp_path / "warm" / "editor")
+    _assert_identical(start, after.state_dict())
+    assert after.config.extra["generator_steps"] == 0
+    critic0 = load_file(str(latest_checkpoint(tmp_path / "first") / "critic.safetensors"))
+    critic1 = load_file(str(latest_checkpoint(tmp_path / "warm") / "critic.safetensors"))
+    assert any(not torch.equal(critic0[k], critic1[k]) for k in critic0)
+    with pytest.raises(ValueError, match="init_weights .* differs"):
+        train(_cfg(dataset, tmp_path / "bad", width=8, init_weights=str(tmp_path / "first" / "editor")),
+              progress=False)
+
+
+def test_card_text_has_provenance_and_table():
+    from training.card import card_text
+
+    config = json.loads((ROOT / "fastwarp" / "weights" / "lite.json").read_text())
+    text = card_text("lite", config, "# Edit quality\n\n| | nme |\n|---|---|\n| lite | 0.1 |", note="a note")
+    assert "`lite.safetensors`" in text and "maps on a 64 px grid" in text
+    assert config["extra"]["trained_by"] in text and "- a note" in text
+    assert "### Edit quality" in text and "| lite | 0.1 |" in text  # headings demoted under the card's

@@ -22,8 +22,10 @@ _ABOUT = {
 }
 
 
-def card_text(name: str, config: dict, table: str) -> str:
-    """Markdown card from the weights' JSON ``config`` and an evaluation ``table``."""
+def card_text(name: str, config: dict, table: str, note: str = "") -> str:
+    """Markdown card from the weights' JSON ``config``, an evaluation ``table`` (its
+    headings are demoted under the card's) and an optional ``note``."""
+    table = "\n".join("##" + line if line.startswith("#") else line for line in table.strip().splitlines())
     extra = config.get("extra", {})
     train = extra.get("config", {})
     data = extra.get("data", {})
@@ -56,6 +58,7 @@ norms; the motion net adds learned per-AU motion templates) at width {config['mo
   (cap {train.get('critic_max_width')}), {train.get('n_critic')} critic step(s) per generator step; Adam
   lr {train.get('lr')}, betas ({train.get('beta1')}, {train.get('beta2')}). The recipe with its reasons:
   `training/configs/{name}.toml`.
+{("- " + note) if note else ""}
 
 ## Evaluation (held-out videos)
 
@@ -72,13 +75,24 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m training.card", description=__doc__.splitlines()[0])
     ap.add_argument("name", help="bundled weights name (base, lite)")
     ap.add_argument("--eval", required=True, help="folder with the evaluation's table.md")
+    ap.add_argument("--note", default="", help="one more line for the card's 'How they were made'")
     args = ap.parse_args(argv)
     config_path = WEIGHTS_DIR / f"{args.name}.json"
     table_path = Path(args.eval) / "table.md"
     for p in (config_path, table_path):
         if not p.is_file():
             ap.error(f"not found: {p}")
-    text = card_text(args.name, json.loads(config_path.read_text()), table_path.read_text())
+    config = json.loads(config_path.read_text())
+    text = card_text(args.name, config, table_path.read_text(), args.note)
+    metrics_path = Path(args.eval) / "metrics.json"
+    if metrics_path.is_file():  # the scores travel with the weights too
+        metrics = json.loads(metrics_path.read_text()).get("result", {})
+        if args.name in metrics:
+            config.setdefault("extra", {})["validation"] = {
+                "model": metrics[args.name], "identity": metrics["identity"],
+                "n_pairs": metrics.get("n_pairs", {}), "table": str(table_path)}
+            with atomic_path(config_path) as tmp:
+                tmp.write_text(json.dumps(config, indent=2) + "\n")
     with atomic_path(WEIGHTS_DIR / f"{args.name}.md") as tmp:
         tmp.write_text(text)
     print(f"wrote {WEIGHTS_DIR / (args.name + '.md')}")

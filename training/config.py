@@ -32,6 +32,8 @@ class TrainConfig:
     use_motion: bool = True        # False: the texture-only ablation (GANimation: no flow)
     conditioning: str = "delta"    # "target" (GANimation) or "delta" (target - source AUs)
     max_flow: float = 0.15         # bound on |flow| as a fraction of the image size
+    init_weights: str = ""         # start the editor from these weights (a checkpoint path or
+                                   # bundled name; same architecture), e.g. to fine-tune
     # --- critic (training.critic.Critic) -------------------------------------------------
     critic_width: int = 64         # GANimation: 64
     critic_repeat: int = 6         # GANimation: 6 stride-2 layers at 128 px
@@ -44,6 +46,8 @@ class TrainConfig:
     beta2: float = 0.999
     template_lr_scale: float = 10.0  # learning-rate factor of the AU motion templates
     n_critic: int = 5              # critic steps per generator step (GANimation: 5)
+    critic_warmup: int = 0         # first steps train the critic only (a new critic next to
+                                   # initial weights: its AU head learns before it steers)
     max_steps: int = 0             # critic steps (iterations); 0: time budget only
     minutes: float = 0.0           # wall-clock budget over all resumes; 0: none
     seed: int = 0

@@ -383,6 +383,12 @@ def _train(cfg, rank, world, device, resume, install, progress) -> dict:
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts them)
     model = FaceEditor(cfg.editor_config(size)).to(device)
     critic = Critic(size, cfg.critic_width, cfg.critic_repeat, cfg.critic_max_width).to(device)
+    if cfg.init_weights:
+        init = FaceEditor.load(cfg.init_weights)
+        if dataclasses.replace(init.config, extra={}) != dataclasses.replace(model.config, extra={}):
+            raise ValueError(f"init_weights {cfg.init_weights}: architecture {dataclasses.asdict(init.config)} "
+                             f"differs from the config's {dataclasses.asdict(model.config)}")
+        model.load_state_dict(init.state_dict())
     torch.manual_seed(cfg.seed + 1000 * rank)
     templates = [p for n, p in model.named_parameters() if n.endswith("templates")]
     others = [p for n, p in model.named_parameters() if not n.endswith("templates")]
@@ -494,7 +500,7 @@ def _loop(cfg, rank, world, device, out, ckpt, state, step, model, critic, g_ddp
         # generator, every n_critic-th step (GANimation: (i + 1) % n == 0; the critic is
         # frozen and bypasses DDP here)
         fwd = None
-        if (step + 1) % cfg.n_critic == 0:
+        if (step + 1) % cfg.n_critic == 0 and step >= cfg.critic_warmup:
             critic.requires_grad_(False)
             with autocast:
                 fwd = g_ddp(b["src"], b["au_t"], b["au_s"])
@@ -575,7 +581,7 @@ def _finish(cfg, rank, world, out, model, step, elapsed, commit, dataset, data_i
         "data": data_info,
         "commit": commit,
         "steps": step,
-        "generator_steps": (step + cfg.n_critic - 1) // cfg.n_critic,
+        "generator_steps": sum(1 for s in range(cfg.critic_warmup, step) if (s + 1) % cfg.n_critic == 0),
         "batch": cfg.batch * world,
         "train_minutes": round(elapsed / 60, 1),
         "machine": machine,
