@@ -492,22 +492,20 @@ def main(argv: list[str] | None = None) -> int:
     if summary_lines:
         print()
         print("\n".join(summary_lines))
-    model_lines, model_regressed = model_table(data, baseline, args.fail)
-    if model_lines:
-        print("\nmodel (FaceEditor forward with warp_blend at 128 px; b1: batch 1 latency, median and minimum; "
-              "b32: batch 32, frames/s over its median):")
-        print("\n".join(model_lines))
-        if baseline and args.fail and model_regressed:
-            print(f"{len(model_regressed)} model benchmark(s) more than {args.fail[1]:g}% slower than the baseline:\n  "
-                  + "\n  ".join(model_regressed))
-    e2e_lines, e2e_regressed = e2e_table(data, baseline, args.fail)
-    if e2e_lines:
-        print("\nend to end (fastwarp.realtime on 512x512 videos: decode, edit, encode on its threads; frames/s = "
-              "frames per round / median round; stage times p50 ms):")
-        print("\n".join(e2e_lines))
-        if baseline and args.fail and e2e_regressed:
-            print(f"{len(e2e_regressed)} end-to-end benchmark(s) more than {args.fail[1]:g}% slower than the "
-                  "baseline:\n  " + "\n  ".join(e2e_regressed))
+    tables = (
+        (model_table, "model (FaceEditor forward with warp_blend at 128 px; b1: batch 1 latency, median and "
+                      "minimum; b32: batch 32, frames/s over its median):", "model"),
+        (e2e_table, "end to end (fastwarp.realtime on 512x512 videos: decode, edit, encode on its threads; "
+                    "frames/s = frames per round / median round; stage times p50 ms):", "end-to-end"),
+    )
+    for make_table, title, what in tables:
+        lines, regressed_rows = make_table(data, baseline, args.fail)
+        if lines:
+            print("\n" + title)
+            print("\n".join(lines))
+            if baseline and args.fail and regressed_rows:
+                print(f"{len(regressed_rows)} {what} benchmark(s) more than {args.fail[1]:g}% slower than the "
+                      "baseline:\n  " + "\n  ".join(regressed_rows))
     target_lines, unmet = targets(data)
     print("\nissue 3 targets (median ratios of this run):")
     print("\n".join(target_lines) if target_lines else "  none for this device yet (bench/ratios.py, TARGETS)")

@@ -428,16 +428,22 @@ def test_camera_disconnect_stops_and_finalises_output(engine, tmp_path):
     assert len(written) == stats.frames and written[0].shape == frames[0].shape
 
 
-@needs_faces
-def test_truncated_file_is_a_read_failure_not_an_end(tmp_path):
-    frames = _frames(MAIN_VIDEO, 12)
+def _truncated_clip(tmp_path):
+    """12 real frames in an MJPG .avi cut in half: the container promises more frames than
+    can be decoded."""
     path = tmp_path / "clip.avi"
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (512, 512))
-    for f in frames:
+    for f in _frames(MAIN_VIDEO, 12):
         w.write(f)
     w.release()
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@needs_faces
+def test_truncated_file_is_a_read_failure_not_an_end(tmp_path):
+    path = _truncated_clip(tmp_path)
     with VideoSource(path) as src:
         assert src.frame_count == 12
         n = 0
@@ -481,14 +487,7 @@ def test_webcam_with_a_video_file_as_camera_writes_edited_frames(tiny_weights, t
 
 @needs_faces
 def test_video_command_on_truncated_file_keeps_a_valid_partial_output(tiny_weights, tmp_path, capsys):
-    frames = _frames(MAIN_VIDEO, 12)
-    clip = tmp_path / "clip.avi"
-    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (512, 512))
-    for f in frames:
-        w.write(f)
-    w.release()
-    data = clip.read_bytes()
-    clip.write_bytes(data[: len(data) // 2])
+    clip = _truncated_clip(tmp_path)
     out = tmp_path / "edited.mp4"
     rc = main(["video", str(clip), "--au", "AU12=3", "-o", str(out), "--weights", str(tiny_weights), "--quiet",
                "--device", "cpu"])
