@@ -14,7 +14,7 @@ blend, paste, encode, latency), which ``bench/ratios.py`` prints in its end-to-e
 with the real-time issue's targets.
 
 Rounds: one per 512x512 video (``--bench-rounds`` overrides), one warm-up round. Weights
-not installed (``fastwarp/weights/lite.safetensors`` until it is trained) are skipped with
+not installed (a copy without ``fastwarp/weights/lite.safetensors``) are skipped with
 the reason, as is the data where ../shared/data/faces is missing
 (``FASTWARP_FACES_DIR`` points elsewhere).
 """
