@@ -128,9 +128,11 @@ def test_identity_key_keeps_photos_apart():
     assert identity_key("img_foo_clip1") == "img_foo_clip1" != identity_key("img_foo_clip2")
     assert identity_key("img_dt_M030_happy") == "img_dt_M030_happy" != identity_key("dt_M030_happy")
     assert identity_key("img_a.b") != identity_key("img_a.c")
-    names = ["img_a_clip1", "img_a_clip2", "img_b", "lp_d0"]
+    names = ["img_a_clip1", "img_a_clip2", "img_b", "lp_d0", "lp_d3"]
     train, val = split_videos(names, 0.5, 0)
-    assert len(val) == 2 and sorted(train + val) == sorted(names)
+    assert sorted(train + val) == sorted(names)
+    assert len(val) == 1 and val[0].startswith("lp_")  # photos always train; videos split by identity
+    assert {"img_a_clip1", "img_a_clip2", "img_b"} <= set(train)
 
 
 @needs_faces
