@@ -75,7 +75,20 @@ def git_commit() -> str:
 # --- data ----------------------------------------------------------------------------------
 
 
-class PairSampler:
+class _Sampler:
+    """A batch sampler whose randomness is one numpy generator (``self.rng``): its state
+    is the sampler's, saved in checkpoints so a resumed run draws the same batches."""
+
+    rng: np.random.Generator
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def load_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+class PairSampler(_Sampler):
     """Random batches of frame pairs of one video: source and target crops ``[B, 3, S, S]``
     in [-1, 1], their AUs ``[B, 17]`` (0..5) and landmarks ``[B, 478, 2]`` (crop pixels).
 
@@ -97,12 +110,6 @@ class PairSampler:
             raise ValueError("no training pairs: no training video has two frames within the head-pose limit")
         self.dataset = dataset
 
-    def state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    def load_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
-
     def batch(self, size: int):
         idx = self.rng.integers(0, len(self.pairs), size)
         chosen = [self.pairs[i] for i in idx]
@@ -122,7 +129,7 @@ class PairSampler:
         return {"src": src, "tgt": tgt, "au_s": au_s, "au_t": au_t, "lm_s": lm_s, "lm_t": lm_t}
 
 
-class ImageSampler:
+class ImageSampler(_Sampler):
     """Unpaired batches from a GANimation-layout dataset: source crops, their AUs, and
     target AUs taken from other random images plus N(0, ``au_noise``) noise, clipped to
     0..5 (GANimation's sampling of desired expressions)."""
@@ -135,12 +142,6 @@ class ImageSampler:
         self.images, self.indices = images, np.asarray(indices)
         self.rng = np.random.default_rng(seed)
         self.au_noise = au_noise
-
-    def state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    def load_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
 
     def batch(self, size: int):
         idx = self.indices[self.rng.integers(0, len(self.indices), size)]
