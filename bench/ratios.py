@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("\n".join(summary_lines))
     tables = (
-        (model_table, "model (FaceEditor forward with warp_blend at 128 px; b1: batch 1 latency, median and "
+        (model_table, "model (EditorNet forward with warp_blend at 128 px; b1: batch 1 latency, median and "
                       "minimum; b32: batch 32, frames/s over its median):", "model"),
         (e2e_table, "end to end (fastwarp.realtime on 512x512 videos: decode, edit, encode on its threads; "
                     "frames/s = frames per round / median round; stage times p50 ms):", "end-to-end"),

@@ -6,7 +6,7 @@
 Every call goes forward and backward (all four gradients) for both ops and padding modes,
 in float32, bfloat16 and float64, on same-size and smaller (resolution-independent)
 grids, on size-1 axes, channels_last, and flows that leave the image, are huge or are
-NaN/Inf: DESIGN.md promises that no input makes a kernel read outside the image. With the caching
+NaN/Inf: docs/design.md promises that no input makes a kernel read outside the image. With the caching
 allocator off (the variable above) each tensor is its own allocation, so memcheck sees an
 access past a tensor's end instead of into a neighbour's block. The CUDA backward also
 runs once in deterministic mode (its scatter without atomics). Small sizes keep the run

@@ -1,6 +1,6 @@
 """Model-only benchmarks: the editor network's forward, as a video frame needs it.
 
-What is timed: :class:`fastwarp.models.FaceEditor`'s forward at 128 px on one batch of
+What is timed: :class:`fastwarp.models.EditorNet`'s forward at 128 px on one batch of
 aligned crops (motion net, warp, texture net and ``warp_blend``: the ONNX graph of
 :mod:`fastwarp.export`), without face detection, alignment or paste-back. Latency at
 batch 1 (a live video frame) and throughput at batch 32, for the bundled weights
@@ -14,7 +14,7 @@ Providers (a run times one device, see harness.device()):
   ``--bench-all``: its compilations alone would take minutes on 2 cores).
 - ``onnxruntime-cpu``: the ONNX graph (opset 18, exported once per session to a temporary
   file) in ONNX Runtime's CPU provider, float32, with torch's thread count (CPU runs).
-- ``tensorrt``: an fp16 TensorRT engine of the same graph (:mod:`fastwarp.tensorrt`,
+- ``tensorrt``: an fp16 TensorRT engine of the same graph (:mod:`fastwarp.export.tensorrt`,
   profile 1..32 tuned for the benchmark's batch, built once per session), where TensorRT
   and a GPU are present; fastwarp's own machines have no TensorRT, so it is skipped there.
 
@@ -42,7 +42,7 @@ import torch
 
 import harness
 from fastwarp.au import AU_NAMES
-from fastwarp.models import WEIGHTS_DIR, FaceEditor
+from fastwarp.models import WEIGHTS_DIR, EditorNet
 
 WEIGHTS = ("base", "lite")
 BATCHES = (1, 32)
@@ -75,7 +75,7 @@ def _skip_reason(weights: str, provider: str, dev: torch.device, bench_all: bool
     if provider == "tensorrt":
         if dev.type != "cuda":
             return "TensorRT engines run on a CUDA GPU (this run benchmarks the CPU)"
-        from fastwarp.tensorrt import unavailable_reason
+        from fastwarp.export.tensorrt import unavailable_reason
 
         reason = unavailable_reason()
         if reason:
@@ -104,8 +104,8 @@ def _cached(key: tuple, make):
     return _CACHE[key]
 
 
-def _eager_model(weights: str, dev: torch.device, dtype: torch.dtype) -> FaceEditor:
-    model = FaceEditor.load(weights).to(dev, dtype).eval()
+def _eager_model(weights: str, dev: torch.device, dtype: torch.dtype) -> EditorNet:
+    model = EditorNet.load(weights).to(dev, dtype).eval()
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -120,7 +120,7 @@ def onnx_files(tmp_path_factory):
 
     def get(weights: str):
         if weights not in files:
-            files[weights] = export_onnx(folder / f"{weights}.onnx", FaceEditor.load(weights), opset=ONNX_OPSET)
+            files[weights] = export_onnx(folder / f"{weights}.onnx", EditorNet.load(weights), opset=ONNX_OPSET)
         return files[weights]
 
     return get
@@ -136,7 +136,7 @@ def engine_files(tmp_path_factory):
 
     def get(weights: str, batch: int):
         if (weights, batch) not in files:
-            files[weights, batch] = export_tensorrt(folder / f"{weights}-b{batch}.engine", FaceEditor.load(weights),
+            files[weights, batch] = export_tensorrt(folder / f"{weights}-b{batch}.engine", EditorNet.load(weights),
                                                     opset=ONNX_OPSET, max_batch=MAX_BATCH, opt_batch=batch)
         return files[weights, batch]
 
@@ -195,7 +195,7 @@ def _call(provider: str, weights: str, batch: int, size: int, dev: torch.device,
         return (lambda i: session.run(None, sets[i])), len(sets)
 
     if provider == "tensorrt":
-        from fastwarp.tensorrt import TensorRTRunner
+        from fastwarp.export.tensorrt import TensorRTRunner
 
         path = request.getfixturevalue("engine_files")(weights, batch)
         runner = _cached(("tensorrt", weights, batch), lambda: TensorRTRunner(path))
@@ -224,7 +224,7 @@ def test_model(benchmark, request, bench_config, weights, batch, provider):
     if reason:
         pytest.skip(reason)
     dtype = _dtype(provider, dev)
-    config = FaceEditor.load(weights).config
+    config = EditorNet.load(weights).config
     benchmark.group = f"model {weights} b{batch}"
     benchmark.extra_info.update(kind="model", weights=weights, batch=batch, provider=provider,
                                 dtype=str(dtype).removeprefix("torch."), image_size=config.image_size,

@@ -1,6 +1,6 @@
 // Schemas of fastwarp's ops, declared once; each backend registers its kernels in its own
 // file (cpu/warp_kernel.cpp, cuda/warp_kernel.cu). Fake kernels and autograd are
-// registered from Python (fastwarp/_meta.py, fastwarp/ops.py).
+// registered from Python (fastwarp/ops/registration.py).
 #include <Python.h>
 #include <torch/library.h>
 

@@ -2,7 +2,7 @@
 //
 // Each message names the argument, what was expected and what arrived, e.g.
 // "fastwarp.warp: flow.shape[1] must be 2 (dx, dy), got 3". The Python fake kernels
-// (fastwarp/_checks.py) raise the same messages, so eager and traced calls agree.
+// (fastwarp/ops/checks.py) raise the same messages, so eager and traced calls agree.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -3,7 +3,7 @@
 // ATen-free on purpose: nvcc compiles this header on its own (CI compile-checks the CUDA
 // device code on machines with no GPU), and a TensorRT plugin can include it unchanged.
 //
-// Semantics (DESIGN.md, "The ops"): backward warping with pixel centres at integer
+// Semantics (docs/design.md, "The ops"): backward warping with pixel centres at integer
 // coordinates, exactly F.grid_sample(mode="bilinear", align_corners=True) on
 // base_grid + normalised flow, including its treatment of size-1 dimensions and
 // non-finite coordinates on CPU:

@@ -92,7 +92,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     frame = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if frame is None:
         raise CLIError(f"cannot read image {image_path}: not an image OpenCV can decode")
-    from .editor import ExpressionEditor
+    from .expression_editor import ExpressionEditor
 
     with ExpressionEditor(args.weights, args.device, max_crop_size=args.max_crop_size) as editor:
         result = editor.edit(frame, edits)
@@ -315,7 +315,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import DEFAULT_OPSET
+    from .export.graph import DEFAULT_OPSET
 
     out_path = Path(args.output)
     opset = args.opset if args.opset is not None else DEFAULT_OPSET
@@ -331,12 +331,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CLIError(f"--max-batch must be at least 1, got {args.max_batch}")
         if not 1 <= args.opt_batch <= args.max_batch:
             raise CLIError(f"--opt-batch must be in 1..--max-batch ({args.max_batch}), got {args.opt_batch}")
-        from .export import export_tensorrt
-        from .models import FaceEditor
-        from .tensorrt import TensorRTUnavailableError, engine_parity
+        from .export.tensorrt import export_tensorrt
+        from .models import EditorNet
+        from .export.tensorrt import TensorRTUnavailableError, engine_parity
 
         try:
-            model = None if args.onnx else FaceEditor.load(args.weights)
+            model = None if args.onnx else EditorNet.load(args.weights)
             export_tensorrt(out_path, model, onnx_path=args.onnx, opset=opset, max_batch=args.max_batch,
                             opt_batch=args.opt_batch)
         except (TensorRTUnavailableError, FileNotFoundError, ValueError, ImportError, RuntimeError) as exc:
@@ -354,11 +354,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CLIError("--onnx is the input of --format tensorrt; --format onnx exports the weights")
     if out_path.suffix != ".onnx":
         raise CLIError(f"the ONNX output must end in .onnx, got {out_path}")
-    from .export import export_onnx, onnx_parity
-    from .models import FaceEditor
+    from .export.onnx import export_onnx, onnx_parity
+    from .models import EditorNet
 
     try:
-        model = FaceEditor.load(args.weights)
+        model = EditorNet.load(args.weights)
         export_onnx(out_path, model, opset=opset)
     except (FileNotFoundError, ValueError, ImportError) as exc:
         raise CLIError(str(exc)) from None

@@ -14,7 +14,7 @@ import torch
 
 if not torch.cuda.is_available():
     # No GPU: the Triton kernels run on CPU tensors in Triton's interpreter. Set before
-    # anything imports triton (triton.jit reads it when fastwarp.triton_ops defines its kernels).
+    # anything imports triton (triton.jit reads it when fastwarp.ops.triton_backend defines its kernels).
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from op_helpers import _NO_CUDA_REASON, FACES_DIR, HAS_CUDA  # noqa: E402

@@ -16,7 +16,7 @@ import torch
 
 import fastwarp
 
-# Real face photos and videos (DESIGN.md, "Real data"): read in place, never copied
+# Real face photos and videos (docs/design.md, "Real data"): read in place, never copied
 # into the repository. FASTWARP_FACES_DIR points elsewhere.
 FACES_DIR = Path(os.environ.get("FASTWARP_FACES_DIR")
                  or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces")

@@ -119,7 +119,7 @@ def test_video_progress_fps_and_passthrough(faces_dir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_editor_passes_faceless_frame_through_exactly():
-    from fastwarp.editor import ExpressionEditor
+    from fastwarp import ExpressionEditor
 
     frame = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     with ExpressionEditor(device="cpu") as editor:

@@ -17,9 +17,9 @@ from scipy.ndimage import uniform_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from fastwarp.au import AU_INDEX
-from fastwarp.convert import bgr_to_tensor, tensor_to_bgr
+from fastwarp.images import bgr_to_tensor, tensor_to_bgr
 from fastwarp.face import VISIBLE_AUS, FaceMesh, estimate_aus, face_mask
-from fastwarp.models import EditorConfig, EditResult, FaceEditor
+from fastwarp.models import EditorConfig, EditResult, EditorNet
 from training import evaluate as ev
 from training.data import load_dataset, prepare_dataset
 
@@ -122,7 +122,7 @@ def setup(data_dir):
     pairs = ev.validation_pairs(dataset, sorted(dataset), seed=0, pairs_per_video=3)
     assert len(pairs) == 6
     torch.manual_seed(0)
-    tiny = FaceEditor(TINY).eval()
+    tiny = EditorNet(TINY).eval()
     mesh = FaceMesh(static_image_mode=True)
     yield dataset, pairs, tiny, mesh
     mesh.close()
@@ -218,7 +218,7 @@ def test_evaluate_models_input_errors(setup):
     dataset, pairs, tiny, mesh = setup
     with pytest.raises(ValueError, match="'identity' is reserved"):
         ev.evaluate_models({"identity": tiny}, dataset, pairs, mesh, progress=False)
-    small = FaceEditor(EditorConfig(**{**TINY.__dict__, "image_size": 64}))
+    small = EditorNet(EditorConfig(**{**TINY.__dict__, "image_size": 64}))
     with pytest.raises(ValueError, match="'small' takes 64 px crops, the dataset has 128 px"):
         ev.evaluate_models({"small": small}, dataset, pairs, mesh, progress=False)
     empty = ev.evaluate_models({"tiny": tiny}, dataset, [], mesh, progress=False)
@@ -252,8 +252,8 @@ def test_write_grid(setup, tmp_path):
 
 def test_cli_writes_table_metrics_and_grid(data_dir, tmp_path, capsys):
     torch.manual_seed(1)
-    FaceEditor(TINY).save(tmp_path / "w" / "tiny")
-    FaceEditor(EditorConfig(**{**TINY.__dict__, "use_motion": False})).save(tmp_path / "w" / "tex")
+    EditorNet(TINY).save(tmp_path / "w" / "tiny")
+    EditorNet(EditorConfig(**{**TINY.__dict__, "use_motion": False})).save(tmp_path / "w" / "tex")
     out = tmp_path / "out"
     ev.main(["--data", str(data_dir), "--weights", f"tiny={tmp_path / 'w' / 'tiny'}",
              "--weights", str(tmp_path / "w" / "tex.safetensors"), "--out", str(out), "--val-fraction", "0.5",
@@ -277,7 +277,7 @@ def test_cli_weights_errors(data_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         ev.main(["--data", str(data_dir), "--weights", f"x={missing}", "--out", str(tmp_path / "o")])
     assert f"checkpoint file not found: {missing}.safetensors" in capsys.readouterr().err
-    FaceEditor(TINY).save(tmp_path / "w")
+    EditorNet(TINY).save(tmp_path / "w")
     with pytest.raises(SystemExit):
         ev.main(["--data", str(data_dir), "--weights", f"a={tmp_path / 'w'}", "--weights", f"a={tmp_path / 'w'}"])
     assert "'a' given twice" in capsys.readouterr().err

@@ -15,7 +15,7 @@ ort = pytest.importorskip("onnxruntime", reason="the ONNX export tests need onnx
 
 from fastwarp import AU_NAMES, cli  # noqa: E402
 from fastwarp.export import INPUT_NAMES, OUTPUT_NAMES, export_onnx, onnx_parity  # noqa: E402
-from fastwarp.models import FaceEditor  # noqa: E402
+from fastwarp.models import EditorNet  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_onnxruntime_matches_pytorch_within_1e_4(exported):
 def test_onnx_edits_a_face_like_pytorch(exported):
     # A real edit (bundled weights, target differs from source): the output moves away
     # from the input in both runtimes, and by the same amount.
-    model = FaceEditor.load().float().eval()
+    model = EditorNet.load().float().eval()
     gen = torch.Generator().manual_seed(5)
     image = torch.rand(2, 3, 128, 128, generator=gen) * 2 - 1
     source = torch.zeros(2, 17)

@@ -7,7 +7,7 @@ import torch
 
 import fastwarp
 from fastwarp._io import atomic_path
-from fastwarp.models import DEFAULT_WEIGHTS, EditorConfig, FaceEditor, MotionNet, TextureNet
+from fastwarp.models import DEFAULT_WEIGHTS, EditorConfig, EditorNet, MotionNet, TextureNet
 
 SMALL = EditorConfig(image_size=32, motion_width=8, motion_res_blocks=1, texture_width=8, texture_res_blocks=1)
 
@@ -35,14 +35,14 @@ def test_texture_net_ranges():
 
 def test_untrained_editor_starts_near_identity_warp():
     image, aus = _inputs()
-    r = FaceEditor(SMALL)(image, aus)
+    r = EditorNet(SMALL)(image, aus)
     assert r.flow.abs().max() < 0.5  # pixels: the flow head starts near zero
     assert r.mask.mean() > 0.8       # and the mask keeps the warped image
 
 
 def test_editor_output_is_reference_composition():
     image, aus = _inputs()
-    r = FaceEditor(SMALL)(image, aus)
+    r = EditorNet(SMALL)(image, aus)
     ref_warped = fastwarp.reference.warp(image, r.flow)
     torch.testing.assert_close(r.warped, ref_warped, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(r.output, r.mask * ref_warped + (1 - r.mask) * r.texture, atol=1e-5, rtol=1e-5)
@@ -52,7 +52,7 @@ def test_map_size_runs_networks_on_a_coarser_grid():
     """map_size (the lite weights): networks see the area-downsampled image, and the output
     is the full-resolution image warped and blended with the upsampled maps."""
     image, aus = _inputs()
-    model = FaceEditor(EditorConfig(**{**SMALL.__dict__, "map_size": 16}))
+    model = EditorNet(EditorConfig(**{**SMALL.__dict__, "map_size": 16}))
     with torch.no_grad():
         model.motion.flow_head.weight.normal_(std=0.05)  # a real, non-trivial flow
         r = model(image, aus)
@@ -65,12 +65,12 @@ def test_map_size_runs_networks_on_a_coarser_grid():
                               ref.upsample(r.mask, (32, 32)))
     torch.testing.assert_close(r.output, expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="map_size"):
-        FaceEditor(EditorConfig(**{**SMALL.__dict__, "map_size": 18}))
+        EditorNet(EditorConfig(**{**SMALL.__dict__, "map_size": 18}))
 
 
 def test_gradients_reach_both_networks():
     image, aus = _inputs()
-    model = FaceEditor(SMALL)
+    model = EditorNet(SMALL)
     model(image, aus).output.abs().mean().backward()
     for name in ("motion", "texture"):
         grads = [p.grad for p in getattr(model, name).parameters()]
@@ -80,14 +80,14 @@ def test_gradients_reach_both_networks():
 def test_texture_only_ablation_has_no_flow():
     image, aus = _inputs()
     cfg = EditorConfig(**{**SMALL.__dict__, "use_motion": False})
-    r = FaceEditor(cfg)(image, aus)
-    assert FaceEditor(cfg).motion is None
+    r = EditorNet(cfg)(image, aus)
+    assert EditorNet(cfg).motion is None
     assert torch.count_nonzero(r.flow) == 0
     torch.testing.assert_close(r.output, r.mask * image + (1 - r.mask) * r.texture)
 
 
 def test_bad_inputs():
-    model = FaceEditor(SMALL)
+    model = EditorNet(SMALL)
     with pytest.raises(ValueError, match=r"image must have shape \[N, 3, S, S\]"):
         model(torch.rand(2, 4, 32, 32), torch.rand(2, 17))
     with pytest.raises(ValueError, match=r"aus must have shape \[2, 17\]"):
@@ -98,26 +98,26 @@ def test_bad_inputs():
 
 def test_save_load_round_trip(tmp_path):
     image, aus = _inputs()
-    model = FaceEditor(SMALL).eval()
+    model = EditorNet(SMALL).eval()
     weights, config = model.save(tmp_path / "ckpt")
     assert weights.name == "ckpt.safetensors" and json.loads(config.read_text())["motion_width"] == 8
-    loaded = FaceEditor.load(tmp_path / "ckpt")
+    loaded = EditorNet.load(tmp_path / "ckpt")
     torch.testing.assert_close(loaded(image, aus).output, model(image, aus).output, rtol=0, atol=0)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
 
 
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
-        FaceEditor.load(tmp_path / "missing")
-    FaceEditor(SMALL).save(tmp_path / "ckpt")
+        EditorNet.load(tmp_path / "missing")
+    EditorNet(SMALL).save(tmp_path / "ckpt")
     cfg = json.loads((tmp_path / "ckpt.json").read_text())
     cfg["motion_width"] = 16
     (tmp_path / "ckpt.json").write_text(json.dumps(cfg))
     with pytest.raises((ValueError, RuntimeError), match="size mismatch|do not match"):
-        FaceEditor.load(tmp_path / "ckpt")
+        EditorNet.load(tmp_path / "ckpt")
     (tmp_path / "ckpt.json").write_text("{not json")
     with pytest.raises(ValueError, match="invalid editor config"):
-        FaceEditor.load(tmp_path / "ckpt")
+        EditorNet.load(tmp_path / "ckpt")
 
 
 def test_atomic_path_keeps_old_file_on_failure(tmp_path):
@@ -139,7 +139,7 @@ def test_bundled_weights_load(name):
     path = DEFAULT_WEIGHTS if name is None else DEFAULT_WEIGHTS.parent / name
     assert path.with_suffix(".safetensors").stat().st_size < 8 * 2**20  # a few MB at most
     assert path.with_suffix(".md").is_file()  # the card
-    model = FaceEditor.load(name)
+    model = EditorNet.load(name)
     cfg = model.config
     assert cfg.au_names == list(fastwarp.AU_NAMES) and cfg.image_size == 128
     assert {"trained_by", "data", "commit", "validation"} <= set(cfg.extra)  # provenance travels with them
@@ -151,7 +151,7 @@ def test_bundled_weights_load(name):
 
 def test_delta_conditioning_sees_only_the_au_change():
     image, aus = _inputs()
-    model = FaceEditor(EditorConfig(**{**SMALL.__dict__, "conditioning": "delta"})).eval()
+    model = EditorNet(EditorConfig(**{**SMALL.__dict__, "conditioning": "delta"})).eval()
     other = torch.rand(2, 17) * 5
     with torch.no_grad():
         # "No change" is the same condition whatever the face's current AUs are...
@@ -166,13 +166,13 @@ def test_delta_conditioning_sees_only_the_au_change():
 
 def test_delta_conditioning_needs_source_aus():
     image, aus = _inputs()
-    model = FaceEditor(EditorConfig(**{**SMALL.__dict__, "conditioning": "delta"}))
+    model = EditorNet(EditorConfig(**{**SMALL.__dict__, "conditioning": "delta"}))
     with pytest.raises(ValueError, match="pass source_aus"):
         model(image, aus)
     with pytest.raises(ValueError, match=r"source_aus must have shape \[2, 17\]"):
         model(image, aus, torch.rand(2, 5))
     with pytest.raises(ValueError, match="conditioning must be 'target' or 'delta'"):
-        FaceEditor(EditorConfig(conditioning="relative"))
+        EditorNet(EditorConfig(conditioning="relative"))
 
 
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
@@ -181,7 +181,7 @@ def test_editor_runs_under_autocast(backend):
     and the image float32; the warp ops cast to float32 (like grid_sample) and match the
     float32 composition of the same maps."""
     image, aus = _inputs()
-    model = FaceEditor(SMALL)
+    model = EditorNet(SMALL)
     model.warp_backend = backend
     with torch.autocast("cpu", dtype=torch.bfloat16):
         r = model(image, aus)

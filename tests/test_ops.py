@@ -1,5 +1,5 @@
 """Tests of fastwarp's ops (``warp``, ``warp_blend`` and their backward ops) against the
-contract in DESIGN.md, "The ops": every backend (C++ CPU, CUDA, Triton: see
+contract in docs/design.md, "The ops": every backend (C++ CPU, CUDA, Triton: see
 ``op_helpers.backends``) passes the same tests and matches :mod:`fastwarp.reference`
 (``F.grid_sample``, ``align_corners=True``) computed in float64 on the CPU.
 
@@ -275,7 +275,7 @@ def special_flow(flow: torch.Tensor, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("backend", backends())
 def test_non_finite_flow_matches_reference(backend, dtype, layout, mode, shape, op):
     """border: NaN samples the first pixel, +-Inf the last/first; zeros: NaN or +-Inf gives
-    NaN, a huge finite coordinate 0 (grid_sample on the CPU, DESIGN.md)."""
+    NaN, a huge finite coordinate 0 (grid_sample on the CPU, docs/design.md)."""
     image, flow, texture, mask = make_inputs(shape, dtype, backend.device, layout, seed=4)
     flow = with_layout(special_flow(flow, seed=5), layout)
     args = args_of(op, (image, flow, texture, mask))
@@ -759,7 +759,7 @@ def test_unknown_backend_raises(op):
 def test_auto_backend_rule(monkeypatch, available, expected):
     # CPU (and meta) tensors always get the C++ kernels; CUDA tensors the first available
     # of cuda, triton, reference.
-    monkeypatch.setattr(fastwarp.ops, "backends", lambda: dict(cpu=True, reference=True, **available))
+    monkeypatch.setattr(fastwarp.ops.registry, "backends", lambda: dict(cpu=True, reference=True, **available))
     assert fastwarp.resolve_backend("auto", "cpu") == "cpu"
     assert fastwarp.resolve_backend("auto", torch.device("meta")) == "cpu"
     assert fastwarp.resolve_backend("auto", "cuda") == expected
@@ -772,14 +772,14 @@ def test_backend_on_wrong_device_raises(op, monkeypatch):
     with pytest.raises(ValueError, match=re.escape(f"fastwarp.{op}: backend='cuda' needs CUDA tensors, got cpu")):
         getattr(fastwarp, op)(*args, backend="cuda")
     # Triton on CPU tensors only in the interpreter.
-    if fastwarp.ops._has_triton():
-        triton_ops = fastwarp.ops._TRITON["module"]
+    if fastwarp.ops.registry._has_triton():
+        triton_ops = fastwarp.ops.registry._TRITON["module"]
         monkeypatch.setattr(triton_ops, "INTERPRET", False)
         with pytest.raises(ValueError, match=re.escape(f"fastwarp.{op}: backend='triton' needs CUDA tensors (or CPU "
                                                        "tensors with TRITON_INTERPRET=1")):
             getattr(fastwarp, op)(*args, backend="triton")
     # Without triton: a clear error, and "auto" never picks it.
-    monkeypatch.setattr(fastwarp.ops, "_TRITON", dict(module=None, error="No module named 'triton'"))
+    monkeypatch.setattr(fastwarp.ops.registry, "_TRITON", dict(module=None, error="No module named 'triton'"))
     assert fastwarp.backends()["triton"] is False
     with pytest.raises(RuntimeError, match=re.escape(f"fastwarp.{op}: backend='triton' needs the triton package, "
                                                      "which does not import: No module named 'triton'")):

@@ -22,7 +22,7 @@ from fastwarp import reference
 from fastwarp.au import AU_INDEX, parse_au_edit
 from fastwarp.cli import main
 from fastwarp.face import FACE_OVAL, align_face, estimate_aus, paste_back
-from fastwarp.models import EditorConfig, FaceEditor
+from fastwarp.models import EditorConfig, EditorNet
 from fastwarp.realtime import (
     FaceTracker,
     LiveControls,
@@ -110,9 +110,9 @@ def _face_region(shape, landmarks, grow=4) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
-    """A random, tiny delta-conditioned FaceEditor saved as a checkpoint (path without suffix)."""
+    """A random, tiny delta-conditioned EditorNet saved as a checkpoint (path without suffix)."""
     torch.manual_seed(0)
-    model = FaceEditor(EditorConfig(motion_width=8, motion_res_blocks=1, texture_width=8, texture_res_blocks=1,
+    model = EditorNet(EditorConfig(motion_width=8, motion_res_blocks=1, texture_width=8, texture_res_blocks=1,
                                     conditioning="delta"))
     with torch.no_grad():  # from the near-identity initialisation to a visible edit
         torch.nn.init.normal_(model.motion.flow_head.weight, std=0.05)
@@ -223,7 +223,7 @@ def test_face_tracker_continues_ends_and_restarts_tracks():
 
 
 def test_default_weights_lite_on_cpu_only_where_installed(tmp_path, monkeypatch):
-    import fastwarp.realtime as realtime
+    import fastwarp.realtime.runners as realtime
 
     monkeypatch.setattr(realtime, "WEIGHTS_DIR", tmp_path)
     assert realtime.default_weights("cpu") == "base"
@@ -269,7 +269,7 @@ def _reference_edit(model, frame, landmarks, side):
     target = current.copy()
     target[AU_INDEX["AU12"]] = 3.0
     small = cv2.resize(crop.image, (128, 128), interpolation=cv2.INTER_AREA) if side != 128 else crop.image
-    ref = FaceEditor(model.config).double().eval()
+    ref = EditorNet(model.config).double().eval()
     ref.load_state_dict(model.state_dict())
     ref.warp_backend = "reference"
     with torch.no_grad():
@@ -286,7 +286,7 @@ def test_engine_edit_matches_reference_pipeline(tiny_weights):
     with RealtimeEngine(SMILE, str(tiny_weights), "cpu", runtime="torch", smoothing=False) as engine:
         stats, results = _run(engine, frames)
     assert stats.stop == "end" and stats.frames == 3 and stats.faces_edited == 3
-    model = FaceEditor.load(tiny_weights)
+    model = EditorNet.load(tiny_weights)
     for frame, r in zip(frames, results):
         (face,) = r.faces
         np.testing.assert_array_equal(face.smoothed, face.landmarks)  # smoothing off
@@ -512,15 +512,15 @@ def test_truncated_mp4_is_a_clear_error_and_no_output(tmp_path, capsys):
 
 @needs_faces
 def test_webcam_camera_disconnect_keeps_what_was_written(tiny_weights, tmp_path, capsys, monkeypatch):
-    import fastwarp.realtime as realtime
+    import fastwarp.realtime.sources as sources
 
     frames = _frames(MAIN_VIDEO, 6)
-    real = realtime.cv2.VideoCapture
+    real = sources.cv2.VideoCapture
 
     def fake_capture(spec, *args):
         return FrameStack(frames, fail_after=4) if spec == 0 else real(spec, *args)
 
-    monkeypatch.setattr(realtime.cv2, "VideoCapture", fake_capture)
+    monkeypatch.setattr(sources.cv2, "VideoCapture", fake_capture)
     out = tmp_path / "cam.mp4"
     rc = main(["webcam", "--au", "AU12=3", "-o", str(out), "--weights", str(tiny_weights), "--runtime", "torch",
                "--device", "cpu"])
@@ -591,8 +591,8 @@ def test_webcam_errors(tmp_path, capsys, monkeypatch, args, message):
 def test_gpu_runner_float16_cuda_graph_matches_cpu(tiny_weights):
     from fastwarp.realtime import make_network
 
-    model = FaceEditor.load(tiny_weights)
-    gpu_net, choice = make_network(FaceEditor.load(tiny_weights, map_location="cuda"), "auto")
+    model = EditorNet.load(tiny_weights)
+    gpu_net, choice = make_network(EditorNet.load(tiny_weights, map_location="cuda"), "auto")
     assert choice.runner == "torch-cuda-graph", choice.reason
     gen = torch.Generator().manual_seed(3)
     for _ in range(2):  # replayed with new inputs

@@ -1,4 +1,4 @@
-"""TensorRT engines (fastwarp.tensorrt, ``fastwarp export --format tensorrt``).
+"""TensorRT engines (fastwarp.export.tensorrt, ``fastwarp export --format tensorrt``).
 
 Building and running an engine needs NVIDIA TensorRT 10 and a CUDA GPU. fastwarp's
 development and CI machines cannot install TensorRT, so the tests of the real build and
@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from fastwarp import cli
-from fastwarp import tensorrt as fw_trt
+from fastwarp.export import tensorrt as fw_trt
 from fastwarp.export import INPUT_NAMES, OUTPUT_NAMES
-from fastwarp.tensorrt import TensorRTUnavailableError
+from fastwarp.export.tensorrt import TensorRTUnavailableError
 
 _REASON = fw_trt.unavailable_reason()
 needs_tensorrt = pytest.mark.skipif(
@@ -50,7 +50,7 @@ def _onnx_stub(path, opset: int, inputs=INPUT_NAMES, outputs=OUTPUT_NAMES):
 # --- everywhere --------------------------------------------------------------------------
 
 def test_fastwarp_imports_without_tensorrt():
-    code = ("import sys, fastwarp, fastwarp.tensorrt, fastwarp.export, fastwarp.cli; "
+    code = ("import sys, fastwarp, fastwarp.export.tensorrt, fastwarp.export, fastwarp.cli; "
             "assert 'tensorrt' not in sys.modules, 'tensorrt imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -101,14 +101,12 @@ def test_cli_tensorrt_error_on_this_machine(tmp_path, capsys):
 
 
 def test_export_tensorrt_fails_before_exporting(tmp_path, monkeypatch, no_tensorrt):
-    from fastwarp import export
-
     def no_export(*args, **kwargs):
         raise AssertionError("exported ONNX although TensorRT is missing")
 
-    monkeypatch.setattr(export, "export_onnx", no_export)
+    monkeypatch.setattr(fw_trt, "export_onnx", no_export)
     with pytest.raises(TensorRTUnavailableError, match="missing here: the tensorrt Python package"):
-        export.export_tensorrt(tmp_path / "m.engine")
+        fw_trt.export_tensorrt(tmp_path / "m.engine")
     assert not any(tmp_path.iterdir())
 
 
@@ -166,7 +164,7 @@ def test_onnx_that_is_not_the_editor_graph_is_refused(tmp_path):
 
 def test_export_tensorrt_argument_errors(tmp_path):
     from fastwarp.export import export_tensorrt
-    from fastwarp.models import FaceEditor
+    from fastwarp.models import EditorNet
 
     with pytest.raises(ValueError, match=r"opset must be in 16\.\.19"):
         export_tensorrt(tmp_path / "m.engine", opset=20)
@@ -176,7 +174,7 @@ def test_export_tensorrt_argument_errors(tmp_path):
         export_tensorrt(tmp_path / "m.engine", max_batch=4, opt_batch=5)
     stub = _onnx_stub(tmp_path / "in.onnx", 18)
     with pytest.raises(ValueError, match="either model or onnx_path"):
-        export_tensorrt(tmp_path / "m.engine", FaceEditor.load(), onnx_path=stub)
+        export_tensorrt(tmp_path / "m.engine", EditorNet.load(), onnx_path=stub)
     assert [p.name for p in tmp_path.iterdir()] == ["in.onnx"]
 
 

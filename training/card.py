@@ -38,7 +38,7 @@ to float32) and `{name}.json` (architecture, AU order, provenance).
 
 ## Architecture
 
-FaceEditor: MotionNet + TextureNet, GANimation's generator trunk (AU-conditioned instance
+EditorNet: MotionNet + TextureNet, GANimation's generator trunk (AU-conditioned instance
 norms; the motion net adds learned per-AU motion templates) at width {config['motion_width']} with
 {config['motion_res_blocks']} residual blocks each, input {config['image_size']} px, maps on a {grid} px grid, max flow
 {config['max_flow']} x image size, conditioned on `{config['conditioning']}` AUs, motion {'on' if config['use_motion'] else 'off'}.

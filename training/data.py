@@ -7,7 +7,7 @@ or photo, and GANimation-layout AU datasets.
 (source, target) frame pairs of one video that differ in expression but hardly in head
 pose. :class:`GanimationDataset` reads a folder in GANimation's layout (``imgs/`` +
 ``aus_openface.pkl``, Pumarola et al. ECCV 2018), loading the pickle with a restricted
-unpickler (DESIGN.md: never unpickle untrusted data blindly).
+unpickler (docs/design.md: never unpickle untrusted data blindly).
 
 CLI: ``python -m training.data --faces ../shared/data/faces --out .cache/dataset128 --size 128``
 """
@@ -374,7 +374,7 @@ def load_au_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a GANimation ``aus_openface.pkl``: a pickled ``{image name: AU vector}`` dict.
 
     The pickle is read by a restricted unpickler (numpy arrays, dtypes and scalars, and
-    builtin containers only), so a malicious file cannot run code (DESIGN.md,
+    builtin containers only), so a malicious file cannot run code (docs/design.md,
     "Checkpoints": never unpickle untrusted data blindly).
 
     Returns:

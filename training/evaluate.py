@@ -1,4 +1,4 @@
-"""Edit-quality evaluation on held-out video pairs (DESIGN.md, "Evaluation protocol").
+"""Edit-quality evaluation on held-out video pairs (docs/design.md, "Evaluation protocol").
 
 For pairs (source frame, target frame) of one held-out video, each model edits the source
 to the target frame's AUs and its output is compared with the real target frame; the
@@ -7,7 +7,7 @@ identity baseline (output = source) and every model are measured on the same pai
 Metrics (per pair, then the mean over pairs):
 
 - ``l1``: mean absolute error of output vs target, RGB in [-1, 1] units
-  (:func:`fastwarp.convert.bgr_to_tensor`), over the whole crop.
+  (:func:`fastwarp.images.bgr_to_tensor`), over the whole crop.
 - ``nme``, ``nme_mouth``, ``nme_eyes``, ``nme_brows``: landmark NME — MediaPipe landmarks
   of output and target (both found on the aligned crops by the same detector), mean point
   distance divided by the target's inter-ocular distance (outer eye corners, the 300-W
@@ -42,10 +42,10 @@ from tqdm import tqdm
 
 from fastwarp._io import atomic_path
 from fastwarp.au import AU_INDEX
-from fastwarp.convert import bgr_to_tensor, tensor_to_bgr
+from fastwarp.images import bgr_to_tensor, tensor_to_bgr
 from fastwarp.face import VISIBLE_AUS, FaceMesh, estimate_aus, face_mask, inter_ocular_distance
 from fastwarp.face.landmarks import EXPRESSION_REGIONS
-from fastwarp.models import DEFAULT_WEIGHTS, FaceEditor, resolve_weights
+from fastwarp.models import DEFAULT_WEIGHTS, EditorNet, resolve_weights
 
 from .data import load_dataset, make_pairs, split_videos
 
@@ -161,7 +161,7 @@ def masked_ssim(output: np.ndarray, target: np.ndarray, mask: np.ndarray) -> flo
     return float(ssim_map.mean(axis=-1, dtype=np.float64)[inner].mean())
 
 
-def _check_models(models: Mapping[str, FaceEditor], dataset: dict, pairs: Sequence) -> int:
+def _check_models(models: Mapping[str, EditorNet], dataset: dict, pairs: Sequence) -> int:
     """The crop side, after checking that every model takes crops of that size."""
     for name in models:
         if name in _RESERVED:
@@ -184,7 +184,7 @@ def _batch(dataset: dict, chunk: Sequence[tuple[str, int, int]]):
 
 
 @torch.no_grad()
-def evaluate_models(models: Mapping[str, FaceEditor], dataset: dict, pairs: Sequence[tuple[str, int, int]],
+def evaluate_models(models: Mapping[str, EditorNet], dataset: dict, pairs: Sequence[tuple[str, int, int]],
                     mesh: FaceMesh, batch_size: int = 16, progress: bool = True) -> dict:
     """Mean metrics of the identity baseline and of every model on the same ``pairs``.
 
@@ -264,7 +264,7 @@ def evaluate_models(models: Mapping[str, FaceEditor], dataset: dict, pairs: Sequ
     return result
 
 
-def evaluate_pairs(model: FaceEditor, dataset: dict, pairs: list[tuple[str, int, int]], mesh: FaceMesh,
+def evaluate_pairs(model: EditorNet, dataset: dict, pairs: list[tuple[str, int, int]], mesh: FaceMesh,
                    batch_size: int = 16, progress: bool = True) -> dict[str, dict]:
     """One model against the identity baseline: :func:`evaluate_models` with the model named
     ``"model"``.
@@ -321,11 +321,11 @@ def format_au_table(result: dict) -> str:
 
 # --- picture grid --------------------------------------------------------------------------
 
-def _panels(model: FaceEditor) -> tuple[str, ...]:
+def _panels(model: EditorNet) -> tuple[str, ...]:
     return ("output", "warped", "texture", "mask") if getattr(model, "motion", None) is not None else ("output",)
 
 
-def grid_columns(models: Mapping[str, FaceEditor]) -> list[tuple[str, str]]:
+def grid_columns(models: Mapping[str, EditorNet]) -> list[tuple[str, str]]:
     """``(header line 1, header line 2)`` of every column of :func:`write_grid`, in order."""
     cols = [("source", ""), ("target", "")]
     for name, model in models.items():
@@ -341,7 +341,7 @@ def _put_label(img: np.ndarray, text: str, x: int, y: int, width: int, scale: fl
 
 
 @torch.no_grad()
-def write_grid(path: str | Path, models: Mapping[str, FaceEditor], dataset: dict,
+def write_grid(path: str | Path, models: Mapping[str, EditorNet], dataset: dict,
                pairs: Sequence[tuple[str, int, int]], n: int = 8) -> Path:
     """Write a PNG of ``n`` evenly spaced ``pairs`` (one row each), atomically.
 
@@ -450,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not pairs:
         raise SystemExit(f"no validation pairs in {args.data}: validation videos {val or 'none'} have no two frames "
                          "with head pose within 0.15 rad and some AU differing by >= 1")
-    models = {name: FaceEditor.load(path) for name, path in weights.items()}
+    models = {name: EditorNet.load(path) for name, path in weights.items()}
     with FaceMesh(static_image_mode=True) as mesh:
         result = evaluate_models(models, dataset, pairs, mesh, progress=not args.no_progress)
 

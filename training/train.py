@@ -1,4 +1,4 @@
-"""Train a FaceEditor: motion + texture with WGAN-GP, AU regression, cycle and video-pair
+"""Train a EditorNet: motion + texture with WGAN-GP, AU regression, cycle and video-pair
 supervision, single-process or under ``torchrun`` (DDP).
 
 One iteration ("step") is one critic update; every ``n_critic`` steps the generator is
@@ -52,8 +52,8 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from fastwarp._io import atomic_path
-from fastwarp.convert import bgr_to_tensor
-from fastwarp.models import WEIGHTS_DIR, FaceEditor
+from fastwarp.images import bgr_to_tensor
+from fastwarp.models import WEIGHTS_DIR, EditorNet
 
 from . import objectives as L
 from .config import TrainConfig, load_config
@@ -238,7 +238,7 @@ def latest_checkpoint(out: Path) -> Path | None:
     return folder if (folder / "state.json").is_file() else None
 
 
-def save_checkpoint(out: Path, step: int, model: FaceEditor, critic: Critic, g_opt, d_opt, state: dict,
+def save_checkpoint(out: Path, step: int, model: EditorNet, critic: Critic, g_opt, d_opt, state: dict,
                     keep: int) -> Path:
     """Write ``<out>/checkpoints/step-XXXXXXX/`` via a temp folder + rename, then point
     ``latest`` at it (atomically) and delete the oldest beyond ``keep``."""
@@ -267,7 +267,7 @@ def save_checkpoint(out: Path, step: int, model: FaceEditor, critic: Critic, g_o
     return final
 
 
-def load_checkpoint(folder: Path, model: FaceEditor, critic: Critic, g_opt, d_opt) -> dict:
+def load_checkpoint(folder: Path, model: EditorNet, critic: Critic, g_opt, d_opt) -> dict:
     """Load weights and optimiser state in place; return the JSON state."""
     state = json.loads((folder / "state.json").read_text())
     model.load_state_dict(load_file(str(folder / "editor.safetensors")))
@@ -382,10 +382,10 @@ def _train(cfg, rank, world, device, resume, install, progress) -> dict:
         print(f"{desc}; {world} process(es) on {device}, batch {cfg.batch} each", flush=True)
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts them)
-    model = FaceEditor(cfg.editor_config(size)).to(device)
+    model = EditorNet(cfg.editor_config(size)).to(device)
     critic = Critic(size, cfg.critic_width, cfg.critic_repeat, cfg.critic_max_width).to(device)
     if cfg.init_weights:
-        init = FaceEditor.load(cfg.init_weights)
+        init = EditorNet.load(cfg.init_weights)
         if dataclasses.replace(init.config, extra={}) != dataclasses.replace(model.config, extra={}):
             raise ValueError(f"init_weights {cfg.init_weights}: architecture {dataclasses.asdict(init.config)} "
                              f"differs from the config's {dataclasses.asdict(model.config)}")

@@ -2,13 +2,13 @@
 against (in float64 on CPU) and the baseline every benchmark compares with.
 
 ``warp`` is exactly ``F.grid_sample(image, base_grid + normalised_flow, mode="bilinear",
-padding_mode=..., align_corners=True)`` (DESIGN.md, "The ops"). ``align_corners=True``
+padding_mode=..., align_corners=True)`` (docs/design.md, "The ops"). ``align_corners=True``
 puts pixel centres at integer coordinates, so the flow in pixels is normalised by
 ``2 / (size - 1)``. A size-1 axis has no extent: grid_sample maps every finite
 coordinate onto its only pixel, so its normalising factor is 0 (non-finite flow still
 gives NaN coordinates there, as grid_sample would).
 
-Resolution independence (DESIGN.md): ``flow``, ``texture`` and ``mask`` may share a
+Resolution independence (docs/design.md): ``flow``, ``texture`` and ``mask`` may share a
 smaller size ``h x w`` (``h <= H``, ``w <= W``). They are first brought to the image's
 size by :func:`upsample` (``F.interpolate(..., mode="bilinear", align_corners=False)``),
 the flow's values scaled by ``W / w`` (dx) and ``H / h`` (dy), so a flow stays in pixels

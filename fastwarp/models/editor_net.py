@@ -1,6 +1,7 @@
-"""FaceEditor: motion (flow warp) then texture (blend), as in "Self-supervised Deformation
+"""EditorNet, the editing network (not the photo/video pipeline, which is
+:class:`fastwarp.ExpressionEditor`): motion (flow warp) then texture (blend), as in "Self-supervised Deformation
 Modeling for Facial Expression Editing" (Athar, Shu, Samaras, FG 2020), through
-fastwarp's fused ops. Checkpoints are safetensors + a JSON config (DESIGN.md,
+fastwarp's fused ops. Checkpoints are safetensors + a JSON config (docs/design.md,
 "Checkpoints"): never a pickle.
 """
 
@@ -23,7 +24,7 @@ from .._io import atomic_path
 from ..au import AU_NAMES
 from .networks import MotionNet, TextureNet
 
-__all__ = ["EditorConfig", "EditResult", "FaceEditor", "DEFAULT_WEIGHTS", "WEIGHTS_DIR", "BUNDLED_WEIGHTS",
+__all__ = ["EditorConfig", "EditResult", "EditorNet", "FaceEditor", "DEFAULT_WEIGHTS", "WEIGHTS_DIR", "BUNDLED_WEIGHTS",
            "resolve_weights"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -47,7 +48,7 @@ def resolve_weights(weights: str | os.PathLike | None = None) -> Path:
 
 @dataclass
 class EditorConfig:
-    """Architecture of a :class:`FaceEditor` (saved next to its weights)."""
+    """Architecture of a :class:`EditorNet` (saved next to its weights)."""
 
     image_size: int = 128
     motion_width: int = 64
@@ -86,7 +87,7 @@ class EditResult(NamedTuple):
     mask: Tensor
 
 
-class FaceEditor(nn.Module):
+class EditorNet(nn.Module):
     """Edit aligned face crops to target Action Units.
 
     Forward:
@@ -168,7 +169,7 @@ class FaceEditor(nn.Module):
         return weights, config
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> "FaceEditor":
+    def load(cls, path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> "EditorNet":
         """Load ``<path>.safetensors`` + ``<path>.json``; ``path`` may also name bundled
         weights ("base", "lite"; None: "base"), see :func:`resolve_weights`.
 
@@ -194,3 +195,7 @@ class FaceEditor(nn.Module):
                              f"unexpected {unexpected[:5]}")
         return model.to(map_location).eval()
 
+
+
+#: The earlier name of :class:`EditorNet`, kept so existing code keeps working.
+FaceEditor = EditorNet

@@ -1,16 +1,16 @@
 """TensorRT engines of the editor network: build an fp16 engine from the ONNX graph of
-:mod:`fastwarp.export` and run it on torch CUDA tensors (the real-time issue).
+:mod:`fastwarp.export.onnx` and run it on torch CUDA tensors (the real-time issue).
 
 Needs NVIDIA TensorRT 10 (the ``tensorrt`` Python package) and a CUDA GPU. fastwarp's
 development and CI machines cannot install TensorRT (no GPU; the GPU machines have no
-TensorRT either, DESIGN.md "Machines"), so this module has not run there: it is written
+TensorRT either, docs/design.md "Machines"), so this module has not run there: it is written
 against TensorRT 10's documented Python API, and its tests skip, saying so, where TensorRT
 is missing. Where it is missing every entry point raises :class:`TensorRTUnavailableError`
-naming what is missing; ``import fastwarp.tensorrt`` itself never imports TensorRT.
+naming what is missing; ``import fastwarp.export.tensorrt`` itself never imports TensorRT.
 
 The engine (:func:`build_engine`, ``fastwarp export --format tensorrt``):
 
-- parsed by TensorRT's ONNX parser from a graph of :func:`fastwarp.export.export_onnx`,
+- parsed by TensorRT's ONNX parser from a graph of :func:`fastwarp.export.onnx.export_onnx`,
   opset 16..19 (the parser reads opset 20's bilinear GridSample as nearest);
 - ``BuilderFlag.FP16``: TensorRT may run any layer in float16 where it is faster; the
   inputs and outputs stay float32, as in the ONNX graph;
@@ -33,12 +33,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._io import atomic_path
-from .au import AU_NAMES
-from .export import INPUT_NAMES, OUTPUT_NAMES
+from .._io import atomic_path
+from ..au import AU_NAMES
+from ..models.editor_net import EditorNet
+from .graph import INPUT_NAMES, OUTPUT_NAMES, DEFAULT_OPSET, ExportGraph, check_opset, example_inputs, float_cpu_copy
+from .onnx import check_onnx_graph, export_onnx
 
 __all__ = ["TensorRTUnavailableError", "EngineOutputs", "TensorRTRunner", "build_engine", "engine_parity",
-           "unavailable_reason", "trtexec_command", "DEFAULT_MAX_BATCH"]
+           "unavailable_reason", "trtexec_command", "DEFAULT_MAX_BATCH", "export_tensorrt"]
 
 DEFAULT_MAX_BATCH = 32
 
@@ -151,7 +153,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     """Build an fp16 TensorRT engine from ``onnx_path`` and write it to ``engine_path``.
 
     Args:
-        onnx_path: a graph of :func:`fastwarp.export.export_onnx` (opset 16..19, dynamic
+        onnx_path: a graph of :func:`fastwarp.export.onnx.export_onnx` (opset 16..19, dynamic
             batch; :func:`fastwarp.export.export_tensorrt` exports and checks it).
         engine_path: the serialized engine; written to a temporary file and renamed, so a
             failed build leaves nothing behind.
@@ -363,17 +365,62 @@ def engine_parity(engine_path: str | os.PathLike, model=None, *, batch_sizes: tu
     Raises:
         TensorRTUnavailableError: no TensorRT 10+ or no CUDA GPU here.
     """
-    from .export import _example_inputs, _float_cpu_copy, _Graph
-    from .models import FaceEditor
-
     runner = TensorRTRunner(engine_path)
-    model = _float_cpu_copy(model if model is not None else FaceEditor.load()).to(runner.device).eval()
+    model = float_cpu_copy(model if model is not None else EditorNet.load()).to(runner.device).eval()
     worst = dict.fromkeys(OUTPUT_NAMES, 0.0)
     for i, n in enumerate(batch_sizes):
-        inputs = [t.to(runner.device) for t in _example_inputs(model, n, seed + i)]
+        inputs = [t.to(runner.device) for t in example_inputs(model, n, seed + i)]
         with torch.no_grad():
-            expected = _Graph(model)(*inputs)
+            expected = ExportGraph(model)(*inputs)
         got = runner(*inputs)
         for name, e, g in zip(OUTPUT_NAMES, expected, got):
             worst[name] = max(worst[name], float((g.float() - e).abs().max()))
     return worst
+
+
+def export_tensorrt(path: str | os.PathLike, model: EditorNet | None = None, *,
+                    onnx_path: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
+                    max_batch: int = 32, opt_batch: int = 1) -> Path:
+    """Build an fp16 TensorRT engine of ``model`` (default: the bundled weights) at ``path``,
+    through the ONNX graph of :func:`export_onnx` (see this module).
+
+    Args:
+        path: the engine file; written to a temporary file and renamed, so a failed build
+            leaves nothing behind.
+        model: the :class:`FaceEditor` to export (not with ``onnx_path``).
+        onnx_path: build from this existing ONNX file (checked with :func:`check_onnx_graph`)
+            instead of exporting ``model``.
+        opset: ONNX opset of the export, 16..19.
+        max_batch: the engine accepts batches 1..max_batch.
+        opt_batch: the batch TensorRT tunes its kernels for.
+
+    Returns:
+        The path written.
+
+    Raises:
+        TensorRTUnavailableError: no TensorRT 10 or no CUDA GPU here (the
+            message names what is missing; checked before anything is exported).
+        ValueError: bad arguments (opset, batch sizes, ``model`` with ``onnx_path``), an
+            ONNX file TensorRT would misread, or a graph TensorRT's parser rejects.
+        FileNotFoundError: ``onnx_path`` does not exist.
+        RuntimeError: TensorRT could not build the engine.
+    """
+    import tempfile
+
+    check_opset(opset)
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+    if not 1 <= opt_batch <= max_batch:
+        raise ValueError(f"opt_batch must be in 1..max_batch ({max_batch}), got {opt_batch}")
+    if onnx_path is not None:
+        if model is not None:
+            raise ValueError("pass either model or onnx_path, not both: an ONNX file is built as it is")
+        check_onnx_graph(onnx_path)
+    reason = unavailable_reason()
+    if reason:  # before the export, which takes a while
+        raise TensorRTUnavailableError(reason)
+    if onnx_path is not None:
+        return build_engine(onnx_path, path, max_batch=max_batch, opt_batch=opt_batch)
+    with tempfile.TemporaryDirectory(prefix="fastwarp-trt-") as tmp:
+        onnx_file = export_onnx(Path(tmp) / "editor.onnx", model, opset=opset)
+        return build_engine(onnx_file, path, max_batch=max_batch, opt_batch=opt_batch)

@@ -1,4 +1,5 @@
-"""End-to-end expression editing of photos and video frames (DESIGN.md, "Data flow").
+"""The photo/video pipeline: end-to-end expression editing of photos and video frames
+(docs/design.md, "Data flow"). Its networks are :class:`fastwarp.models.EditorNet`.
 
 frame → FaceMesh landmarks → similarity-aligned crop at the face's own resolution →
 current AUs (geometric estimate) → target AUs (absolute or relative edits) →
@@ -25,12 +26,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import backends, ops
+from . import ops
 from .au import apply_au_edits
-from .convert import tensor_to_bgr
 from .face import FaceCrop, FaceMesh, align_face, estimate_aus, paste_back
 from .face.align import alignment_matrix
-from .models import FaceEditor
+from .images import tensor_to_bgr
+from .models import EditorNet
 
 __all__ = ["ExpressionEditor", "FrameEdit", "Maps", "Network", "TorchNetwork", "default_device", "image_tensor",
            "image_bgr"]
@@ -40,13 +41,13 @@ AUEdit = tuple[str, float, bool]
 
 def default_device() -> str:
     """``"cuda"`` where fastwarp's CUDA kernels and a GPU are available, else ``"cpu"``."""
-    return "cuda" if backends()["cuda"] else "cpu"
+    return "cuda" if ops.backends()["cuda"] else "cpu"
 
 
 def image_tensor(bgr: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32, *,
                  channels_last: bool = False) -> Tensor:
     """A uint8 BGR image ``[H, W, 3]`` as the networks' and ``warp_blend``'s input: RGB
-    ``[1, 3, H, W]`` in [-1, 1] (values as :func:`fastwarp.convert.bgr_to_tensor`'s).
+    ``[1, 3, H, W]`` in [-1, 1] (values as :func:`fastwarp.images.bgr_to_tensor`'s).
 
     On the CPU the conversion runs in numpy, on one thread: for one frame's crop, waking
     torch's intra-op threads costs more than the work (and many times more where other
@@ -66,7 +67,7 @@ def image_tensor(bgr: np.ndarray, device: torch.device, dtype: torch.dtype = tor
 
 def image_bgr(t: Tensor) -> np.ndarray:
     """``[1, 3, H, W]`` RGB in [-1, 1] → uint8 BGR ``[H, W, 3]``, rounded and clipped (as
-    :func:`fastwarp.convert.tensor_to_bgr`; in numpy on the CPU, see :func:`image_tensor`)."""
+    :func:`fastwarp.images.tensor_to_bgr`; in numpy on the CPU, see :func:`image_tensor`)."""
     if t.device.type != "cpu":
         return tensor_to_bgr(t)[0]
     hwc = t.detach()[0].permute(1, 2, 0).float().numpy()
@@ -95,7 +96,7 @@ Network = Callable[[Tensor, Tensor, Tensor], Maps]
 
 
 class TorchNetwork:
-    """Eager PyTorch runner of a :class:`~fastwarp.models.FaceEditor`'s networks.
+    """Eager PyTorch runner of a :class:`~fastwarp.models.EditorNet`'s networks.
 
     Args:
         model: the editor (its device is the runner's; eval mode is set).
@@ -107,7 +108,7 @@ class TorchNetwork:
 
     name = "torch"
 
-    def __init__(self, model: FaceEditor, *, dtype: torch.dtype | None = None, channels_last: bool = False) -> None:
+    def __init__(self, model: EditorNet, *, dtype: torch.dtype | None = None, channels_last: bool = False) -> None:
         self.dtype = dtype or next(model.parameters()).dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(dtype=self.dtype, memory_format=self.memory_format).eval()
@@ -158,22 +159,22 @@ class ExpressionEditor:
             mask keeps the warped image.
         max_faces: the most faces FaceMesh looks for (:meth:`detect` returns them largest
             first; :meth:`edit` edits the largest).
-        model: an already loaded :class:`~fastwarp.models.FaceEditor` (moved to ``device``).
+        model: an already loaded :class:`~fastwarp.models.EditorNet` (moved to ``device``).
         network: the runner of the networks (a :data:`Network`); default an eager
             :class:`TorchNetwork` of the model.
 
     Raises:
-        FileNotFoundError / ValueError: from :meth:`FaceEditor.load`.
+        FileNotFoundError / ValueError: from :meth:`EditorNet.load`.
 
     Use as a context manager (or call :meth:`close`) to release MediaPipe.
     """
 
     def __init__(self, weights: str | None = None, device: str | None = None, *, video: bool = False,
-                 max_crop_size: int = 512, max_faces: int = 1, model: FaceEditor | None = None,
+                 max_crop_size: int = 512, max_faces: int = 1, model: EditorNet | None = None,
                  network: Network | None = None) -> None:
         self.device = torch.device(device or default_device())
         self.model = (model.to(self.device).eval() if model is not None
-                      else FaceEditor.load(weights, map_location=self.device))
+                      else EditorNet.load(weights, map_location=self.device))
         self.size = self.model.config.image_size
         self.max_crop_size = max(int(max_crop_size), self.size)
         self.network: Network = network if network is not None else TorchNetwork(self.model)

@@ -3,7 +3,7 @@
 ``fastwarp::triton_warp``, ``fastwarp::triton_warp_blend`` and their backward ops
 ``fastwarp::triton_warp_backward``, ``fastwarp::triton_warp_blend_backward`` have the
 signatures of the C++ ops (``csrc/fastwarp.cpp``) and the same per-pixel semantics
-(``csrc/warp_math.h``, DESIGN.md "The ops"): this module mirrors that header function by
+(``csrc/warp_math.h``, docs/design.md "The ops"): this module mirrors that header function by
 function (``_axis`` is ``Axis::make``, ``_up_axis`` is ``UpAxis::make``, ``_lowres`` and
 ``_sample`` are ``LowRes``, ``_quad`` is ``load_quad``). Reached through
 ``fastwarp.warp(..., backend="triton")``; importing it needs the ``triton`` package
@@ -36,8 +36,8 @@ from torch import Tensor
 from torch._subclasses.fake_tensor import is_fake
 from torch.library import triton_op, wrap_triton
 
-from . import _checks
-from .ops import _output_like_image, register_op_autocast, register_op_autograd
+from . import checks
+from .registration import output_like_image, register_op_autocast, register_op_autograd
 
 __all__ = ["INTERPRET", "warp", "warp_blend"]
 
@@ -345,8 +345,8 @@ def _flags(image: Tensor, flow: Tensor, texture: Tensor | None, padding_mode: st
 
 def _forward(op: str, image: Tensor, flow: Tensor, texture: Tensor | None, mask: Tensor | None,
              padding_mode: str) -> Tensor:
-    _checks.check_warp_args(op, image, flow, texture, mask, padding_mode)
-    out = _output_like_image(image)
+    checks.check_warp_args(op, image, flow, texture, mask, padding_mode)
+    out = output_like_image(image)
     N, C, H, W = image.shape
     # warp has no texture and mask: the image stands in for them (never read).
     tex, msk = (texture, mask) if texture is not None else (image, image)
@@ -377,8 +377,8 @@ def _upsample_adjoint(grad_hi: Tensor, grad: Tensor) -> None:
 
 def _backward(op: str, grad_output: Tensor, image: Tensor, flow: Tensor, texture: Tensor | None,
               mask: Tensor | None, padding_mode: str, need: Sequence[bool]) -> tuple[Tensor, ...]:
-    _checks.check_warp_args(op, image, flow, texture, mask, padding_mode)
-    _checks.check_grad_output(op, grad_output, image)
+    checks.check_warp_args(op, image, flow, texture, mask, padding_mode)
+    checks.check_grad_output(op, grad_output, image)
     blend = texture is not None
     inputs = (image, flow, texture, mask) if blend else (image, flow)
     need = [bool(b) for b in need[:len(inputs)]]

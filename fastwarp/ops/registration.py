@@ -1,0 +1,125 @@
+"""Registration of the C++ ops (``csrc/fastwarp.cpp``) with PyTorch's Python side.
+
+Importing this module loads ``fastwarp._C`` (whose static initialisers declare the op
+schemas and register the CPU and CUDA kernels) and registers, for each op:
+
+- a fake (meta) kernel: output metadata only, after the same argument checks as the C++
+  kernels (:mod:`fastwarp.ops.checks`), for ``torch.compile`` and ``torch.export``;
+- autograd: the backward calls the registered backward op;
+- autocast: float32 inputs under ``torch.autocast``, as ``grid_sample``.
+
+:func:`register_op_autograd` and :func:`register_op_autocast` are shared with the Triton
+backend (:mod:`fastwarp.ops.triton_backend`). See docs/design.md, "Registration".
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from . import checks
+
+try:
+    from .. import _C  # noqa: F401  (loading the library runs the op registrations)
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "fastwarp's compiled kernels (fastwarp._C) are missing or do not match this torch: "
+        "build them with `pip install --no-build-isolation -e .` in the repository "
+        f"(torch {torch.__version__}); original error: {exc}"
+    ) from exc
+
+__all__ = ["output_like_image", "register_op_autograd", "register_op_autocast"]
+
+_ops = torch.ops.fastwarp
+
+
+# --- fake kernels: output metadata only, same checks as the C++ kernels -----------------
+
+def output_like_image(image: Tensor) -> Tensor:
+    fmt = torch._prims_common.suggest_memory_format(image)
+    return torch.empty(image.shape, dtype=image.dtype, device=image.device, memory_format=fmt)
+
+
+@torch.library.register_fake("fastwarp::warp")
+def _warp_fake(image: Tensor, flow: Tensor, padding_mode: str = "border") -> Tensor:
+    checks.check_warp_args("fastwarp.warp", image, flow, padding_mode=padding_mode)
+    return output_like_image(image)
+
+
+@torch.library.register_fake("fastwarp::warp_blend")
+def _warp_blend_fake(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor,
+                     padding_mode: str = "border") -> Tensor:
+    checks.check_warp_args("fastwarp.warp_blend", image, flow, texture, mask, padding_mode)
+    return output_like_image(image)
+
+
+def _grads_fake(need: Sequence[bool], tensors: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    out = []
+    for i, (wanted, t) in enumerate(zip(need, tensors)):
+        if not wanted:
+            out.append(tensors[0].new_empty((0,)))
+        elif i == 0:
+            # The image gradient leaves an accumulation buffer in the image's memory format.
+            out.append(output_like_image(t))
+        else:
+            out.append(torch.empty_like(t))
+    return tuple(out)
+
+
+@torch.library.register_fake("fastwarp::warp_backward")
+def _warp_backward_fake(grad_output: Tensor, image: Tensor, flow: Tensor, padding_mode: str,
+                        output_mask: Sequence[bool]) -> tuple[Tensor, Tensor]:
+    checks.check_warp_args("fastwarp.warp_backward", image, flow, padding_mode=padding_mode)
+    checks.check_grad_output("fastwarp.warp_backward", grad_output, image)
+    return _grads_fake(output_mask, (image, flow))  # type: ignore[return-value]
+
+
+@torch.library.register_fake("fastwarp::warp_blend_backward")
+def _warp_blend_backward_fake(grad_output: Tensor, image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor,
+                              padding_mode: str, output_mask: Sequence[bool]) -> tuple[Tensor, ...]:
+    checks.check_warp_args("fastwarp.warp_blend_backward", image, flow, texture, mask, padding_mode)
+    checks.check_grad_output("fastwarp.warp_blend_backward", grad_output, image)
+    return _grads_fake(output_mask, (image, flow, texture, mask))
+
+
+# --- autograd: the backward calls the registered backward op ---------------------------
+
+def _setup_context(ctx, inputs, output) -> None:
+    *tensors, padding_mode = inputs
+    ctx.save_for_backward(*tensors)
+    ctx.padding_mode = padding_mode
+
+
+def register_op_autograd(op, backward_op) -> None:
+    """Registers autograd for a forward op ``op(*tensors, padding_mode)`` whose backward op is
+    ``backward_op(grad_output, *tensors, padding_mode, output_mask)`` (shared by the C++ and
+    Triton ops)."""
+
+    def backward(ctx, grad_output: Tensor):
+        tensors = ctx.saved_tensors
+        need = list(ctx.needs_input_grad[:len(tensors)])
+        grads = backward_op(grad_output, *tensors, ctx.padding_mode, need)
+        # None for padding_mode where autograd lists it (the C++ ops' inputs do, custom ops' not).
+        rest = (None,) * (len(ctx.needs_input_grad) - len(tensors))
+        return tuple(g if wanted else None for g, wanted in zip(grads, need)) + rest
+
+    torch.library.register_autograd(op, backward, setup_context=_setup_context)
+
+
+register_op_autograd("fastwarp::warp", _ops.warp_backward.default)
+register_op_autograd("fastwarp::warp_blend", _ops.warp_blend_backward.default)
+
+
+def register_op_autocast(op: str) -> None:
+    """Under ``torch.autocast`` (mixed-precision training) the op casts its floating-point
+    inputs to float32, like ``grid_sample``: a network's half-precision flow, texture and
+    mask then meet a float32 image without a dtype error. Outside autocast, inputs must
+    share a dtype as before."""
+    for device in ("cpu", "cuda"):
+        torch.library.register_autocast(op, device, torch.float32)
+
+
+register_op_autocast("fastwarp::warp")
+register_op_autocast("fastwarp::warp_blend")

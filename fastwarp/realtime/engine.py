@@ -1,0 +1,353 @@
+"""The real-time engine: the per-frame pipeline and the threads that stream it.
+
+The pipeline (docs/design.md, "Data flow"), one frame at a time, batch 1::
+
+    decode thread      editing thread (RealtimeEngine)                            encode thread
+    VideoSource.read  -> landmarks -> smoothing -> crop -> model -> blend -> paste -> VideoFileSink,
+          (bounded queue)                                             (bounded queue)  VirtualCamSink
+
+:meth:`RealtimeEngine.locate` is the first half (landmarks, smoothing, crops, AU targets),
+:meth:`RealtimeEngine.render` the second (networks, blend, paste-back);
+:class:`~fastwarp.realtime.threads.StreamThreads` runs the threads around them.
+
+Decoding and encoding run on their own threads behind bounded queues, so the main thread
+only edits (on a GPU the landmarks get a thread of their own too, so the CPU's share of
+one frame overlaps the GPU's share of the previous one). The editing steps are :class:`fastwarp.ExpressionEditor`'s (the photo
+path's own code); the package adds (one module each):
+
+- **Landmark smoothing** (:mod:`.tracking`) with the One Euro filter (Casiez, Roussel, Vogel, "1€ Filter: A
+  Simple Speed-based Low-pass Filter for Noisy Input in Interactive Systems", CHI 2012):
+  a first-order low-pass whose cutoff rises with the landmarks' speed, so a still face
+  does not jitter and a moving one does not lag. The crop, the AU estimate and the
+  paste-back mask all come from the smoothed landmarks. Each face is a track; a track
+  ends (and its filter starts afresh) when its face is lost or jumps.
+- **Network runners** (:mod:`.runners`, :func:`make_network`): eager PyTorch; on a GPU float16 +
+  channels_last under a CUDA graph (or ``torch.compile(mode="reduce-overhead")``); on the
+  CPU also ONNX Runtime on :func:`fastwarp.export.export_onnx`'s graph (cached on disk).
+  The networks' flow, texture and mask are applied at crop resolution by
+  :func:`fastwarp.warp_blend` in every case. ``runtime="auto"`` runs torch and ONNX
+  Runtime in turn on the first faces of the stream and keeps the faster
+  (:attr:`RealtimeStats.runtime_reason` says which and why).
+- **Per-stage timings** (:mod:`.stats`, :class:`RealtimeStats`): decode, landmarks, crop, model, blend,
+  paste, encode, and the latency from a decoded frame to its encoded output; mean, p50
+  and p95 in milliseconds, and end-to-end frames per second.
+- **Sources and sinks** (:mod:`.sources`, :mod:`.sinks`) and the live hotkeys of
+  ``--show`` (:mod:`.controls`).
+- **Robustness** (here): a frame with no face passes through unchanged; with several faces the
+  largest is edited, or each with ``all_faces=True``; a camera that stops delivering
+  frames, or a file that cannot be decoded to its end, stops the run with one message
+  (:attr:`RealtimeStats.error`) after the frames already processed have been written.
+
+Example::
+
+    from fastwarp.au import parse_au_edit
+    from fastwarp.realtime import RealtimeEngine, VideoSource, VideoFileSink
+
+    with RealtimeEngine([parse_au_edit("AU12=3")]) as engine, VideoSource(0) as camera:
+        sink = VideoFileSink("out.mp4", camera.fps, (camera.width, camera.height))
+        stats = engine.run(camera, [sink], max_frames=300)
+        sink.close()  # finalises the file
+    print(stats.format())
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..expression_editor import AUEdit, ExpressionEditor, Network, default_device
+from ..face import FaceCrop
+from ..models import EditorNet
+
+from .sinks import FrameSizeError
+from .sources import VideoSource
+from .stats import RealtimeStats
+from .threads import StreamThreads
+from .tracking import FaceTracker
+from .runners import default_weights, make_network
+
+__all__ = ["RealtimeEngine", "FrameResult", "FaceResult"]
+
+
+@dataclass
+class FaceResult:
+    """One edited face of a frame.
+
+    Attributes:
+        landmarks: float32 ``[478, 3]`` as FaceMesh found them (frame pixels).
+        smoothed: float32 ``[478, 3]`` after the One Euro filter (what the crop, the AUs and
+            the mask used; equal to ``landmarks`` with smoothing off or on a new track).
+        track: the face's track id; ``new_track``: this frame started it.
+        crop: the aligned crop; ``current_aus``, ``target_aus``: float32 ``[17]``, 0..5.
+    """
+
+    landmarks: np.ndarray
+    smoothed: np.ndarray
+    track: int
+    new_track: bool
+    crop: FaceCrop
+    current_aus: np.ndarray
+    target_aus: np.ndarray
+
+
+@dataclass
+class FrameResult:
+    """One processed frame: ``frame`` ``[H, W, 3]`` uint8 BGR (a copy of the input where no
+    face was edited), its ``index`` and time ``t`` (s), the edited ``faces``, how many
+    faces FaceMesh found, and this frame's stage times in ms."""
+
+    frame: np.ndarray
+    index: int
+    t: float
+    faces: list[FaceResult]
+    faces_found: int
+    timings_ms: dict[str, float]
+
+    @property
+    def face_found(self) -> bool:
+        return bool(self.faces)
+
+
+class RealtimeEngine:
+    """Streaming expression editor: one frame in, one edited frame out, as fast as it goes.
+
+    Args:
+        edits: ``(AU, value, relative)`` edits (:func:`fastwarp.au.parse_au_edit`);
+            change them while running with :meth:`set_edits`.
+        weights: bundled name ("base", "lite") or checkpoint path; default
+            :func:`default_weights` ("lite" on a CPU where installed, else "base").
+        device: "cpu" or "cuda" (default: CUDA where fastwarp's CUDA kernels run).
+        runtime: "auto", "torch" or "onnx" (see :func:`make_network`).
+        all_faces: edit every face found (up to ``max_faces``) instead of the largest.
+        max_faces: the most faces FaceMesh tracks (default 4: the largest of up to four
+            faces is found; 1 is faster, about 5 ms a frame on 2 CPU cores, as FaceMesh then
+            re-detects only when it loses its face, but it keeps whichever face it found first).
+        smoothing: One Euro parameters for :class:`FaceTracker` (a dict), True for the
+            defaults, False for none.
+        max_crop_size: largest crop side (see :class:`~fastwarp.expression_editor.ExpressionEditor`).
+        half, channels_last, gpu_graph: the GPU runner (see :func:`make_network`).
+        onnx_cache: where ONNX exports are cached.
+        auto_trial_calls: with ``runtime="auto"`` on a CPU, the faces each runtime edits
+            before the faster is kept (:class:`AutoNetwork`).
+        model: an already loaded :class:`~fastwarp.models.EditorNet` (``weights`` ignored).
+    Raises:
+        FileNotFoundError / ValueError: weights missing or invalid; a bad ``runtime``,
+            ``gpu_graph`` or ``max_faces``. ImportError: ``runtime="onnx"`` without ONNX
+            Runtime.
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, edits: Iterable[AUEdit] = (), weights: str | os.PathLike | None = None,
+                 device: str | None = None, *, runtime: str = "auto", all_faces: bool = False,
+                 max_faces: int | None = None, smoothing: bool | dict = True, max_crop_size: int = 512,
+                 half: bool | None = None, channels_last: bool | None = None, gpu_graph: str = "cuda-graph",
+                 onnx_cache: str | os.PathLike | None = None, auto_trial_calls: int = 4,
+                 model: EditorNet | None = None) -> None:
+        self.device = torch.device(device or default_device())
+        if model is None:
+            self.weights = str(weights) if weights is not None else default_weights(self.device)
+            model = EditorNet.load(self.weights, map_location=self.device)
+        else:
+            self.weights = str(weights) if weights is not None else "(model)"
+            model = model.to(self.device).eval()
+        network, self.runtime = make_network(model, runtime, half=half, channels_last=channels_last,
+                                             gpu_graph=gpu_graph, onnx_cache=onnx_cache,
+                                             trial_calls=auto_trial_calls)
+        self.all_faces = bool(all_faces)
+        self.max_faces = int(max_faces) if max_faces is not None else 4
+        if self.max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+        self.editor = ExpressionEditor(device=str(self.device), video=True, max_crop_size=max_crop_size,
+                                       max_faces=self.max_faces, model=model, network=network)
+        params = smoothing if isinstance(smoothing, dict) else {}
+        self.tracker = FaceTracker(**params) if smoothing is not False else None
+        self.edits: list[AUEdit] = list(edits)
+        self.stats = self._new_stats()
+        self._size: tuple[int, int] | None = None
+
+    def __enter__(self) -> "RealtimeEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.editor.close()
+
+    @property
+    def network(self) -> Network:
+        return self.editor.network
+
+    def set_edits(self, edits: Iterable[AUEdit]) -> None:
+        """Replace the AU edits; the next frame uses them (safe from another thread)."""
+        self.edits = list(edits)
+
+    def _new_stats(self) -> RealtimeStats:
+        return RealtimeStats(runtime=self.runtime.runtime, runner=self.runtime.runner,
+                             runtime_reason=self.runtime.reason, runtime_ms=dict(self.runtime.measured_ms),
+                             device=str(self.device), weights=self.weights)
+
+    def reset(self) -> None:
+        """Start a new stream: forget FaceMesh's tracking, the face tracks (smoothing starts
+        afresh) and the frame size."""
+        self.editor.mesh.reset()
+        if self.tracker is not None:
+            self.tracker.reset()
+        self._size = None
+
+    # --- one frame ---------------------------------------------------------------------
+
+    def locate(self, frame_bgr: np.ndarray, t: float, index: int = 0) -> "_Located":
+        """The first half of :meth:`process`: landmarks, smoothing, crops and AU targets."""
+        size = (frame_bgr.shape[1], frame_bgr.shape[0]) if getattr(frame_bgr, "ndim", 0) == 3 else None
+        if self._size is None:
+            self._size = size
+        elif size != self._size:
+            raise FrameSizeError(f"frame {index} changes size from {self._size[0]}x{self._size[1]} to "
+                                 f"{frame_bgr.shape[1]}x{frame_bgr.shape[0]}")
+        clock = time.perf_counter
+        t0 = clock()
+        found = self.editor.detect(frame_bgr)
+        chosen = found if self.all_faces else found[:1]
+        if self.tracker is not None:
+            tracked = self.tracker.update(chosen, t)
+        else:
+            tracked = [(i, lm, True) for i, lm in enumerate(chosen)]
+        t1 = clock()
+        timings = {"landmarks": (t1 - t0) * 1e3}
+        faces, edits = [], list(self.edits)
+        for raw, (track, lm, new) in zip(chosen, tracked):
+            crop = self.editor.crop(frame_bgr, lm)
+            current, target = self.editor.aus(crop, edits)
+            faces.append(FaceResult(raw, lm, track, new, crop, current, target))
+        if faces:
+            timings["crop"] = (clock() - t1) * 1e3
+        return _Located(frame_bgr, index, t, faces, len(found), timings)
+
+    @torch.no_grad()
+    def render(self, located: "_Located") -> FrameResult:
+        """The second half of :meth:`process`: the networks, the blend and the paste-back of
+        each located face."""
+        clock = time.perf_counter
+        out, timings = located.frame, dict(located.timings)
+        for face in located.faces:
+            t0 = clock()
+            maps = self.editor.predict(face.crop.image, face.target_aus, face.current_aus)
+            if maps.flow.device.type == "cuda":
+                torch.cuda.synchronize(maps.flow.device)  # time the model, not the blend that waits for it
+            t1 = clock()
+            edited = self.editor.blend(face.crop.image, maps)
+            t2 = clock()
+            out = self.editor.paste(out, edited, face.crop)
+            t3 = clock()
+            for stage, dt in (("model", t1 - t0), ("blend", t2 - t1), ("paste", t3 - t2)):
+                timings[stage] = timings.get(stage, 0.0) + dt * 1e3
+        if not located.faces:
+            out = located.frame.copy()
+        return FrameResult(out, located.index, located.t, located.faces, located.faces_found, timings)
+
+    def process(self, frame_bgr: np.ndarray, t: float, index: int = 0) -> FrameResult:
+        """Edit one frame (on the calling thread) and time its stages.
+
+        Args:
+            frame_bgr: ``[H, W, 3]`` uint8 BGR; every frame of a stream has one size.
+            t: its time in seconds (increasing; drives the smoothing).
+            index: its number in the stream (for messages).
+        Returns:
+            :class:`FrameResult`; with no face, a copy of the frame.
+        Raises:
+            ValueError: not a uint8 BGR image; FrameSizeError: a frame size different from
+                the stream's.
+        """
+        return self.render(self.locate(frame_bgr, t, index))
+
+    # --- a stream ----------------------------------------------------------------------
+
+    def run(self, source: VideoSource, sinks: Sequence = (), *, max_frames: int = 0,
+            on_frame: Callable[[FrameResult], bool | None] | None = None, queue_size: int = 4,
+            landmark_thread: bool | None = None) -> RealtimeStats:
+        """Edit a stream: decode on one thread, edit here, encode on another.
+
+        Args:
+            source: a :class:`VideoSource` (a camera or a file).
+            sinks: objects with ``write(frame)`` (:class:`VideoFileSink`,
+                :class:`VirtualCamSink`), written in order on the encode thread; the caller
+                closes them.
+            max_frames: stop after this many frames (0: until the source ends).
+            on_frame: called on this thread with each :class:`FrameResult` before it is
+                encoded (a preview window, a progress bar); returning False stops the run.
+            queue_size: capacity of the queues between the threads (a live camera's decode
+                queue holds one frame, the newest: older ones are dropped when editing falls
+                behind, counted in :attr:`RealtimeStats.dropped`).
+            landmark_thread: find landmarks and crops on a thread of their own, so that they
+                overlap the networks of the previous frame (default: on a GPU, where the
+                CPU's steps bound the frame rate; on a CPU the networks already use every core).
+        Returns:
+            :class:`RealtimeStats` (also :attr:`stats`). A camera that stops delivering
+            frames or a file that cannot be decoded to its end ends the run with
+            ``stop == "read_failed"`` and ``error`` set; Ctrl-C ends it with
+            ``"interrupted"``. Every frame edited before that is written first.
+        Raises:
+            FrameSizeError: a frame of another size than the first; any error of the
+                editing or of a sink is raised too (after the threads have stopped).
+        """
+        self.reset()
+        if landmark_thread is None:
+            landmark_thread = self.device.type == "cuda"
+        stats = self.stats = self._new_stats()
+        stream = StreamThreads(source, sinks, stats, locate=self.locate if landmark_thread else None,
+                               queue_size=queue_size)
+        start = time.perf_counter()
+        stream.start()
+        processed = 0
+        try:
+            while not stream.encode_failed:
+                work = stream.next()
+                if work is None:
+                    break
+                if work.end is not None:
+                    stats.stop, stats.error = work.end
+                    break
+                located = work.located if work.located is not None else self.locate(work.frame, work.t, work.index)
+                result = self.render(located)
+                stats.count(result)
+                keep_going = on_frame(result) if on_frame is not None else True
+                if not stream.emit(result.frame, work.ready):
+                    break
+                processed += 1
+                if keep_going is False:
+                    stats.stop = "stopped"
+                    break
+                if max_frames and processed >= max_frames:
+                    stats.stop = "max_frames"
+                    break
+        except KeyboardInterrupt:
+            stats.stop = "interrupted"
+        finally:
+            stream.close()  # the decoder stops reading; frames already edited are still encoded
+            stats.wall_s = time.perf_counter() - start
+            # runtime="auto" decides on the stream's first faces.
+            stats.runtime, stats.runner = self.runtime.runtime, self.runtime.runner
+            stats.runtime_reason, stats.runtime_ms = self.runtime.reason, dict(self.runtime.measured_ms)
+        stream.raise_failure()
+        if stats.stop == "failed":
+            stats.stop = "end"
+        return stats
+
+
+@dataclass
+class _Located:
+    """A frame with its faces found, smoothed, cropped and their AU targets set."""
+
+    frame: np.ndarray
+    index: int
+    t: float
+    faces: list[FaceResult]
+    faces_found: int
+    timings: dict[str, float]
