@@ -42,7 +42,7 @@ def extensions():
     cxx = opt + ["-fopenmp"]  # the C++ standard is torch's own choice (C++20 for torch 2.13)
     kwargs = dict(extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
     if use_cuda:
-        sources += ["csrc/cuda/warp_kernel.cu"]
+        sources += sorted(glob.glob("csrc/cuda/*_kernel.cu"))
         kwargs["extra_compile_args"]["nvcc"] = opt + ["--expt-relaxed-constexpr", "-lineinfo"]
         ext = CUDAExtension("fastwarp._C", sources, **kwargs)
     else:

@@ -22,4 +22,17 @@ TORCH_LIBRARY(fastwarp, m) {
   m.def(
       "warp_blend_backward(Tensor grad_output, Tensor image, Tensor flow, Tensor texture, Tensor mask, "
       "str padding_mode, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+  // The frame-space composite (docs/design.md): the maps' grid placed on the image by theta
+  // [N, 2, 3]; the image may be a uint8 frame (forward only). Kernels: cpu/warp_theta_kernel.cpp,
+  // cuda/warp_theta_kernel.cu; math: warp_theta.h.
+  m.def("warp_theta(Tensor image, Tensor flow, Tensor theta, str padding_mode=\"border\") -> Tensor");
+  m.def(
+      "warp_theta_backward(Tensor grad_output, Tensor image, Tensor flow, Tensor theta, str padding_mode, "
+      "bool[2] output_mask) -> (Tensor, Tensor)");
+  m.def(
+      "warp_blend_theta(Tensor image, Tensor flow, Tensor texture, Tensor mask, Tensor theta, "
+      "str padding_mode=\"border\") -> Tensor");
+  m.def(
+      "warp_blend_theta_backward(Tensor grad_output, Tensor image, Tensor flow, Tensor texture, Tensor mask, "
+      "Tensor theta, str padding_mode, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <string>
 
 #include "warp_math.h"
@@ -84,6 +85,65 @@ inline detail::Padding check_warp_args(const char* op, const at::Tensor& image, 
     check_tensor(op, "mask", *mask, image, &flow);
   }
   return padding;
+}
+
+// The frame-space composite (`theta`, docs/design.md): the maps' grid has any size; the
+// image may be uint8 (an OpenCV frame, inference only) with float32 maps. Returns theta
+// as contiguous CPU doubles [N, 2, 3], after checking that each linear part is invertible.
+inline at::Tensor check_theta_args(const char* op, const at::Tensor& image, const at::Tensor& flow,
+                                   const at::Tensor* texture, const at::Tensor* mask, const at::Tensor& theta,
+                                   c10::string_view padding_mode, detail::Padding* padding, bool allow_uint8) {
+  *padding = parse_padding(op, padding_mode);
+  TORCH_CHECK_VALUE(image.dim() == 4, op, ": image must be a 4-D tensor [N, C, H, W], got ", image.dim(),
+                    "-D with shape ", shape_str(image));
+  const bool u8 = image.scalar_type() == at::kByte;
+  TORCH_CHECK_TYPE(at::isFloatingType(image.scalar_type()) || (u8 && allow_uint8), op,
+                   ": image must be a floating-point tensor (float16, bfloat16, float32 or float64)",
+                   allow_uint8 ? " or a uint8 frame" : "", ", got ", image.scalar_type());
+  TORCH_CHECK_VALUE(image.size(2) >= 1 && image.size(3) >= 1, op,
+                    ": image height and width must be at least 1, got shape ", shape_str(image));
+  const at::ScalarType map_type = u8 ? at::kFloat : image.scalar_type();
+  auto check_map = [&](const char* name, const at::Tensor& t, int64_t channels, const char* what) {
+    TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must be a 4-D tensor, got ", t.dim(), "-D with shape ",
+                      shape_str(t));
+    TORCH_CHECK_VALUE(t.size(1) == channels, op, ": ", name, ".shape[1] must be ", what, ", got ", t.size(1));
+    TORCH_CHECK_TYPE(t.scalar_type() == map_type, op, ": ", name, ".dtype must ",
+                     u8 ? "be float32 with a uint8 image" : "match image.dtype", " (", map_type, "), got ",
+                     t.scalar_type());
+    TORCH_CHECK_VALUE(t.device() == image.device(), op, ": ", name, " must be on the image's device (",
+                      image.device(), "), got ", t.device());
+    TORCH_CHECK_VALUE(t.size(0) == image.size(0), op, ": batch mismatch: image has N=", image.size(0), " but ",
+                      name, " has N=", t.size(0));
+    TORCH_CHECK_VALUE(t.size(2) == flow.size(2) && t.size(3) == flow.size(3) && t.size(2) >= 1 && t.size(3) >= 1,
+                      op, ": ", name, " must have the flow's spatial size [h, w] = [", flow.size(2), ", ",
+                      flow.size(3), "] (at least [1, 1]), got [", t.size(2), ", ", t.size(3), "]");
+  };
+  TORCH_CHECK_VALUE(flow.dim() == 4, op, ": flow must be a 4-D tensor, got ", flow.dim(), "-D with shape ",
+                    shape_str(flow));
+  check_map("flow", flow, 2, "2 (dx, dy)");
+  if (texture != nullptr) {
+    const std::string want = "the image's channels C=" + std::to_string(image.size(1));
+    check_map("texture", *texture, image.size(1), want.c_str());
+  }
+  if (mask != nullptr) check_map("mask", *mask, 1, "1");
+  TORCH_CHECK_VALUE(theta.dim() == 3 && theta.size(0) == image.size(0) && theta.size(1) == 2 && theta.size(2) == 3,
+                    op, ": theta must have shape [N, 2, 3] = [", image.size(0), ", 2, 3], got ", shape_str(theta));
+  TORCH_CHECK_TYPE(theta.scalar_type() == map_type || theta.scalar_type() == at::kDouble, op,
+                   ": theta.dtype must be the maps' dtype (", map_type, ") or float64, got ", theta.scalar_type());
+  TORCH_CHECK_VALUE(theta.device() == image.device(), op, ": theta must be on the image's device (", image.device(),
+                    "), got ", theta.device());
+  at::Tensor host = theta.to(at::kCPU, at::kDouble).contiguous();
+  const double* t = host.const_data_ptr<double>();
+  for (int64_t n = 0; n < host.size(0); ++n) {
+    const double* tn = t + 6 * n;
+    bool finite = true;
+    for (int k = 0; k < 6; ++k) finite = finite && std::isfinite(tn[k]);
+    const double det = tn[0] * tn[4] - tn[1] * tn[3];
+    TORCH_CHECK_VALUE(finite && det != 0.0 && std::isfinite(det), op, ": theta[", n,
+                      "] must be finite with an invertible linear part theta[", n, ", :, :2] (determinant ", det,
+                      ")");
+  }
+  return host;
 }
 
 inline detail::Strides4 strides4(const at::Tensor& t) {

@@ -6,6 +6,7 @@ Typed wrappers and ``nn.Module`` forms; :mod:`fastwarp.ops.registry` picks the k
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from . import checks
@@ -14,7 +15,8 @@ from .registry import kernel, resolve_backend
 __all__ = ["warp", "warp_blend", "Warp", "WarpBlend"]
 
 
-def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border", backend: str = "auto") -> Tensor:
+def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border", backend: str = "auto",
+         theta: Tensor | None = None) -> Tensor:
     """Backward-warp ``image`` by a dense ``flow`` in pixels, bilinearly.
 
     ``out[n, c, y, x] = bilinear(image[n, c], x + flow[n, 0, y, x], y + flow[n, 1, y, x])``,
@@ -39,18 +41,33 @@ def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border", backend: 
             (:mod:`fastwarp.ops.triton_backend`: CUDA tensors, or CPU tensors under
             ``TRITON_INTERPRET=1``) or ``"reference"`` (:mod:`fastwarp.ops.reference`, pure PyTorch).
             Every backend computes the same function.
+        theta (Tensor[N, 2, 3] or None): the frame-space composite (docs/design.md): the
+            flow's grid (any ``h x w``) sits on the image where ``(u, v) = theta[n] @ (x, y,
+            1)``; the flow is sampled there (bilinear, clamped to the grid) in grid pixels and
+            moves the image by ``L^-1 @ flow`` (``L = theta[n, :, :2]``, invertible). Pixels
+            outside the grid's footprint (``-0.5 <= u <= w - 0.5``, ``-0.5 <= v <= h - 0.5``)
+            are the image's own, bit for bit, and only the footprint is computed. theta's
+            dtype is the flow's or float64, on the image's device; it gets no gradient.
+            ``theta = [[w/W, 0, 0.5 w/W - 0.5], [0, h/H, 0.5 h/H - 0.5]]`` is the op without
+            theta. With theta the image may be a **uint8** frame (an OpenCV ``[H, W, 3]``
+            array viewed as a channels_last ``[1, 3, H, W]`` tensor) with float32 maps:
+            float32 math, each computed pixel rounded to the nearest integer (ties to even);
+            inference only.
 
     Returns:
-        Tensor[N, C, H, W]: in the image's dtype and memory format. Differentiable with
-        respect to ``image`` and ``flow``; half precision computes in float32.
+        Tensor[N, C, H, W]: in the image's dtype and memory format (a new tensor: the
+        image is never written). Differentiable with respect to ``image`` and ``flow``;
+        half precision computes in float32.
 
     Raises:
         ValueError: wrong rank or shape (``flow.shape[1] != 2``, batch mismatch, flow larger
             than the image), tensors on different devices, unknown ``padding_mode``; unknown
             ``backend``, or tensors on a device the chosen backend does not run on.
-        TypeError: integer tensors or mismatched dtypes.
+            A theta that is not ``[N, 2, 3]``, not finite, or whose linear part is not
+            invertible.
+        TypeError: integer tensors (but a uint8 image with theta) or mismatched dtypes.
         RuntimeError: ``backend="triton"`` without an importable triton, or ``"cuda"``
-            without compiled CUDA kernels.
+            without compiled CUDA kernels; a uint8 image while autograd records the maps.
 
     Example:
         >>> image = torch.rand(1, 3, 128, 128)
@@ -58,18 +75,23 @@ def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border", backend: 
         >>> flow[:, 0] = 2.0  # every pixel samples 2 px to its right
         >>> out = fastwarp.warp(image, flow)
     """
+    if theta is not None:
+        _refuse_uint8_under_autograd("fastwarp.warp", image, flow)
+        return kernel("warp", backend, image.device, theta=True)(image, flow, theta, padding_mode)
     return kernel("warp", backend, image.device)(image, flow, padding_mode)
 
 
 def warp_blend(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, *,
-               padding_mode: str = "border", backend: str = "auto") -> Tensor:
+               padding_mode: str = "border", backend: str = "auto", theta: Tensor | None = None) -> Tensor:
     """Warp, then blend with a texture under a mask, fused: ``mask * warp(image, flow) +
     (1 - mask) * texture`` (GANimation's attention convention, Pumarola et al. 2018, eq. 1:
     mask = 1 keeps the warped pixel).
 
     Args:
-        image (Tensor[N, C, H, W]), flow (Tensor[N, 2, h, w]), padding_mode, backend: as in
-            :func:`warp`.
+        image (Tensor[N, C, H, W]), flow (Tensor[N, 2, h, w]), padding_mode, backend, theta:
+            as in :func:`warp` (with ``theta``, texture and mask are sampled at each pixel's
+            grid position like the flow, and the editor's frame-space composite is one call:
+            every face pixel is sampled once from the original frame).
         texture (Tensor[N, C, h, w]): the texture network's output, same dtype and device.
         mask (Tensor[N, 1, h, w]): blend weight per pixel, broadcast over channels; not
             clamped by the op.
@@ -88,7 +110,17 @@ def warp_blend(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, *,
         ValueError, TypeError, RuntimeError: as :func:`warp`, also for ``texture`` (shape
             ``[N, C, h, w]``) and ``mask`` (``mask.shape[1] != 1``, or not the flow's grid).
     """
+    if theta is not None:
+        _refuse_uint8_under_autograd("fastwarp.warp_blend", image, flow, texture, mask)
+        return kernel("warp_blend", backend, image.device, theta=True)(image, flow, texture, mask, theta, padding_mode)
     return kernel("warp_blend", backend, image.device)(image, flow, texture, mask, padding_mode)
+
+
+def _refuse_uint8_under_autograd(op: str, image: Tensor, *maps: Tensor) -> None:
+    if image.dtype == torch.uint8 and torch.is_grad_enabled() and any(t.requires_grad for t in maps):
+        wants = ", ".join(n for n, t in zip(("flow", "texture", "mask"), maps) if t.requires_grad)
+        raise RuntimeError(f"{op}: a uint8 image is for inference only, but autograd records {wants}: "
+                           "use a floating-point image to train, or run under torch.no_grad()")
 
 
 class Warp(nn.Module):

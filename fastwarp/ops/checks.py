@@ -7,6 +7,8 @@ eagerly, under ``torch.compile`` and under ``torch.export``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 _C10_DTYPE_NAMES = {
@@ -84,3 +86,74 @@ def check_grad_output(op: str, grad_output: torch.Tensor, image: torch.Tensor) -
     if grad_output.dtype != image.dtype:
         raise TypeError(f"{op}: grad_output.dtype must match image.dtype ({dtype_name(image.dtype)}), "
                         f"got {dtype_name(grad_output.dtype)}")
+
+
+def check_theta_args(op: str, image: torch.Tensor, flow: torch.Tensor, texture: torch.Tensor | None,
+                     mask: torch.Tensor | None, theta: torch.Tensor, padding_mode: str = "border",
+                     allow_uint8: bool = True) -> None:
+    """The frame-space composite's checks (docs/design.md): as ``check_theta_args`` in
+    ``csrc/warp_checks.h``, less the values of theta (see :func:`check_theta_values`)."""
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"{op}: padding_mode must be 'border' or 'zeros', got '{padding_mode}'")
+    if image.dim() != 4:
+        raise ValueError(f"{op}: image must be a 4-D tensor [N, C, H, W], got {image.dim()}-D with shape "
+                         f"{shape_str(image)}")
+    u8 = image.dtype == torch.uint8
+    if not (image.dtype.is_floating_point or (u8 and allow_uint8)):
+        raise TypeError(f"{op}: image must be a floating-point tensor (float16, bfloat16, float32 or float64)"
+                        f"{' or a uint8 frame' if allow_uint8 else ''}, got {dtype_name(image.dtype)}")
+    if image.shape[2] < 1 or image.shape[3] < 1:
+        raise ValueError(f"{op}: image height and width must be at least 1, got shape {shape_str(image)}")
+    map_dtype = torch.float32 if u8 else image.dtype
+
+    def check_map(name: str, t: torch.Tensor, channels: int, what: str) -> None:
+        if t.dim() != 4:
+            raise ValueError(f"{op}: {name} must be a 4-D tensor, got {t.dim()}-D with shape {shape_str(t)}")
+        if t.shape[1] != channels:
+            raise ValueError(f"{op}: {name}.shape[1] must be {what}, got {t.shape[1]}")
+        if t.dtype != map_dtype:
+            how = "be float32 with a uint8 image" if u8 else "match image.dtype"
+            raise TypeError(f"{op}: {name}.dtype must {how} ({dtype_name(map_dtype)}), got {dtype_name(t.dtype)}")
+        if t.device != image.device:
+            raise ValueError(f"{op}: {name} must be on the image's device ({image.device}), got {t.device}")
+        if t.shape[0] != image.shape[0]:
+            raise ValueError(f"{op}: batch mismatch: image has N={image.shape[0]} but {name} has N={t.shape[0]}")
+        if t.shape[2] != flow.shape[2] or t.shape[3] != flow.shape[3] or t.shape[2] < 1 or t.shape[3] < 1:
+            raise ValueError(f"{op}: {name} must have the flow's spatial size [h, w] = [{flow.shape[2]}, "
+                             f"{flow.shape[3]}] (at least [1, 1]), got [{t.shape[2]}, {t.shape[3]}]")
+
+    if flow.dim() != 4:
+        raise ValueError(f"{op}: flow must be a 4-D tensor, got {flow.dim()}-D with shape {shape_str(flow)}")
+    check_map("flow", flow, 2, "2 (dx, dy)")
+    if texture is not None:
+        check_map("texture", texture, image.shape[1], f"the image's channels C={image.shape[1]}")
+    if mask is not None:
+        check_map("mask", mask, 1, "1")
+    if theta.dim() != 3 or tuple(theta.shape) != (image.shape[0], 2, 3):
+        raise ValueError(f"{op}: theta must have shape [N, 2, 3] = [{image.shape[0]}, 2, 3], got {shape_str(theta)}")
+    if theta.dtype not in (map_dtype, torch.float64):
+        raise TypeError(f"{op}: theta.dtype must be the maps' dtype ({dtype_name(map_dtype)}) or float64, "
+                        f"got {dtype_name(theta.dtype)}")
+    if theta.device != image.device:
+        raise ValueError(f"{op}: theta must be on the image's device ({image.device}), got {theta.device}")
+
+
+def check_theta_values(op: str, theta: torch.Tensor) -> list[list[float]]:
+    """theta's values as Python floats (one list of 6 per image), after checking that each is
+    finite with an invertible linear part (the message as the C++ kernels')."""
+    values = theta.detach().to("cpu", torch.float64).reshape(-1, 6).tolist()
+    for n, t in enumerate(values):
+        det = t[0] * t[4] - t[1] * t[3]
+        if not (all(math.isfinite(v) for v in t) and det != 0.0 and math.isfinite(det)):
+            raise ValueError(f"{op}: theta[{n}] must be finite with an invertible linear part theta[{n}, :, :2] "
+                             f"(determinant {_cpp_double(det)})")
+    return values
+
+
+def _cpp_double(v: float) -> str:
+    # as C++'s operator<< prints a double (6 significant digits, "nan", "inf")
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:g}"

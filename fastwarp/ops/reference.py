@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["warp", "warp_blend", "normalised_grid", "upsample", "upsample_flow"]
+__all__ = ["warp", "warp_blend", "normalised_grid", "upsample", "upsample_flow", "grid_coordinates", "footprint",
+           "sample_grid"]
 
 
 def normalised_grid(flow: Tensor) -> Tensor:
@@ -76,32 +77,100 @@ def upsample_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
     return torch.stack((up[:, 0] * (W / w), up[:, 1] * (H / h)), dim=1)
 
 
-def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border") -> Tensor:
+def grid_coordinates(theta: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Where each image pixel centre sits on the maps' grid: ``(u, v) = theta[n] @ (x, y, 1)``
+    (docs/design.md, "Frame-space composite").
+
+    Args:
+        theta (Tensor[N, 2, 3]): the affine map from image pixels to grid pixels.
+        size: the image's (H, W).
+    Returns:
+        (u, v), each Tensor[N, H, W] in theta's dtype.
+    """
+    H, W = size
+    opts = dict(dtype=theta.dtype, device=theta.device)
+    x = torch.arange(W, **opts).view(1, 1, W)
+    y = torch.arange(H, **opts).view(1, H, 1)
+    t = theta.view(-1, 6, 1, 1)
+    return t[:, 0] * x + t[:, 1] * y + t[:, 2], t[:, 3] * x + t[:, 4] * y + t[:, 5]
+
+
+def footprint(theta: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
+    """Image pixels whose centre falls on the ``h x w`` grid (``-0.5 <= u <= w - 0.5`` and
+    ``-0.5 <= v <= h - 0.5``): Tensor[N, 1, H, W] bool."""
+    h, w = grid
+    u, v = grid_coordinates(theta, size)
+    return ((u >= -0.5) & (u <= w - 0.5) & (v >= -0.5) & (v <= h - 0.5)).unsqueeze(1)
+
+
+def sample_grid(maps: Tensor, theta: Tensor, size: tuple[int, int]) -> Tensor:
+    """``maps`` (Tensor[N, K, h, w]) sampled bilinearly at every image pixel's ``(u, v)``,
+    the coordinate clamped to the grid (``F.grid_sample(..., align_corners=True,
+    padding_mode="border")``): Tensor[N, K, H, W]."""
+    h, w = maps.shape[-2:]
+    u, v = grid_coordinates(theta.to(maps.dtype), size)
+    gx = u * (2.0 / (w - 1)) - 1.0 if w > 1 else u * 0.0
+    gy = v * (2.0 / (h - 1)) - 1.0 if h > 1 else v * 0.0
+    return F.grid_sample(maps, torch.stack((gx, gy), dim=-1), mode="bilinear", padding_mode="border",
+                         align_corners=True)
+
+
+def _composite(image: Tensor, flow: Tensor, texture: Tensor | None, mask: Tensor | None, theta: Tensor,
+               padding_mode: str) -> Tensor:
+    """The frame-space composite, in the maps' dtype (float32 math for a uint8 image)."""
+    theta = theta.detach()
+    size = image.shape[-2:]
+    frame = image.to(flow.dtype) if image.dtype == torch.uint8 else image
+    inverse = torch.linalg.inv(theta[:, :, :2].to(torch.float64)).to(flow.dtype)  # L^-1: grid px -> image px
+    f = sample_grid(flow, theta, size)
+    disp = torch.einsum("nij,njhw->nihw", inverse, f)
+    out = warp(frame, disp, padding_mode=padding_mode)
+    if texture is not None:
+        m = sample_grid(mask, theta, size)
+        out = m * out + (1 - m) * sample_grid(texture, theta, size)
+    out = torch.where(footprint(theta, flow.shape[-2:], size), out, frame)
+    if image.dtype == torch.uint8:
+        return out.clamp(0, 255).round().to(torch.uint8)
+    return out
+
+
+def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border", theta: Tensor | None = None) -> Tensor:
     """Reference backward warp: ``out[n, c, y, x] = bilinear(image[n, c], x + dx, y + dy)``.
 
     Args:
-        image (Tensor[N, C, H, W]): floating point.
+        image (Tensor[N, C, H, W]): floating point (uint8 with ``theta``: float32 math,
+            rounded to the nearest integer).
         flow (Tensor[N, 2, h, w]): displacement (dx, dy) in pixels, same dtype and device;
             ``h <= H``, ``w <= W`` (upsampled by :func:`upsample_flow`).
         padding_mode (str): ``"border"`` or ``"zeros"``.
+        theta (Tensor[N, 2, 3] or None): places the flow's grid on the image
+            (docs/design.md, "Frame-space composite"): the flow is sampled at
+            ``theta @ (x, y, 1)`` (clamped to the grid) in grid pixels, mapped to image pixels
+            by the inverse of theta's linear part; pixels outside the grid's footprint are
+            the image's own.
     Returns:
         Tensor[N, C, H, W].
     """
+    if theta is not None:
+        return _composite(image, flow, None, None, theta, padding_mode)
     flow = upsample_flow(flow, image.shape[-2:])
     return F.grid_sample(image, normalised_grid(flow), mode="bilinear", padding_mode=padding_mode,
                          align_corners=True)
 
 
 def warp_blend(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, *,
-               padding_mode: str = "border") -> Tensor:
+               padding_mode: str = "border", theta: Tensor | None = None) -> Tensor:
     """Reference warp-plus-blend: ``mask * warp(image, flow) + (1 - mask) * texture``.
 
     Args:
-        image (Tensor[N, C, H, W]), flow (Tensor[N, 2, h, w]) as in :func:`warp`.
+        image (Tensor[N, C, H, W]), flow (Tensor[N, 2, h, w]), theta as in :func:`warp`.
         texture (Tensor[N, C, h, w]): the texture network's image.
         mask (Tensor[N, 1, h, w]): attention mask, 1 keeps the warped pixel (GANimation).
-    Texture and mask are upsampled to H x W by :func:`upsample`.
+    Texture and mask are upsampled to H x W by :func:`upsample` (with ``theta``: sampled
+    at each pixel's grid position, as the flow).
     """
+    if theta is not None:
+        return _composite(image, flow, texture, mask, theta, padding_mode)
     size = image.shape[-2:]
     mask = upsample(mask, size)
     return mask * warp(image, flow, padding_mode=padding_mode) + (1 - mask) * upsample(texture, size)

@@ -30,7 +30,8 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         f"(torch {torch.__version__}); original error: {exc}"
     ) from exc
 
-__all__ = ["output_like_image", "register_op_autograd", "register_op_autocast"]
+__all__ = ["output_like_image", "register_op_autograd", "register_op_autocast", "register_theta_autograd",
+           "theta_output_like_image"]
 
 _ops = torch.ops.fastwarp
 
@@ -123,3 +124,68 @@ def register_op_autocast(op: str) -> None:
 
 register_op_autocast("fastwarp::warp")
 register_op_autocast("fastwarp::warp_blend")
+
+
+# --- the frame-space composite (theta): same pattern; theta gets no gradient -------------
+
+def theta_output_like_image(image: Tensor) -> Tensor:
+    """The composite's output starts as a copy of the image with the image's own strides
+    (``preserve_format``): an OpenCV frame's ``[1, 3, H, W]`` view comes back as one."""
+    return torch.empty_like(image, memory_format=torch.preserve_format)
+
+
+@torch.library.register_fake("fastwarp::warp_theta")
+def _warp_theta_fake(image: Tensor, flow: Tensor, theta: Tensor, padding_mode: str = "border") -> Tensor:
+    checks.check_theta_args("fastwarp.warp", image, flow, None, None, theta, padding_mode)
+    return theta_output_like_image(image)
+
+
+@torch.library.register_fake("fastwarp::warp_blend_theta")
+def _warp_blend_theta_fake(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, theta: Tensor,
+                           padding_mode: str = "border") -> Tensor:
+    checks.check_theta_args("fastwarp.warp_blend", image, flow, texture, mask, theta, padding_mode)
+    return theta_output_like_image(image)
+
+
+@torch.library.register_fake("fastwarp::warp_theta_backward")
+def _warp_theta_backward_fake(grad_output: Tensor, image: Tensor, flow: Tensor, theta: Tensor, padding_mode: str,
+                              output_mask: Sequence[bool]) -> tuple[Tensor, Tensor]:
+    checks.check_theta_args("fastwarp.warp_backward", image, flow, None, None, theta, padding_mode, False)
+    checks.check_grad_output("fastwarp.warp_backward", grad_output, image)
+    return _grads_fake(output_mask, (image, flow))  # type: ignore[return-value]
+
+
+@torch.library.register_fake("fastwarp::warp_blend_theta_backward")
+def _warp_blend_theta_backward_fake(grad_output: Tensor, image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor,
+                                    theta: Tensor, padding_mode: str,
+                                    output_mask: Sequence[bool]) -> tuple[Tensor, ...]:
+    checks.check_theta_args("fastwarp.warp_blend_backward", image, flow, texture, mask, theta, padding_mode, False)
+    checks.check_grad_output("fastwarp.warp_blend_backward", grad_output, image)
+    return _grads_fake(output_mask, (image, flow, texture, mask))
+
+
+def _setup_theta_context(ctx, inputs, output) -> None:
+    *tensors, theta, padding_mode = inputs
+    ctx.save_for_backward(*tensors, theta)
+    ctx.padding_mode = padding_mode
+
+
+def register_theta_autograd(op, backward_op) -> None:
+    """Autograd for a theta op ``op(*tensors, theta, padding_mode)`` whose backward op is
+    ``backward_op(grad_output, *tensors, theta, padding_mode, output_mask)``: gradients for
+    the tensors, none for theta (shared by the C++ and Triton ops)."""
+
+    def backward(ctx, grad_output: Tensor):
+        *tensors, theta = ctx.saved_tensors
+        need = list(ctx.needs_input_grad[:len(tensors)])
+        grads = backward_op(grad_output, *tensors, theta, ctx.padding_mode, need)
+        rest = (None,) * (len(ctx.needs_input_grad) - len(tensors))  # theta, padding_mode
+        return tuple(g if wanted else None for g, wanted in zip(grads, need)) + rest
+
+    torch.library.register_autograd(op, backward, setup_context=_setup_theta_context)
+
+
+register_theta_autograd("fastwarp::warp_theta", _ops.warp_theta_backward.default)
+register_theta_autograd("fastwarp::warp_blend_theta", _ops.warp_blend_theta_backward.default)
+register_op_autocast("fastwarp::warp_theta")
+register_op_autocast("fastwarp::warp_blend_theta")

@@ -87,14 +87,18 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     return next(b for b in ("cuda", "triton", "reference") if available[b])
 
 
-def kernel(op: str, backend: str, device: torch.device) -> Callable[..., Tensor]:
+def kernel(op: str, backend: str, device: torch.device, theta: bool = False) -> Callable[..., Tensor]:
     """The callable ``(*tensors, padding_mode)`` that runs ``op`` ("warp", "warp_blend") for
-    ``backend`` on tensors on ``device``, after checking that the backend can run there."""
+    ``backend`` on tensors on ``device``, after checking that the backend can run there; with
+    ``theta=True`` the frame-space composite ``(*tensors, theta, padding_mode)``."""
     name = resolve_backend(backend, device)
     if name == "reference":
         fn = getattr(reference, op)
+        if theta:
+            return lambda *args: fn(*args[:-2], theta=args[-2], padding_mode=args[-1])
         return lambda *args: fn(*args[:-1], padding_mode=args[-1])
     where = f"fastwarp.{op}: backend={name!r}"
+    op = f"{op}_theta" if theta else op
     if name == "triton":
         if not _has_triton():
             raise RuntimeError(f"{where} needs the triton package, which does not import: {_TRITON['error']}")
@@ -102,6 +106,8 @@ def kernel(op: str, backend: str, device: torch.device) -> Callable[..., Tensor]
         if device.type not in ("cuda", "meta") and not (device.type == "cpu" and triton_ops.INTERPRET):
             raise ValueError(f"{where} needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 set before "
                              f"fastwarp first uses triton), got {device.type}")
+        if theta:  # its own module (it builds on triton_backend's taps); imported on first use
+            return getattr(importlib.import_module(".triton_theta", __package__), op)
         return getattr(triton_ops, op)
     if device.type not in (name, "meta"):
         raise ValueError(f"{where} needs {name.upper()} tensors, got {device.type}")

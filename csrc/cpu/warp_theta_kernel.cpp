@@ -1,0 +1,227 @@
+// CPU kernels of the frame-space composite: fastwarp::warp_theta and
+// fastwarp::warp_blend_theta, forward and backward (docs/design.md, "Frame-space composite";
+// per-pixel math in ../warp_theta.h).
+//
+// Forward: the output starts as a copy of the image (so every pixel outside the grid's
+// footprint is the image, bit for bit); only the footprint's bounding box is visited, one
+// task per block of rows. A uint8 image (an OpenCV frame viewed as channels_last
+// [1, 3, H, W]) takes float32 maps and float32 math, rounded to the nearest integer.
+// Backward (floating images): every pixel, rows split across threads, each thread
+// scattering into its own zeroed buffers (image gradient and grid gradients), summed in a
+// fixed order afterwards, so the result is deterministic.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <tuple>
+
+#include "../warp_checks.h"
+#include "../warp_theta.h"
+
+namespace fastwarp {
+namespace {
+
+using detail::Strides4;
+
+int64_t theta_grain(int64_t width) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(width, 1)); }
+
+template <typename img_t, typename map_t>
+detail::ThetaInputs<img_t, map_t> theta_inputs(const at::Tensor& image, const at::Tensor& flow,
+                                               const at::Tensor* texture, const at::Tensor* mask,
+                                               const double* theta, detail::Padding padding) {
+  detail::ThetaInputs<img_t, map_t> in{};
+  in.image = image.const_data_ptr<img_t>();
+  in.s_image = strides4(image);
+  in.flow = flow.const_data_ptr<map_t>();
+  in.s_flow = strides4(flow);
+  if (texture != nullptr) {
+    in.texture = texture->const_data_ptr<map_t>();
+    in.s_texture = strides4(*texture);
+  }
+  if (mask != nullptr) {
+    in.mask = mask->const_data_ptr<map_t>();
+    in.s_mask = strides4(*mask);
+  }
+  in.theta = theta;
+  in.N = image.size(0);
+  in.C = image.size(1);
+  in.H = image.size(2);
+  in.W = image.size(3);
+  in.h = flow.size(2);
+  in.w = flow.size(3);
+  in.padding = padding;
+  return in;
+}
+
+template <typename img_t, typename map_t, bool kBlend>
+void forward_impl(const detail::ThetaInputs<img_t, map_t>& in, at::Tensor& out) {
+  using acc_t = at::opmath_type<map_t>;
+  img_t* o = out.mutable_data_ptr<img_t>();
+  const Strides4 so = strides4(out);
+  for (int64_t n = 0; n < in.N; ++n) {
+    const double* t = in.theta + 6 * n;
+    const auto gm = detail::GridMap<acc_t>::make(t);
+    int64_t x0, x1, y0, y1;
+    detail::footprint_box(t, in.h, in.w, in.H, in.W, &x0, &x1, &y0, &y1);
+    if (x1 <= x0 || y1 <= y0) continue;
+    at::parallel_for(y0, y1, theta_grain(x1 - x0), [&](int64_t begin, int64_t end) {
+      for (int64_t y = begin; y < end; ++y)
+        for (int64_t x = x0; x < x1; ++x) detail::theta_forward_pixel<img_t, map_t, acc_t, kBlend>(in, gm, o, so, n, y, x);
+    });
+  }
+}
+
+template <typename acc_t>
+struct PlaneAdd {  // image gradient: one thread's buffer [C, H, W] (channels_last or not)
+  acc_t* base;
+  Strides4 s;
+  void operator()(int64_t /*n*/, int64_t c, int64_t ty, int64_t tx, acc_t v) const {
+    base[c * s.c + ty * s.h + tx * s.w] += v;
+  }
+};
+
+template <typename acc_t>
+struct GridBufAdd {  // grid gradients: one thread's buffer [K, h, w], K = 3 + C
+  acc_t* base;
+  int64_t h, w;
+  bool flow, mask, texture;
+  void operator()(int64_t /*n*/, int64_t k, int64_t gy, int64_t gx, acc_t v) const {
+    if ((k < 2 && !flow) || (k == 2 && !mask) || (k >= 3 && !texture)) return;
+    base[(k * h + gy) * w + gx] += v;
+  }
+};
+
+struct CpuThetaBackend {
+  template <bool kBlend>
+  static at::Tensor forward(const char* op, const at::Tensor& image, const at::Tensor& flow, const at::Tensor* texture,
+                            const at::Tensor* mask, const at::Tensor& theta, c10::string_view padding_mode) {
+    detail::Padding padding;
+    const at::Tensor host = check_theta_args(op, image, flow, texture, mask, theta, padding_mode, &padding, true);
+    at::Tensor out = image.clone(at::MemoryFormat::Preserve);  // a frame keeps its layout
+    if (out.numel() == 0) return out;
+    const double* t = host.const_data_ptr<double>();
+    if (image.scalar_type() == at::kByte) {
+      forward_impl<uint8_t, float, kBlend>(theta_inputs<uint8_t, float>(image, flow, texture, mask, t, padding), out);
+      return out;
+    }
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_theta_forward_cpu", [&] {
+      forward_impl<scalar_t, scalar_t, kBlend>(theta_inputs<scalar_t, scalar_t>(image, flow, texture, mask, t, padding),
+                                               out);
+    });
+    return out;
+  }
+
+  template <bool kBlend>
+  static std::array<at::Tensor, 4> backward(const char* op, const at::Tensor& grad_output, const at::Tensor& image,
+                                            const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
+                                            const at::Tensor& theta, c10::string_view padding_mode,
+                                            std::array<bool, 4> need) {
+    detail::Padding padding;
+    const at::Tensor host = check_theta_args(op, image, flow, texture, mask, theta, padding_mode, &padding, false);
+    TORCH_CHECK_VALUE(grad_output.sizes() == image.sizes(), op, ": grad_output must have the output's shape ",
+                      shape_str(image), ", got ", shape_str(grad_output));
+    TORCH_CHECK_TYPE(grad_output.scalar_type() == image.scalar_type(), op,
+                     ": grad_output.dtype must match image.dtype (", image.scalar_type(), "), got ",
+                     grad_output.scalar_type());
+    const at::ScalarType acc_type = at::toOpMathType(image.scalar_type());
+    const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
+    const int64_t h = flow.size(2), w = flow.size(3), K = 3 + C;
+    const bool need_flow = need[1], need_tex = kBlend && need[2], need_mask = kBlend && need[3];
+    const auto fmt = image.suggest_memory_format();
+    const auto acc_opts = image.options().dtype(acc_type);
+    at::Tensor gimage = need[0] ? at::zeros({N, C, H, W}, acc_opts).contiguous(fmt) : at::Tensor();
+    at::Tensor ggrid = (need_flow || need_tex || need_mask) ? at::zeros({N, K, h, w}, acc_opts) : at::Tensor();
+    if (N * C * H * W > 0 && (need[0] || ggrid.defined())) {
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_theta_backward_cpu",
+                                      [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const auto in = theta_inputs<scalar_t, scalar_t>(image, flow, texture, mask, host.const_data_ptr<double>(),
+                                                         padding);
+        const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+        const Strides4 s_go = strides4(grad_output);
+        const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+        // Per-thread buffers, zeroed; a thread's rows scatter only into its own.
+        at::Tensor img_parts = need[0] ? at::zeros({threads, C, H, W}, acc_opts).contiguous(fmt) : at::Tensor();
+        at::Tensor grid_parts = ggrid.defined() ? at::zeros({threads, K, h, w}, acc_opts) : at::Tensor();
+        for (int64_t n = 0; n < N; ++n) {
+          if (n > 0) {
+            if (img_parts.defined()) img_parts.zero_();
+            if (grid_parts.defined()) grid_parts.zero_();
+          }
+          const auto gm = detail::GridMap<acc_t>::make(in.theta + 6 * n);
+          at::parallel_for(0, H, theta_grain(W), [&](int64_t begin, int64_t end) {
+            const int64_t tid = at::get_thread_num();
+            PlaneAdd<acc_t> image_add{nullptr, {}};
+            acc_t scratch = acc_t(0);
+            if (img_parts.defined()) {
+              image_add.base = img_parts.mutable_data_ptr<acc_t>() + tid * img_parts.stride(0);
+              image_add.s = Strides4{0, img_parts.stride(1), img_parts.stride(2), img_parts.stride(3)};
+            } else {
+              image_add.base = &scratch;  // not wanted: every tap lands on one discarded scalar
+              image_add.s = Strides4{0, 0, 0, 0};
+            }
+            GridBufAdd<acc_t> grid_add{grid_parts.defined() ? grid_parts.mutable_data_ptr<acc_t>() + tid * K * h * w
+                                                            : nullptr,
+                                       h, w, need_flow, need_mask, need_tex};
+            for (int64_t y = begin; y < end; ++y)
+              for (int64_t x = 0; x < W; ++x)
+                detail::theta_backward_pixel<scalar_t, acc_t, kBlend>(in, gm, go, s_go, n, y, x, need_flow, need_mask,
+                                                                      image_add, grid_add);
+          });
+          if (need[0]) gimage.select(0, n).copy_(img_parts.sum(0));
+          if (ggrid.defined()) ggrid.select(0, n).copy_(grid_parts.sum(0));
+        }
+      });
+    }
+    auto none = [&] { return image.new_empty({0}); };
+    at::Tensor gi = need[0] ? gimage.to(image.scalar_type()).contiguous(fmt) : none();
+    at::Tensor gf = need_flow ? ggrid.narrow(1, 0, 2).to(flow.scalar_type()).contiguous(flow.suggest_memory_format())
+                              : none();
+    at::Tensor gm = need_mask ? ggrid.narrow(1, 2, 1).to(flow.scalar_type()).contiguous(mask->suggest_memory_format())
+                              : none();
+    at::Tensor gt = need_tex ? ggrid.narrow(1, 3, C).to(flow.scalar_type()).contiguous(texture->suggest_memory_format())
+                             : none();
+    return {gi, gf, gt, gm};
+  }
+};
+
+at::Tensor warp_theta(const at::Tensor& image, const at::Tensor& flow, const at::Tensor& theta,
+                      c10::string_view padding_mode) {
+  return CpuThetaBackend::forward<false>("fastwarp.warp", image, flow, nullptr, nullptr, theta, padding_mode);
+}
+
+at::Tensor warp_blend_theta(const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
+                            const at::Tensor& mask, const at::Tensor& theta, c10::string_view padding_mode) {
+  return CpuThetaBackend::forward<true>("fastwarp.warp_blend", image, flow, &texture, &mask, theta, padding_mode);
+}
+
+std::tuple<at::Tensor, at::Tensor> warp_theta_backward(const at::Tensor& grad_output, const at::Tensor& image,
+                                                       const at::Tensor& flow, const at::Tensor& theta,
+                                                       c10::string_view padding_mode, std::array<bool, 2> output_mask) {
+  auto g = CpuThetaBackend::backward<false>("fastwarp.warp_backward", grad_output, image, flow, nullptr, nullptr, theta,
+                                            padding_mode, {output_mask[0], output_mask[1], false, false});
+  return {g[0], g[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> warp_blend_theta_backward(
+    const at::Tensor& grad_output, const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
+    const at::Tensor& mask, const at::Tensor& theta, c10::string_view padding_mode, std::array<bool, 4> output_mask) {
+  auto g = CpuThetaBackend::backward<true>("fastwarp.warp_blend_backward", grad_output, image, flow, &texture, &mask,
+                                           theta, padding_mode, output_mask);
+  return {g[0], g[1], g[2], g[3]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastwarp, CPU, m) {
+  m.impl("warp_theta", &warp_theta);
+  m.impl("warp_theta_backward", &warp_theta_backward);
+  m.impl("warp_blend_theta", &warp_blend_theta);
+  m.impl("warp_blend_theta_backward", &warp_blend_theta_backward);
+}
+
+}  // namespace fastwarp
