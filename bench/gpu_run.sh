@@ -13,7 +13,7 @@
 # Everything lands in $OUT (at most 8 files, so the lease tool brings all back):
 #   steps.txt        the machine, then one line per step: name, exit code, seconds
 #   build.log        pip install -e . (the build log; its tail is also printed)
-#   tests.log        pytest tests/test_ops.py (CUDA + Triton tests)
+#   tests.log        pytest tests/test_ops.py tests/test_theta.py (CUDA + Triton tests)
 #   memcheck.log     compute-sanitizer memcheck over bench/sanitize_cuda.py
 #   bench.log        bench/run.py: pytest-benchmark, the comparison with the baseline
 #   <kind>-latest.json, <kind>-ratios.txt   the results and the ratio table
@@ -114,7 +114,7 @@ tail -n 12 "$OUT/build.log"
 
 # --- 3. CUDA and Triton tests --------------------------------------------------------------
 tests_k=${GPU_TESTS_K-cuda or triton}
-step tests "${TESTS_LIMIT_S:-120}" "'$PY' -m pytest tests/test_ops.py -q -p no:cacheprovider ${tests_k:+-k '$tests_k'}"
+step tests "${TESTS_LIMIT_S:-120}" "'$PY' -m pytest tests/test_ops.py tests/test_theta.py -q -p no:cacheprovider ${tests_k:+-k '$tests_k'}"
 echo "--- tests.log (tail)"
 grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -n 20
 tail -n 3 "$OUT/tests.log"

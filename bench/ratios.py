@@ -15,7 +15,7 @@ model + warp_blend within 2 ms per frame), met, NOT MET or unmeasured.
 
 The end-to-end benchmarks (test_bench_e2e.py, groups ``e2e <device>``) get theirs: per
 weights and runtime, frames per second and each stage's p50 ms (decode, landmarks, crop,
-model, blend, paste, encode, latency); then the real-time issue's end-to-end targets (CPU
+model, blend, encode, latency); then the real-time issue's end-to-end targets (CPU
 2 cores: lite at 128 px >= 25 frames/s on a 512x512 video; GPU: base, batch 1, float16
 >= 200 frames/s), met, NOT MET or no data.
 
@@ -109,11 +109,47 @@ E2E_TARGETS = (
     E2ETarget("cuda", "base", ("base-torch", "base-torch-maxfaces1"), 200.0,
               "GPU, base, batch 1, float16, end to end on a 512x512 video"),
 )
-E2E_STAGES = ("decode", "landmarks", "crop", "model", "blend", "paste", "encode")
+E2E_STAGES = ("decode", "landmarks", "crop", "model", "blend", "encode")
 
 
 def is_e2e_group(group: str) -> bool:
     return group.startswith("e2e")
+
+
+def is_composite_group(group: str) -> bool:
+    return group.startswith("composite ")
+
+
+def _other_table(group: str) -> bool:
+    """Groups with a table of their own (model, end to end, composite), not op rows."""
+    return is_model_group(group) or is_e2e_group(group) or is_composite_group(group)
+
+
+# The one-resampling issue's target (bench/test_bench_composite.py): the frame-space
+# composite of a 400 px face on a 1080p frame at least 3x faster than the chain it
+# replaced (crop + warp_blend + paste-back), on the CPU, medians of one run.
+COMPOSITE_TARGET = ("composite 1080p face 400", 3.0)
+
+
+def composite_table(data: dict, baseline: dict | None, fail: tuple[str, float] | None) -> tuple[list[str], list[str]]:
+    """Per frame and face size: the composite's and the chain's median ms and chain /
+    composite; then the target, met or NOT MET."""
+    groups = {g: p for g, p in by_group(data).items() if is_composite_group(g)}
+    if not groups:
+        return [], []
+    lines = ["| frame | face px | composite ms | chain ms | chain / composite |", "|---|---:|---:|---:|---:|"]
+    for group in sorted(groups, key=lambda g: (int(g.split()[1].rstrip("p")), int(g.split()[-1]))):
+        p = groups[group]
+        if "composite" not in p or "chain" not in p:
+            continue
+        a, b = p["composite"]["stats"]["median"], p["chain"]["stats"]["median"]
+        lines.append(f"| {group.split()[1]} | {group.split()[-1]} | {a * 1e3:.2f} | {b * 1e3:.2f} | {b / a:.1f}x |")
+    group, ratio = COMPOSITE_TARGET
+    p = groups.get(group, {})
+    if "composite" in p and "chain" in p:
+        got = p["chain"]["stats"]["median"] / p["composite"]["stats"]["median"]
+        lines.append(f"{'met    ' if got >= ratio else 'NOT MET'}  {group}: chain / composite >= {ratio:g}x: {got:.1f}x")
+    return lines, []
 
 
 def _provider(bench: dict) -> str:
@@ -193,7 +229,7 @@ def table(data: dict, baseline: dict | None, fail: tuple[str, float] | None) -> 
     if baseline:
         cols.append(f"{stat} vs base")
     rows, regressed = [], []
-    for group in sorted(g for g in groups if g != "copy" and not is_model_group(g) and not is_e2e_group(g)):
+    for group in sorted(g for g in groups if g != "copy" and not _other_table(g)):
         providers = groups[group]
         ref, comp = providers.get("reference"), providers.get("compiled-reference")
         order = sorted(providers, key=lambda p: (PROVIDER_ORDER.index(p) if p in PROVIDER_ORDER else 99, p))
@@ -244,7 +280,7 @@ def summary(data: dict) -> list[str]:
         ref, comp = providers.get("reference"), providers.get("compiled-reference")
         for name, bench in providers.items():
             info = bench.get("extra_info", {})
-            if group == "copy" or name == "reference" or is_model_group(group) or is_e2e_group(group):
+            if group == "copy" or name == "reference" or _other_table(group):
                 continue
             key = (name, info.get("mode", "?"), info.get("dtype", "?"))
             median = bench["stats"]["median"]
@@ -497,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
                       "minimum; b32: batch 32, frames/s over its median):", "model"),
         (e2e_table, "end to end (fastwarp.realtime on 512x512 videos: decode, edit, encode on its threads; "
                     "frames/s = frames per round / median round; stage times p50 ms):", "end-to-end"),
+        (composite_table, "frame-space composite per face (one warp_blend with theta on the uint8 frame) against "
+                          "the chain it replaced (crop + warp_blend + paste-back), medians of this run:", "composite"),
     )
     for make_table, title, what in tables:
         lines, regressed_rows = make_table(data, baseline, args.fail)

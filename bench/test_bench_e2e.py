@@ -10,7 +10,7 @@ as ``fastwarp webcam --camera VIDEO -o OUT.mp4`` does; rounds rotate through the
 pytest-benchmark's time is the round's (``FRAMES_PER_ROUND`` frames, from the run's start
 to its last encoded frame); ``extra_info`` holds the frames per second and, over all timed
 rounds, each stage's mean / p50 / p95 milliseconds (decode, landmarks, crop, model,
-blend, paste, encode, latency), which ``bench/ratios.py`` prints in its end-to-end table
+blend, encode, latency), which ``bench/ratios.py`` prints in its end-to-end table
 with the real-time issue's targets.
 
 Rounds: one per 512x512 video (``--bench-rounds`` overrides), one warm-up round. Weights

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "warp_math.h"
+#include "warp_theta.h"
 
 namespace fastwarp {
 
@@ -150,20 +151,21 @@ inline detail::Strides4 strides4(const at::Tensor& t) {
   return detail::Strides4{t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
-template <typename scalar_t>
-detail::WarpInputs<scalar_t> warp_inputs(const at::Tensor& image, const at::Tensor& flow, const at::Tensor* texture,
-                                         const at::Tensor* mask, detail::Padding padding) {
-  detail::WarpInputs<scalar_t> in{};
-  in.image = image.const_data_ptr<scalar_t>();
+// The fields WarpInputs and ThetaInputs share: pointers, strides and sizes of one call.
+template <typename img_t, typename map_t, typename Inputs>
+Inputs fill_inputs(const at::Tensor& image, const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
+                   detail::Padding padding) {
+  Inputs in{};
+  in.image = image.const_data_ptr<img_t>();
   in.s_image = strides4(image);
-  in.flow = flow.const_data_ptr<scalar_t>();
+  in.flow = flow.const_data_ptr<map_t>();
   in.s_flow = strides4(flow);
   if (texture != nullptr) {
-    in.texture = texture->const_data_ptr<scalar_t>();
+    in.texture = texture->const_data_ptr<map_t>();
     in.s_texture = strides4(*texture);
   }
   if (mask != nullptr) {
-    in.mask = mask->const_data_ptr<scalar_t>();
+    in.mask = mask->const_data_ptr<map_t>();
     in.s_mask = strides4(*mask);
   }
   in.N = image.size(0);
@@ -173,6 +175,22 @@ detail::WarpInputs<scalar_t> warp_inputs(const at::Tensor& image, const at::Tens
   in.h = flow.size(2);
   in.w = flow.size(3);
   in.padding = padding;
+  return in;
+}
+
+template <typename scalar_t>
+detail::WarpInputs<scalar_t> warp_inputs(const at::Tensor& image, const at::Tensor& flow, const at::Tensor* texture,
+                                         const at::Tensor* mask, detail::Padding padding) {
+  return fill_inputs<scalar_t, scalar_t, detail::WarpInputs<scalar_t>>(image, flow, texture, mask, padding);
+}
+
+// theta: CPU doubles [N, 6] (null for a kernel that reads theta from elsewhere).
+template <typename img_t, typename map_t>
+detail::ThetaInputs<img_t, map_t> theta_inputs(const at::Tensor& image, const at::Tensor& flow,
+                                               const at::Tensor* texture, const at::Tensor* mask,
+                                               const double* theta, detail::Padding padding) {
+  auto in = fill_inputs<img_t, map_t, detail::ThetaInputs<img_t, map_t>>(image, flow, texture, mask, padding);
+  in.theta = theta;
   return in;
 }
 

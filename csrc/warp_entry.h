@@ -134,4 +134,82 @@ struct WarpEntryPoints {
   }
 };
 
+// The frame-space composite's ops (warp_theta, warp_blend_theta and their backward ops),
+// for a backend with
+//   template <bool kBlend> static at::Tensor theta_forward(op, image, flow, texture, mask, theta, padding_mode);
+//   template <bool kBlend> static std::array<at::Tensor, 4> theta_backward(op, grad_output, image, flow,
+//                                                    texture, mask, theta, padding_mode, need);
+template <typename Backend>
+struct ThetaEntryPoints {
+  static at::Tensor warp(const at::Tensor& image, const at::Tensor& flow, const at::Tensor& theta,
+                         c10::string_view padding_mode) {
+    return Backend::template theta_forward<false>("fastwarp.warp", image, flow, nullptr, nullptr, theta, padding_mode);
+  }
+
+  static at::Tensor warp_blend(const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
+                               const at::Tensor& mask, const at::Tensor& theta, c10::string_view padding_mode) {
+    return Backend::template theta_forward<true>("fastwarp.warp_blend", image, flow, &texture, &mask, theta,
+                                                 padding_mode);
+  }
+
+  static std::tuple<at::Tensor, at::Tensor> warp_backward(const at::Tensor& grad_output, const at::Tensor& image,
+                                                          const at::Tensor& flow, const at::Tensor& theta,
+                                                          c10::string_view padding_mode,
+                                                          std::array<bool, 2> output_mask) {
+    auto g = Backend::template theta_backward<false>("fastwarp.warp_backward", grad_output, image, flow, nullptr,
+                                                     nullptr, theta, padding_mode,
+                                                     {output_mask[0], output_mask[1], false, false});
+    return {g[0], g[1]};
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> warp_blend_backward(
+      const at::Tensor& grad_output, const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
+      const at::Tensor& mask, const at::Tensor& theta, c10::string_view padding_mode,
+      std::array<bool, 4> output_mask) {
+    auto g = Backend::template theta_backward<true>("fastwarp.warp_blend_backward", grad_output, image, flow,
+                                                    &texture, &mask, theta, padding_mode, output_mask);
+    return {g[0], g[1], g[2], g[3]};
+  }
+
+  static void register_kernels(torch::Library& m) {
+    m.impl("warp_theta", &warp);
+    m.impl("warp_theta_backward", &warp_backward);
+    m.impl("warp_blend_theta", &warp_blend);
+    m.impl("warp_blend_theta_backward", &warp_blend_backward);
+  }
+};
+
+// The checks of a theta backward call (the image floating), then grad_output's shape and
+// dtype; returns theta as CPU doubles.
+inline at::Tensor check_theta_backward(const char* op, const at::Tensor& grad_output, const at::Tensor& image,
+                                       const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
+                                       const at::Tensor& theta, c10::string_view padding_mode,
+                                       detail::Padding* padding) {
+  at::Tensor host = check_theta_args(op, image, flow, texture, mask, theta, padding_mode, padding, false);
+  TORCH_CHECK_VALUE(grad_output.sizes() == image.sizes(), op, ": grad_output must have the output's shape ",
+                    shape_str(image), ", got ", shape_str(grad_output));
+  TORCH_CHECK_TYPE(grad_output.scalar_type() == image.scalar_type(), op,
+                   ": grad_output.dtype must match image.dtype (", image.scalar_type(), "), got ",
+                   grad_output.scalar_type());
+  return host;
+}
+
+// The theta backward's results from its accumulated image gradient (acc dtype, the image's
+// layout, or undefined) and grid gradients ([N, 3 + C, h, w]: flow dx, dy, mask, texture;
+// or undefined): each in its tensor's dtype and memory format, empty where not asked for.
+inline std::array<at::Tensor, 4> finish_theta_grads(const at::Tensor& grad_image, const at::Tensor& grid,
+                                                    const at::Tensor& image, const at::Tensor& flow,
+                                                    const at::Tensor* texture, const at::Tensor* mask,
+                                                    std::array<bool, 4> need) {
+  auto none = [&] { return image.new_empty({0}); };
+  auto part = [&](const at::Tensor& like, int64_t start, int64_t length) {
+    return grid.narrow(1, start, length).to(like.scalar_type()).contiguous(like.suggest_memory_format());
+  };
+  const int64_t C = image.size(1);
+  return {need[0] ? grad_image.to(image.scalar_type()).contiguous(image.suggest_memory_format()) : none(),
+          need[1] ? part(flow, 0, 2) : none(),
+          (texture != nullptr && need[2]) ? part(*texture, 3, C) : none(),
+          (mask != nullptr && need[3]) ? part(*mask, 2, 1) : none()};
+}
+
 }  // namespace fastwarp

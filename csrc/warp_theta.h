@@ -109,6 +109,62 @@ struct GridSample {
   }
 };
 
+// A grid sample's four element offsets for one pair of strides, computed once and read
+// from several planes of those strides (the flow's two, the texture's C, the mask); the
+// same arithmetic, in the same order, as GridSample::sample.
+template <typename acc_t>
+struct GridTaps {
+  int64_t o00, o01, o10, o11;
+  acc_t lx0, lx1, ly0, ly1;
+
+  FW_HOST_DEVICE static GridTaps make(const GridSample<acc_t>& gs, int64_t sh, int64_t sw) {
+    GridTaps g;
+    g.o00 = gs.y.i0 * sh + gs.x.i0 * sw;
+    g.o01 = gs.y.i0 * sh + gs.x.i1 * sw;
+    g.o10 = gs.y.i1 * sh + gs.x.i0 * sw;
+    g.o11 = gs.y.i1 * sh + gs.x.i1 * sw;
+    g.lx0 = gs.x.l0;
+    g.lx1 = gs.x.l1;
+    g.ly0 = gs.y.l0;
+    g.ly1 = gs.y.l1;
+    return g;
+  }
+
+  template <typename map_t>
+  FW_HOST_DEVICE acc_t sample(const map_t* plane) const {
+    const acc_t top = lx0 * static_cast<acc_t>(plane[o00]) + lx1 * static_cast<acc_t>(plane[o01]);
+    const acc_t bottom = lx0 * static_cast<acc_t>(plane[o10]) + lx1 * static_cast<acc_t>(plane[o11]);
+    return ly0 * top + ly1 * bottom;
+  }
+};
+
+// The image's four taps of one pixel as offsets within a channel plane (-1: outside, reads
+// 0), computed once and read from every channel; load_quad's values.
+struct QuadOffsets {
+  int64_t nw, ne, sw, se;
+
+  template <typename acc_t>
+  FW_HOST_DEVICE static QuadOffsets make(const Taps<acc_t>& t, int64_t sh, int64_t sw_) {
+    QuadOffsets q;
+    const int64_t x0 = t.x.i0, y0 = t.y.i0;
+    q.nw = (t.y.v0 && t.x.v0) ? y0 * sh + x0 * sw_ : -1;
+    q.ne = (t.y.v0 && t.x.v1) ? y0 * sh + (x0 + 1) * sw_ : -1;
+    q.sw = (t.y.v1 && t.x.v0) ? (y0 + 1) * sh + x0 * sw_ : -1;
+    q.se = (t.y.v1 && t.x.v1) ? (y0 + 1) * sh + (x0 + 1) * sw_ : -1;
+    return q;
+  }
+
+  template <typename acc_t, typename scalar_t>
+  FW_HOST_DEVICE Quad<acc_t> load(const scalar_t* plane) const {
+    Quad<acc_t> q;
+    q.nw = nw >= 0 ? static_cast<acc_t>(plane[nw]) : acc_t(0);
+    q.ne = ne >= 0 ? static_cast<acc_t>(plane[ne]) : acc_t(0);
+    q.sw = sw >= 0 ? static_cast<acc_t>(plane[sw]) : acc_t(0);
+    q.se = se >= 0 ? static_cast<acc_t>(plane[se]) : acc_t(0);
+    return q;
+  }
+};
+
 // The value stored for a computed pixel: the image's dtype; uint8 clamped and rounded to
 // the nearest integer, ties to even (as torch.round).
 template <typename scalar_t, typename acc_t>
@@ -122,7 +178,11 @@ FW_HOST_DEVICE uint8_t store_pixel<uint8_t, float>(float v) {
 #if defined(__CUDA_ARCH__)
   return static_cast<uint8_t>(rintf(v));
 #else
-  return static_cast<uint8_t>(nearbyintf(v));  // the default rounding mode: ties to even
+  // Ties to even by hand: libm's nearbyintf/rintf are calls on baseline x86-64 (no
+  // SSE4.1 roundss), and one per channel dominated the uint8 composite. v is in [0, 255].
+  int t = static_cast<int>(v + 0.5f);  // v + 0.5 >= 0: truncation is floor
+  if (static_cast<float>(t) - v == 0.5f && (t & 1)) --t;
+  return static_cast<uint8_t>(t);
 #endif
 }
 
@@ -144,29 +204,63 @@ struct ThetaInputs {
   Padding padding;
 };
 
+// One output pixel's reads, shared by the forward and the backward: whether it lies in
+// the footprint and, if so, its grid sample, its image taps (the flow sampled there, in
+// image pixels through L^-1) and its mask (1 for warp).
+template <typename acc_t>
+struct ThetaPixel {
+  bool inside;
+  GridSample<acc_t> gs;
+  GridTaps<acc_t> flow_taps;  // the grid taps for the flow's strides
+  Taps<acc_t> t;
+  acc_t m;
+
+  // The grid taps for a map of strides s: the flow's when the strides match (the usual
+  // case: maps of one layout), else computed.
+  FW_HOST_DEVICE GridTaps<acc_t> taps_for(const Strides4& s) const {
+    return (s.h == flow_h && s.w == flow_w) ? flow_taps : GridTaps<acc_t>::make(gs, s.h, s.w);
+  }
+  int64_t flow_h, flow_w;
+
+  template <typename img_t, typename map_t, bool kBlend>
+  FW_HOST_DEVICE static ThetaPixel make(const ThetaInputs<img_t, map_t>& in, const GridMap<acc_t>& gm, int64_t n,
+                                        int64_t y, int64_t x) {
+    ThetaPixel p{};
+    p.flow_h = in.s_flow.h;
+    p.flow_w = in.s_flow.w;
+    const acc_t u = gm.u(x, y), v = gm.v(x, y);
+    p.inside = in_footprint(u, v, in.h, in.w);
+    if (!p.inside) return p;
+    p.gs = GridSample<acc_t>::make(u, v, in.h, in.w);
+    p.flow_taps = GridTaps<acc_t>::make(p.gs, in.s_flow.h, in.s_flow.w);
+    const map_t* fl = in.flow + n * in.s_flow.n;
+    const acc_t fx = p.flow_taps.sample(fl);
+    const acc_t fy = p.flow_taps.sample(fl + in.s_flow.c);
+    p.t = make_taps<acc_t>(x, y, gm.i00 * fx + gm.i01 * fy, gm.i10 * fx + gm.i11 * fy, in.W, in.H, in.padding);
+    p.m = acc_t(1);
+    if (kBlend) p.m = p.taps_for(in.s_mask).sample(in.mask + n * in.s_mask.n);
+    return p;
+  }
+};
+
 // Forward of one output pixel (n, y, x), all channels, when it lies in the footprint
 // (returns false, writing nothing, when it does not: the output already holds the image).
 template <typename img_t, typename map_t, typename acc_t, bool kBlend>
 FW_HOST_DEVICE bool theta_forward_pixel(const ThetaInputs<img_t, map_t>& in, const GridMap<acc_t>& gm, img_t* out,
                                         const Strides4& s_out, int64_t n, int64_t y, int64_t x) {
-  const acc_t u = gm.u(x, y), v = gm.v(x, y);
-  if (!in_footprint(u, v, in.h, in.w)) return false;
-  const GridSample<acc_t> gs = GridSample<acc_t>::make(u, v, in.h, in.w);
-  const map_t* fl = in.flow + n * in.s_flow.n;
-  const acc_t fx = gs.sample(fl, in.s_flow.h, in.s_flow.w);
-  const acc_t fy = gs.sample(fl + in.s_flow.c, in.s_flow.h, in.s_flow.w);
-  const acc_t dx = gm.i00 * fx + gm.i01 * fy;
-  const acc_t dy = gm.i10 * fx + gm.i11 * fy;
-  const Taps<acc_t> t = make_taps<acc_t>(x, y, dx, dy, in.W, in.H, in.padding);
-  acc_t m = acc_t(1);
-  if (kBlend) m = gs.sample(in.mask + n * in.s_mask.n, in.s_mask.h, in.s_mask.w);
+  const auto px = ThetaPixel<acc_t>::template make<img_t, map_t, kBlend>(in, gm, n, y, x);
+  if (!px.inside) return false;
+  const Taps<acc_t>& t = px.t;
+  const acc_t m = px.m;
+  const QuadOffsets quad = QuadOffsets::make(t, in.s_image.h, in.s_image.w);
+  GridTaps<acc_t> tex_taps{};
+  if (kBlend) tex_taps = px.taps_for(in.s_texture);
   const img_t* img_n = in.image + n * in.s_image.n;
   img_t* out_px = out + n * s_out.n + y * s_out.h + x * s_out.w;
   for (int64_t c = 0; c < in.C; ++c) {
-    acc_t val = load_quad<acc_t>(img_n + c * in.s_image.c, in.s_image.h, in.s_image.w, t).interpolate(t);
+    acc_t val = quad.load<acc_t>(img_n + c * in.s_image.c).interpolate(t);
     if (kBlend) {
-      const acc_t tex = gs.sample(in.texture + n * in.s_texture.n + c * in.s_texture.c, in.s_texture.h,
-                                  in.s_texture.w);
+      const acc_t tex = tex_taps.sample(in.texture + n * in.s_texture.n + c * in.s_texture.c);
       val = m * val + (acc_t(1) - m) * tex;
     }
     out_px[c * s_out.c] = store_pixel<img_t, acc_t>(val);
@@ -186,20 +280,14 @@ FW_HOST_DEVICE void theta_backward_pixel(const ThetaInputs<scalar_t, scalar_t>& 
                                          int64_t x, bool need_flow, bool need_mask, ImageAdd& image_add,
                                          GridAdd& grid_add) {
   const scalar_t* go_px = grad_out + n * s_gout.n + y * s_gout.h + x * s_gout.w;
-  const acc_t u = gm.u(x, y), v = gm.v(x, y);
-  if (!in_footprint(u, v, in.h, in.w)) {
+  const auto px = ThetaPixel<acc_t>::template make<scalar_t, scalar_t, kBlend>(in, gm, n, y, x);
+  if (!px.inside) {
     for (int64_t c = 0; c < in.C; ++c) image_add(n, c, y, x, static_cast<acc_t>(go_px[c * s_gout.c]));
     return;
   }
-  const GridSample<acc_t> gs = GridSample<acc_t>::make(u, v, in.h, in.w);
-  const scalar_t* fl = in.flow + n * in.s_flow.n;
-  const acc_t fx = gs.sample(fl, in.s_flow.h, in.s_flow.w);
-  const acc_t fy = gs.sample(fl + in.s_flow.c, in.s_flow.h, in.s_flow.w);
-  const acc_t dx = gm.i00 * fx + gm.i01 * fy;
-  const acc_t dy = gm.i10 * fx + gm.i11 * fy;
-  const Taps<acc_t> t = make_taps<acc_t>(x, y, dx, dy, in.W, in.H, in.padding);
-  acc_t m = acc_t(1);
-  if (kBlend) m = gs.sample(in.mask + n * in.s_mask.n, in.s_mask.h, in.s_mask.w);
+  const GridSample<acc_t>& gs = px.gs;
+  const Taps<acc_t>& t = px.t;
+  const acc_t m = px.m;
   const bool need_values = need_flow || (kBlend && need_mask);
   const scalar_t* img_n = in.image + n * in.s_image.n;
   acc_t gdx = acc_t(0), gdy = acc_t(0), gmask = acc_t(0);

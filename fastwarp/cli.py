@@ -98,8 +98,14 @@ def cmd_edit(args: argparse.Namespace) -> int:
         result = editor.edit(frame, edits)
     if not result.face_found:
         raise CLIError(f"no face found in {image_path}")
+    if np.array_equal(result.current_aus, result.target_aus):
+        # Nothing to do: the input's own pixels (the bundled weights give them anyway).
+        result.frame = frame
+        print(f"no AU changed in {image_path} (the edits leave every AU at its current value): "
+              "wrote the input unchanged")
+    else:
+        print(f"edited {image_path}: {_au_summary(result.current_aus, result.target_aus)}")
     _write_image(out_path, result.frame)
-    print(f"edited {image_path}: {_au_summary(result.current_aus, result.target_aus)}")
     print(f"wrote {out_path.resolve()}")
     if args.side_by_side:
         _write_image(Path(args.side_by_side), side_by_side(frame, result.frame))
@@ -380,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--weights", default=None, help="bundled weights name (base, lite) or a checkpoint path without suffix (default: base)")
         sp.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
         sp.add_argument("--max-crop-size", type=int, default=512,
-                        help="largest face crop side in pixels (detail is kept up to this)")
+                        help="largest side of the face crop the networks see (their input is resized from it; the output keeps every face at full detail)")
 
     e = sub.add_parser("edit", help="edit the largest face of a photo")
     e.add_argument("image", help="input photo (any format OpenCV reads)")
@@ -423,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: lite on a CPU where installed, else base)")
     w.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
     w.add_argument("--max-crop-size", type=int, default=512,
-                   help="largest face crop side in pixels (detail is kept up to this)")
+                   help="largest side of the face crop the networks see (their input is resized from it; the output keeps every face at full detail)")
     stream(w, "auto")
     w.set_defaults(func=cmd_webcam)
 

@@ -1,19 +1,19 @@
 """The photo/video pipeline: end-to-end expression editing of photos and video frames
 (docs/design.md, "Data flow"). Its networks are :class:`fastwarp.models.EditorNet`.
 
-frame → FaceMesh landmarks → similarity-aligned crop at the face's own resolution →
-current AUs (geometric estimate) → target AUs (absolute or relative edits) →
-the editor networks at the model's resolution (128 px by default) → ``fastwarp.warp_blend``
-of the crop at its own resolution with the networks' 128 px flow, texture and mask
-(upsampled inside the kernel: resolution independence) → paste back under a feathered
-face mask (pixels outside the face stay bit-identical).
+frame → FaceMesh landmarks → similarity-aligned crop (for the networks only) → current AUs
+(geometric estimate) → target AUs (absolute or relative edits) → the editor networks at the
+model's resolution (128 px by default) → the feathered face mask folded into their flow,
+texture and mask → **one** :func:`fastwarp.warp_blend` with ``theta`` on the uint8 frame
+itself (the frame-space composite): every face pixel is sampled once from the original
+frame, faces of any size keep their full detail, pixels outside the face are the frame's
+own, and with the bundled weights a zero AU change returns the frame bit for bit.
 
 :class:`ExpressionEditor` holds each step as its own method (:meth:`~ExpressionEditor.detect`,
 :meth:`~ExpressionEditor.crop`, :meth:`~ExpressionEditor.aus`,
-:meth:`~ExpressionEditor.predict`, :meth:`~ExpressionEditor.blend`,
-:meth:`~ExpressionEditor.paste`), so the photo path (:meth:`~ExpressionEditor.edit`) and
-the real-time engine (:mod:`fastwarp.realtime`, which times each step and swaps in other
-network runners) run the same code.
+:meth:`~ExpressionEditor.predict`, :meth:`~ExpressionEditor.blend`), so the photo path
+(:meth:`~ExpressionEditor.edit`) and the real-time engine (:mod:`fastwarp.realtime`, which
+times each step and swaps in other network runners) run the same code.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from torch import Tensor
 
 from . import ops
 from .au import apply_au_edits
-from .face import FaceCrop, FaceMesh, align_face, estimate_aus, paste_back
+from .face import FaceCrop, FaceMesh, align_face, estimate_aus, face_mask
 from .face.align import alignment_matrix
 from .images import tensor_to_bgr
 from .models import EditorNet
 
 __all__ = ["ExpressionEditor", "FrameEdit", "Maps", "Network", "TorchNetwork", "default_device", "image_tensor",
-           "image_bgr"]
+           "image_bgr", "grid_theta"]
 
 AUEdit = tuple[str, float, bool]
 
@@ -73,6 +73,17 @@ def image_bgr(t: Tensor) -> np.ndarray:
     hwc = t.detach()[0].permute(1, 2, 0).float().numpy()
     out = np.rint((np.clip(hwc, -1.0, 1.0) + np.float32(1.0)) * np.float32(127.5)).astype(np.uint8)
     return np.ascontiguousarray(out[..., ::-1])
+
+
+def grid_theta(crop: FaceCrop, grid: int) -> np.ndarray:
+    """``theta`` ``[2, 3]`` float64 of the frame-space composite: frame pixels -> pixels of the
+    maps' ``grid x grid`` grid, i.e. the crop's similarity transform (frame -> crop of side
+    ``S'``) followed by the crop -> grid scale ``(u + 0.5) grid / S' - 0.5`` (the maps
+    cover the crop as ``F.interpolate(align_corners=False)`` would upsample them onto it)."""
+    scale = grid / crop.size
+    theta = crop.matrix * scale
+    theta[:, 2] += 0.5 * scale - 0.5
+    return theta
 
 
 class Maps(NamedTuple):
@@ -133,8 +144,7 @@ class FrameEdit:
         frame: ``[H, W, 3]`` uint8 BGR, the edited frame (the input, copied, if no face).
         face_found: whether a face was found and edited.
         current_aus, target_aus: ``[17]`` float32 intensities 0..5 (None if no face).
-        crop: the aligned crop of the input (None if no face).
-        edited_crop: ``[S, S, 3]`` uint8 BGR edited crop at crop resolution (None if no face).
+        crop: the aligned crop the networks saw (None if no face).
     """
 
     frame: np.ndarray
@@ -142,7 +152,6 @@ class FrameEdit:
     current_aus: np.ndarray | None = None
     target_aus: np.ndarray | None = None
     crop: FaceCrop | None = None
-    edited_crop: np.ndarray | None = None
 
 
 class ExpressionEditor:
@@ -154,9 +163,10 @@ class ExpressionEditor:
         device: ``"cpu"``, ``"cuda"`` or None for :func:`default_device`.
         video: track landmarks across consecutive frames (MediaPipe's video mode) instead
             of detecting afresh in every image.
-        max_crop_size: largest crop side in pixels; the crop takes the face's own
-            resolution between the model's size and this, so detail is kept where the
-            mask keeps the warped image.
+        max_crop_size: largest side of the aligned crop the networks' input is
+            area-resized from (the crop takes the face's own resolution between the model's
+            size and this). It feeds the networks only: the output is sampled from the
+            frame itself, so faces of any size keep their full detail.
         max_faces: the most faces FaceMesh looks for (:meth:`detect` returns them largest
             first; :meth:`edit` edits the largest).
         model: an already loaded :class:`~fastwarp.models.EditorNet` (moved to ``device``).
@@ -231,20 +241,29 @@ class ExpressionEditor:
         return self.network(image_tensor(small, device), as_batch(target_aus), as_batch(current_aus))
 
     @torch.no_grad()
-    def blend(self, crop_bgr: np.ndarray, maps: Maps) -> np.ndarray:
-        """``mask * warp(crop, flow) + (1 - mask) * texture`` at the crop's own resolution:
-        :func:`fastwarp.warp_blend` upsamples the S px maps bilinearly inside the kernel
-        (``align_corners=False``, flow scaled to crop pixels). Returns ``[S', S', 3]`` uint8 BGR."""
-        flow = maps.flow
-        cl = flow.is_contiguous(memory_format=torch.channels_last) and not flow.is_contiguous()
-        image = image_tensor(crop_bgr, flow.device, flow.dtype, channels_last=cl)  # the maps' layout
-        return image_bgr(ops.warp_blend(image, maps.flow, maps.texture, maps.mask))
+    def blend(self, frame_bgr: np.ndarray, crop: FaceCrop, maps: Maps) -> np.ndarray:
+        """The edited frame: the frame-space composite (docs/design.md), one
+        :func:`fastwarp.warp_blend` call with ``theta`` on the uint8 frame itself.
 
-    @staticmethod
-    def paste(frame_bgr: np.ndarray, edited_crop: np.ndarray, crop: FaceCrop) -> np.ndarray:
-        """The frame with the edited crop warped back under the feathered face mask
-        (:func:`fastwarp.face.paste_back`); a new array, pixels outside the face unchanged."""
-        return paste_back(frame_bgr, edited_crop, crop)
+        Every face pixel is sampled once from the original frame; the feathered face mask
+        ``a`` (:func:`fastwarp.face.face_mask` on the maps' grid) is folded into the maps
+        (``flow * a``, ``1 - a * (1 - mask)``), so the flow fades to 0 and the mask to 1 at
+        the face's edge and nothing cross-fades two images; outside the grid's footprint
+        the frame is untouched. Returns a new ``[H, W, 3]`` uint8 BGR frame (the input is
+        never written); a zero flow with mask 1 returns it bit for bit.
+        """
+        device = maps.flow.device
+        grid = maps.flow.shape[-1]
+        theta = grid_theta(crop, grid)
+        feather = face_mask((crop.landmarks[:, :2] + 0.5) * (grid / crop.size) - 0.5, grid)
+        a = torch.from_numpy(feather).to(device)[None, None]
+        flow = maps.flow.float() * a
+        mask = 1.0 - a * (1.0 - maps.mask.float())
+        texture = (maps.texture.float().flip(1) + 1.0) * 127.5  # RGB in [-1, 1] -> the frame's BGR 0..255
+        frame = torch.from_numpy(np.ascontiguousarray(frame_bgr)).to(device)
+        out = ops.warp_blend(frame.permute(2, 0, 1)[None], flow, texture, mask,
+                             theta=torch.from_numpy(theta[None]).to(device))
+        return out[0].permute(1, 2, 0).cpu().numpy()
 
     # --- whole edits -----------------------------------------------------------------------
 
@@ -265,19 +284,6 @@ class ExpressionEditor:
             return FrameEdit(frame=frame_bgr.copy(), face_found=False)
         crop = self.crop(frame_bgr, faces[0])
         current, target = self.aus(crop, edits)
-        edited = self.edit_crop(crop.image, target, current)
-        return FrameEdit(frame=self.paste(frame_bgr, edited, crop), face_found=True, current_aus=current,
-                         target_aus=target, crop=crop, edited_crop=edited)
-
-    @torch.no_grad()
-    def edit_crop(self, crop_bgr: np.ndarray, target_aus: Sequence[float] | np.ndarray,
-                  current_aus: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Edit an aligned crop ``[S', S', 3]`` uint8 BGR (any ``S' >= S``) from its
-        ``current_aus`` to ``target_aus`` (``[17]`` each, 0..5); returns the edited crop at
-        its own resolution (:meth:`predict` then :meth:`blend`).
-
-        The networks see the crop resized to the model's size; :func:`fastwarp.warp_blend`
-        applies their flow, texture and mask to the full-resolution crop, upsampling them
-        bilinearly (``align_corners=False``, flow scaled to crop pixels) inside the kernel.
-        """
-        return self.blend(crop_bgr, self.predict(crop_bgr, target_aus, current_aus))
+        maps = self.predict(crop.image, target, current)
+        return FrameEdit(frame=self.blend(frame_bgr, crop, maps), face_found=True, current_aus=current,
+                         target_aus=target, crop=crop)

@@ -62,6 +62,17 @@ def test_edit_writes_side_by_side(faces_dir, tmp_path):
     assert cv2.imread(str(cmp_)).shape == (h + 28, 2 * w, 3)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("edit", ["AU12=+0", "AU04=+0"])
+def test_edit_that_changes_no_au_writes_the_input(faces_dir, tmp_path, capsys, edit):
+    src = faces_dir / NEUTRAL_PHOTOS[0]
+    out = tmp_path / "same.png"
+    assert main(["edit", str(src), "--au", edit, "-o", str(out), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "no AU changed" in text and str(out.resolve()) in text
+    np.testing.assert_array_equal(cv2.imread(str(out)), cv2.imread(str(src)))
+
+
 @pytest.mark.parametrize("args, message", [
     (["edit", "{missing}", "--au", "AU12=3"], "image not found"),
     (["edit", "{photo}", "--au", "AU99=3"], "unknown AU 'AU99'"),

@@ -1,5 +1,6 @@
 """The editor networks and checkpoints (fastwarp.models)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -162,6 +163,44 @@ def test_delta_conditioning_sees_only_the_au_change():
         torch.testing.assert_close(model(image, aus + shift, aus).flow, model(image, other + shift, other).flow,
                                    rtol=1e-5, atol=1e-5)
         assert not torch.allclose(model(image, aus + shift, aus).flow, model(image, aus, aus).flow)
+
+
+def _randomised(model):
+    """Every parameter random (not the near-identity initialisation): a zero flow must come
+    from the construction, not from small weights."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("map_size", [0, 16])
+def test_identity_gate_zero_change_is_exactly_the_identity(map_size):
+    """identity_gate: no AU change gives flow exactly 0 and mask exactly 1 (so output ==
+    input bit for bit), whatever the weights; an AU change moves the face and mixes texture."""
+    image, aus = _inputs()
+    cfg = EditorConfig(**{**SMALL.__dict__, "conditioning": "delta", "identity_gate": True, "map_size": map_size})
+    model = _randomised(EditorNet(cfg))
+    with torch.no_grad():
+        r = model(image, aus, aus)
+        assert torch.equal(r.flow, torch.zeros_like(r.flow)) and torch.equal(r.mask, torch.ones_like(r.mask))
+        assert torch.equal(r.output, image)
+        shift = torch.zeros(2, 17)
+        shift[:, 8] = 2.0
+        moved = model(image, aus + shift, aus)
+        assert moved.flow.abs().amax() > 0.5 and moved.mask.amin() < 0.99
+        # The gate min(1, max |change|): half an intensity level lets half the texture in.
+        half = model(image, aus + shift / 4, aus)
+        ungated = EditorNet(dataclasses.replace(cfg, identity_gate=False))
+        ungated.load_state_dict(model.state_dict())
+        _, mask = ungated.eval().texture(half.warped, shift / 4)
+        torch.testing.assert_close(half.mask, 1 - 0.5 * (1 - mask))
+    # Without the gate the same weights have a free flow: the construction is what holds.
+    with torch.no_grad():
+        assert ungated(image, aus, aus).flow.abs().amax() > 0
+    with pytest.raises(ValueError, match="identity_gate needs conditioning='delta'"):
+        EditorNet(dataclasses.replace(cfg, conditioning="target"))
 
 
 def test_delta_conditioning_needs_source_aus():

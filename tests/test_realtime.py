@@ -2,7 +2,7 @@
 
 The engine's edit is checked against an independent re-implementation of the pipeline
 (align_face → the networks with the pure-PyTorch reference warp → fastwarp.reference's
-warp_blend at crop resolution → paste_back); the One Euro filter against the paper's
+frame-space composite: one warp_blend of the frame with theta); the One Euro filter against the paper's
 scalar algorithm; robustness (no face, a face leaving and re-entering, two faces, a camera
 that disconnects, truncated files) on frames of ../shared/data/faces/videos. A tiny random
 model keeps it fast (its edits are large and easy to see).
@@ -21,7 +21,7 @@ import torch
 from fastwarp import reference
 from fastwarp.au import AU_INDEX, parse_au_edit
 from fastwarp.cli import main
-from fastwarp.face import FACE_OVAL, align_face, estimate_aus, paste_back
+from fastwarp.face import FACE_OVAL, align_face, estimate_aus, face_mask
 from fastwarp.models import EditorConfig, EditorNet
 from fastwarp.realtime import (
     FaceTracker,
@@ -263,7 +263,8 @@ def _to_tensor(bgr):
 
 def _reference_edit(model, frame, landmarks, side):
     """The pipeline written out with fastwarp.reference (float64): crop, AUs, networks at
-    128 px, warp_blend of the full-resolution crop with the 128 px maps, paste back."""
+    128 px, the face mask folded into the maps, one warp_blend of the frame itself with
+    theta (crop transform, then crop -> grid scale), rounded to uint8."""
     crop = align_face(frame, landmarks, side)
     current = estimate_aus(crop.landmarks)
     target = current.copy()
@@ -274,10 +275,14 @@ def _reference_edit(model, frame, landmarks, side):
     ref.warp_backend = "reference"
     with torch.no_grad():
         r = ref(_to_tensor(small), torch.from_numpy(target).double()[None], torch.from_numpy(current).double()[None])
-        out = reference.warp_blend(_to_tensor(crop.image), r.flow, r.texture, r.mask)
-    # The edited crop is an image (uint8) before it is pasted, as in the engine.
-    edited = np.rint(((out[0].permute(1, 2, 0).numpy()[..., ::-1] + 1) * 127.5).clip(0, 255)).astype(np.uint8)
-    return paste_back(frame, edited, crop), crop
+        grid = r.flow.shape[-1]
+        k = grid / side  # crop pixel centre u' -> grid u = (u' + 0.5) k - 0.5
+        theta = np.concatenate([crop.matrix[:, :2] * k, crop.matrix[:, 2:] * k + 0.5 * k - 0.5], axis=1)
+        a = torch.from_numpy(face_mask((crop.landmarks[:, :2] + 0.5) * k - 0.5, grid)).double()[None, None]
+        frame_t = torch.from_numpy(frame).double().permute(2, 0, 1)[None]  # BGR 0..255
+        out = reference.warp_blend(frame_t, r.flow * a, (r.texture.flip(1) + 1) * 127.5, 1 - a * (1 - r.mask),
+                                   theta=torch.from_numpy(theta)[None])
+    return out[0].permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy(), crop
 
 
 @needs_faces
@@ -290,7 +295,7 @@ def test_engine_edit_matches_reference_pipeline(tiny_weights):
     for frame, r in zip(frames, results):
         (face,) = r.faces
         np.testing.assert_array_equal(face.smoothed, face.landmarks)  # smoothing off
-        assert face.crop.size > 128  # the face is larger than the model: blended at crop resolution
+        assert face.crop.size > 128  # the face is larger than the model: sampled from the frame at full detail
         want, crop = _reference_edit(model, frame, face.landmarks, face.crop.size)
         np.testing.assert_allclose(face.crop.matrix, crop.matrix)
         diff = np.abs(r.frame.astype(int) - want.astype(int))
@@ -334,7 +339,7 @@ def test_stats_cover_every_stage(engine):
     stats, _ = _run(engine, frames, max_frames=3)
     assert stats.stop == "max_frames" and stats.frames == 3
     st = stats.stages()
-    for stage in ("landmarks", "crop", "model", "blend", "paste", "encode", "latency"):
+    for stage in ("landmarks", "crop", "model", "blend", "encode", "latency"):
         assert st[stage].count == 3, stage
         assert 0 < st[stage].p50_ms <= st[stage].p95_ms
     assert st["decode"].count >= 3

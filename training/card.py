@@ -22,7 +22,13 @@ _ABOUT = {
 }
 
 
-def card_text(name: str, config: dict, table: str, note: str = "") -> str:
+_IDENTITY = """
+Identity by construction (`identity_gate`): no AU-independent flow and the texture's share
+gated by the size of the AU change, so no AU change gives flow exactly 0 and mask exactly
+1, and the editor returns its input bit for bit."""
+
+
+def card_text(name: str, config: dict, table: str, note: str = "", recipe: str = "") -> str:
     """Markdown card from the weights' JSON ``config``, an evaluation ``table`` (its
     headings are demoted under the card's) and an optional ``note``."""
     table = "\n".join("##" + line if line.startswith("#") else line for line in table.strip().splitlines())
@@ -41,7 +47,7 @@ to float32) and `{name}.json` (architecture, AU order, provenance).
 EditorNet: MotionNet + TextureNet, GANimation's generator trunk (AU-conditioned instance
 norms; the motion net adds learned per-AU motion templates) at width {config['motion_width']} with
 {config['motion_res_blocks']} residual blocks each, input {config['image_size']} px, maps on a {grid} px grid, max flow
-{config['max_flow']} x image size, conditioned on `{config['conditioning']}` AUs, motion {'on' if config['use_motion'] else 'off'}.
+{config['max_flow']} x image size, conditioned on `{config['conditioning']}` AUs, motion {'on' if config['use_motion'] else 'off'}.{_IDENTITY if config.get('identity_gate') else ''}
 
 ## How they were made
 
@@ -57,7 +63,7 @@ norms; the motion net adds learned per-AU motion templates) at width {config['mo
   {train.get('mask_penalty')} share), mask TV {train.get('w_mask_tv')}; critic width {train.get('critic_width')}
   (cap {train.get('critic_max_width')}), {train.get('n_critic')} critic step(s) per generator step; Adam
   lr {train.get('lr')}, betas ({train.get('beta1')}, {train.get('beta2')}). The recipe with its reasons:
-  `training/configs/{name}.toml`.
+  `{recipe or f"training/configs/{name}.toml"}`.
 {("- " + note) if note else ""}
 
 ## Evaluation (held-out videos)
@@ -76,6 +82,7 @@ def main(argv=None) -> None:
     ap.add_argument("name", help="bundled weights name (base, lite)")
     ap.add_argument("--eval", required=True, help="folder with the evaluation's table.md")
     ap.add_argument("--note", default="", help="one more line for the card's 'How they were made'")
+    ap.add_argument("--recipe", default="", help="the recipe's path (default: training/configs/<name>.toml)")
     args = ap.parse_args(argv)
     config_path = WEIGHTS_DIR / f"{args.name}.json"
     table_path = Path(args.eval) / "table.md"
@@ -83,7 +90,7 @@ def main(argv=None) -> None:
         if not p.is_file():
             ap.error(f"not found: {p}")
     config = json.loads(config_path.read_text())
-    text = card_text(args.name, config, table_path.read_text(), args.note)
+    text = card_text(args.name, config, table_path.read_text(), args.note, args.recipe)
     metrics_path = Path(args.eval) / "metrics.json"
     if metrics_path.is_file():  # the scores travel with the weights too
         metrics = json.loads(metrics_path.read_text()).get("result", {})

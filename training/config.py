@@ -32,6 +32,7 @@ class TrainConfig:
     use_motion: bool = True        # False: the texture-only ablation (GANimation: no flow)
     conditioning: str = "delta"    # "target" (GANimation) or "delta" (target - source AUs)
     max_flow: float = 0.15         # bound on |flow| as a fraction of the image size
+    identity_gate: bool = False    # no AU change -> flow exactly 0, mask exactly 1 (EditorConfig)
     init_weights: str = ""         # start the editor from these weights (a checkpoint path or
                                    # bundled name; same architecture), e.g. to fine-tune
     # --- critic (training.critic.Critic) -------------------------------------------------
@@ -82,7 +83,8 @@ class TrainConfig:
 
         return EditorConfig(image_size=image_size, motion_width=self.width, motion_res_blocks=self.res_blocks,
                             texture_width=self.width, texture_res_blocks=self.res_blocks, max_flow=self.max_flow,
-                            map_size=self.map_size, use_motion=self.use_motion, conditioning=self.conditioning)
+                            map_size=self.map_size, use_motion=self.use_motion, conditioning=self.conditioning,
+                            identity_gate=self.identity_gate)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""

@@ -386,7 +386,9 @@ def _train(cfg, rank, world, device, resume, install, progress) -> dict:
     critic = Critic(size, cfg.critic_width, cfg.critic_repeat, cfg.critic_max_width).to(device)
     if cfg.init_weights:
         init = EditorNet.load(cfg.init_weights)
-        if dataclasses.replace(init.config, extra={}) != dataclasses.replace(model.config, extra={}):
+        # identity_gate changes no parameter: weights trained without it fine-tune with it.
+        same = dict(extra={}, identity_gate=model.config.identity_gate)
+        if dataclasses.replace(init.config, **same) != dataclasses.replace(model.config, **same):
             raise ValueError(f"init_weights {cfg.init_weights}: architecture {dataclasses.asdict(init.config)} "
                              f"differs from the config's {dataclasses.asdict(model.config)}")
         model.load_state_dict(init.state_dict())

@@ -19,8 +19,7 @@
 #include <array>
 #include <tuple>
 
-#include "../warp_checks.h"
-#include "../warp_theta.h"
+#include "../warp_entry.h"
 
 namespace fastwarp {
 namespace {
@@ -28,34 +27,6 @@ namespace {
 using detail::Strides4;
 
 int64_t theta_grain(int64_t width) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(width, 1)); }
-
-template <typename img_t, typename map_t>
-detail::ThetaInputs<img_t, map_t> theta_inputs(const at::Tensor& image, const at::Tensor& flow,
-                                               const at::Tensor* texture, const at::Tensor* mask,
-                                               const double* theta, detail::Padding padding) {
-  detail::ThetaInputs<img_t, map_t> in{};
-  in.image = image.const_data_ptr<img_t>();
-  in.s_image = strides4(image);
-  in.flow = flow.const_data_ptr<map_t>();
-  in.s_flow = strides4(flow);
-  if (texture != nullptr) {
-    in.texture = texture->const_data_ptr<map_t>();
-    in.s_texture = strides4(*texture);
-  }
-  if (mask != nullptr) {
-    in.mask = mask->const_data_ptr<map_t>();
-    in.s_mask = strides4(*mask);
-  }
-  in.theta = theta;
-  in.N = image.size(0);
-  in.C = image.size(1);
-  in.H = image.size(2);
-  in.W = image.size(3);
-  in.h = flow.size(2);
-  in.w = flow.size(3);
-  in.padding = padding;
-  return in;
-}
 
 template <typename img_t, typename map_t, bool kBlend>
 void forward_impl(const detail::ThetaInputs<img_t, map_t>& in, at::Tensor& out) {
@@ -97,8 +68,9 @@ struct GridBufAdd {  // grid gradients: one thread's buffer [K, h, w], K = 3 + C
 
 struct CpuThetaBackend {
   template <bool kBlend>
-  static at::Tensor forward(const char* op, const at::Tensor& image, const at::Tensor& flow, const at::Tensor* texture,
-                            const at::Tensor* mask, const at::Tensor& theta, c10::string_view padding_mode) {
+  static at::Tensor theta_forward(const char* op, const at::Tensor& image, const at::Tensor& flow,
+                                  const at::Tensor* texture, const at::Tensor* mask, const at::Tensor& theta,
+                                  c10::string_view padding_mode) {
     detail::Padding padding;
     const at::Tensor host = check_theta_args(op, image, flow, texture, mask, theta, padding_mode, &padding, true);
     at::Tensor out = image.clone(at::MemoryFormat::Preserve);  // a frame keeps its layout
@@ -116,17 +88,14 @@ struct CpuThetaBackend {
   }
 
   template <bool kBlend>
-  static std::array<at::Tensor, 4> backward(const char* op, const at::Tensor& grad_output, const at::Tensor& image,
-                                            const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
-                                            const at::Tensor& theta, c10::string_view padding_mode,
-                                            std::array<bool, 4> need) {
+  static std::array<at::Tensor, 4> theta_backward(const char* op, const at::Tensor& grad_output,
+                                                  const at::Tensor& image, const at::Tensor& flow,
+                                                  const at::Tensor* texture, const at::Tensor* mask,
+                                                  const at::Tensor& theta, c10::string_view padding_mode,
+                                                  std::array<bool, 4> need) {
     detail::Padding padding;
-    const at::Tensor host = check_theta_args(op, image, flow, texture, mask, theta, padding_mode, &padding, false);
-    TORCH_CHECK_VALUE(grad_output.sizes() == image.sizes(), op, ": grad_output must have the output's shape ",
-                      shape_str(image), ", got ", shape_str(grad_output));
-    TORCH_CHECK_TYPE(grad_output.scalar_type() == image.scalar_type(), op,
-                     ": grad_output.dtype must match image.dtype (", image.scalar_type(), "), got ",
-                     grad_output.scalar_type());
+    const at::Tensor host =
+        check_theta_backward(op, grad_output, image, flow, texture, mask, theta, padding_mode, &padding);
     const at::ScalarType acc_type = at::toOpMathType(image.scalar_type());
     const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
     const int64_t h = flow.size(2), w = flow.size(3), K = 3 + C;
@@ -177,51 +146,12 @@ struct CpuThetaBackend {
         }
       });
     }
-    auto none = [&] { return image.new_empty({0}); };
-    at::Tensor gi = need[0] ? gimage.to(image.scalar_type()).contiguous(fmt) : none();
-    at::Tensor gf = need_flow ? ggrid.narrow(1, 0, 2).to(flow.scalar_type()).contiguous(flow.suggest_memory_format())
-                              : none();
-    at::Tensor gm = need_mask ? ggrid.narrow(1, 2, 1).to(flow.scalar_type()).contiguous(mask->suggest_memory_format())
-                              : none();
-    at::Tensor gt = need_tex ? ggrid.narrow(1, 3, C).to(flow.scalar_type()).contiguous(texture->suggest_memory_format())
-                             : none();
-    return {gi, gf, gt, gm};
+    return finish_theta_grads(gimage, ggrid, image, flow, texture, mask, need);
   }
 };
 
-at::Tensor warp_theta(const at::Tensor& image, const at::Tensor& flow, const at::Tensor& theta,
-                      c10::string_view padding_mode) {
-  return CpuThetaBackend::forward<false>("fastwarp.warp", image, flow, nullptr, nullptr, theta, padding_mode);
-}
-
-at::Tensor warp_blend_theta(const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
-                            const at::Tensor& mask, const at::Tensor& theta, c10::string_view padding_mode) {
-  return CpuThetaBackend::forward<true>("fastwarp.warp_blend", image, flow, &texture, &mask, theta, padding_mode);
-}
-
-std::tuple<at::Tensor, at::Tensor> warp_theta_backward(const at::Tensor& grad_output, const at::Tensor& image,
-                                                       const at::Tensor& flow, const at::Tensor& theta,
-                                                       c10::string_view padding_mode, std::array<bool, 2> output_mask) {
-  auto g = CpuThetaBackend::backward<false>("fastwarp.warp_backward", grad_output, image, flow, nullptr, nullptr, theta,
-                                            padding_mode, {output_mask[0], output_mask[1], false, false});
-  return {g[0], g[1]};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> warp_blend_theta_backward(
-    const at::Tensor& grad_output, const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
-    const at::Tensor& mask, const at::Tensor& theta, c10::string_view padding_mode, std::array<bool, 4> output_mask) {
-  auto g = CpuThetaBackend::backward<true>("fastwarp.warp_blend_backward", grad_output, image, flow, &texture, &mask,
-                                           theta, padding_mode, output_mask);
-  return {g[0], g[1], g[2], g[3]};
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastwarp, CPU, m) {
-  m.impl("warp_theta", &warp_theta);
-  m.impl("warp_theta_backward", &warp_theta_backward);
-  m.impl("warp_blend_theta", &warp_blend_theta);
-  m.impl("warp_blend_theta_backward", &warp_blend_theta_backward);
-}
+TORCH_LIBRARY_IMPL(fastwarp, CPU, m) { ThetaEntryPoints<CpuThetaBackend>::register_kernels(m); }
 
 }  // namespace fastwarp

@@ -21,8 +21,7 @@
 #include <array>
 #include <tuple>
 
-#include "../warp_checks.h"
-#include "../warp_theta.h"
+#include "../warp_entry.h"
 
 namespace fastwarp {
 namespace {
@@ -132,33 +131,6 @@ int blocks_for(int64_t total) {
   return static_cast<int>(std::min<int64_t>((total + kThreads - 1) / kThreads, 65535));
 }
 
-template <typename img_t, typename map_t>
-detail::ThetaInputs<img_t, map_t> theta_inputs(const at::Tensor& image, const at::Tensor& flow,
-                                               const at::Tensor* texture, const at::Tensor* mask,
-                                               detail::Padding padding) {
-  detail::ThetaInputs<img_t, map_t> in{};
-  in.image = image.const_data_ptr<img_t>();
-  in.s_image = strides4(image);
-  in.flow = flow.const_data_ptr<map_t>();
-  in.s_flow = strides4(flow);
-  if (texture != nullptr) {
-    in.texture = texture->const_data_ptr<map_t>();
-    in.s_texture = strides4(*texture);
-  }
-  if (mask != nullptr) {
-    in.mask = mask->const_data_ptr<map_t>();
-    in.s_mask = strides4(*mask);
-  }
-  in.N = image.size(0);
-  in.C = image.size(1);
-  in.H = image.size(2);
-  in.W = image.size(3);
-  in.h = flow.size(2);
-  in.w = flow.size(3);
-  in.padding = padding;
-  return in;
-}
-
 template <typename img_t, typename map_t, bool kBlend>
 void launch_forward(const detail::ThetaInputs<img_t, map_t>& in, const double* host, at::Tensor& out,
                     cudaStream_t stream) {
@@ -178,8 +150,9 @@ void launch_forward(const detail::ThetaInputs<img_t, map_t>& in, const double* h
 
 struct CudaThetaBackend {
   template <bool kBlend>
-  static at::Tensor forward(const char* op, const at::Tensor& image, const at::Tensor& flow, const at::Tensor* texture,
-                            const at::Tensor* mask, const at::Tensor& theta, c10::string_view padding_mode) {
+  static at::Tensor theta_forward(const char* op, const at::Tensor& image, const at::Tensor& flow,
+                                  const at::Tensor* texture, const at::Tensor* mask, const at::Tensor& theta,
+                                  c10::string_view padding_mode) {
     detail::Padding padding;
     const at::Tensor host = check_theta_args(op, image, flow, texture, mask, theta, padding_mode, &padding, true);
     const c10::cuda::CUDAGuard guard(image.device());
@@ -188,29 +161,26 @@ struct CudaThetaBackend {
     const auto stream = c10::cuda::getCurrentCUDAStream();
     const double* t = host.const_data_ptr<double>();
     if (image.scalar_type() == at::kByte) {
-      launch_forward<uint8_t, float, kBlend>(theta_inputs<uint8_t, float>(image, flow, texture, mask, padding), t, out,
+      launch_forward<uint8_t, float, kBlend>(theta_inputs<uint8_t, float>(image, flow, texture, mask, t, padding), t, out,
                                              stream);
       return out;
     }
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_theta_forward_cuda", [&] {
-      launch_forward<scalar_t, scalar_t, kBlend>(theta_inputs<scalar_t, scalar_t>(image, flow, texture, mask, padding),
+      launch_forward<scalar_t, scalar_t, kBlend>(theta_inputs<scalar_t, scalar_t>(image, flow, texture, mask, t, padding),
                                                  t, out, stream);
     });
     return out;
   }
 
   template <bool kBlend>
-  static std::array<at::Tensor, 4> backward(const char* op, const at::Tensor& grad_output, const at::Tensor& image,
-                                            const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
-                                            const at::Tensor& theta, c10::string_view padding_mode,
-                                            std::array<bool, 4> need) {
+  static std::array<at::Tensor, 4> theta_backward(const char* op, const at::Tensor& grad_output,
+                                                  const at::Tensor& image, const at::Tensor& flow,
+                                                  const at::Tensor* texture, const at::Tensor* mask,
+                                                  const at::Tensor& theta, c10::string_view padding_mode,
+                                                  std::array<bool, 4> need) {
     detail::Padding padding;
-    const at::Tensor host = check_theta_args(op, image, flow, texture, mask, theta, padding_mode, &padding, false);
-    TORCH_CHECK_VALUE(grad_output.sizes() == image.sizes(), op, ": grad_output must have the output's shape ",
-                      shape_str(image), ", got ", shape_str(grad_output));
-    TORCH_CHECK_TYPE(grad_output.scalar_type() == image.scalar_type(), op,
-                     ": grad_output.dtype must match image.dtype (", image.scalar_type(), "), got ",
-                     grad_output.scalar_type());
+    const at::Tensor host =
+        check_theta_backward(op, grad_output, image, flow, texture, mask, theta, padding_mode, &padding);
     const c10::cuda::CUDAGuard guard(image.device());
     const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
     const int64_t h = flow.size(2), w = flow.size(3), K = 3 + C, total = N * H * W;
@@ -230,7 +200,8 @@ struct CudaThetaBackend {
                                       [&] {
         using acc_t = at::opmath_type<scalar_t>;
         theta_backward_cuda_kernel<scalar_t, kBlend><<<blocks_for(total), kThreads, 0, stream>>>(
-            theta_inputs<scalar_t, scalar_t>(image, flow, texture, mask, padding), theta_dev.const_data_ptr<double>(),
+            theta_inputs<scalar_t, scalar_t>(image, flow, texture, mask, nullptr, padding),
+            theta_dev.const_data_ptr<double>(),
             grad_output.const_data_ptr<scalar_t>(), strides4(grad_output),
             need[0] ? img_index.mutable_data_ptr<int64_t>() : nullptr,
             need[0] ? img_value.mutable_data_ptr<acc_t>() : nullptr,
@@ -240,57 +211,21 @@ struct CudaThetaBackend {
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     }
-    auto none = [&] { return image.new_empty({0}); };
-    const auto fmt = image.suggest_memory_format();
-    at::Tensor gi = none(), gf = none(), gt = none(), gm = none();
+    at::Tensor gimage, ggrid;
     if (need[0]) {
-      at::Tensor acc = at::zeros({total, C}, acc_opts).index_put_({img_index}, img_value, true);
-      gi = acc.view({N, H, W, C}).permute({0, 3, 1, 2}).to(image.scalar_type()).contiguous(fmt);
+      gimage = at::zeros({total, C}, acc_opts).index_put_({img_index}, img_value, true);
+      gimage = gimage.view({N, H, W, C}).permute({0, 3, 1, 2});
     }
     if (need_grid) {
-      at::Tensor grid = at::zeros({N * h * w, K}, acc_opts).index_put_({grid_index}, grid_value, true);
-      grid = grid.view({N, h, w, K}).permute({0, 3, 1, 2});
-      if (need_flow) gf = grid.narrow(1, 0, 2).to(flow.scalar_type()).contiguous(flow.suggest_memory_format());
-      if (need_mask) gm = grid.narrow(1, 2, 1).to(flow.scalar_type()).contiguous(mask->suggest_memory_format());
-      if (need_tex) gt = grid.narrow(1, 3, C).to(flow.scalar_type()).contiguous(texture->suggest_memory_format());
+      ggrid = at::zeros({N * h * w, K}, acc_opts).index_put_({grid_index}, grid_value, true);
+      ggrid = ggrid.view({N, h, w, K}).permute({0, 3, 1, 2});
     }
-    return {gi, gf, gt, gm};
+    return finish_theta_grads(gimage, ggrid, image, flow, texture, mask, need);
   }
 };
 
-at::Tensor warp_theta(const at::Tensor& image, const at::Tensor& flow, const at::Tensor& theta,
-                      c10::string_view padding_mode) {
-  return CudaThetaBackend::forward<false>("fastwarp.warp", image, flow, nullptr, nullptr, theta, padding_mode);
-}
-
-at::Tensor warp_blend_theta(const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
-                            const at::Tensor& mask, const at::Tensor& theta, c10::string_view padding_mode) {
-  return CudaThetaBackend::forward<true>("fastwarp.warp_blend", image, flow, &texture, &mask, theta, padding_mode);
-}
-
-std::tuple<at::Tensor, at::Tensor> warp_theta_backward(const at::Tensor& grad_output, const at::Tensor& image,
-                                                       const at::Tensor& flow, const at::Tensor& theta,
-                                                       c10::string_view padding_mode, std::array<bool, 2> output_mask) {
-  auto g = CudaThetaBackend::backward<false>("fastwarp.warp_backward", grad_output, image, flow, nullptr, nullptr,
-                                             theta, padding_mode, {output_mask[0], output_mask[1], false, false});
-  return {g[0], g[1]};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> warp_blend_theta_backward(
-    const at::Tensor& grad_output, const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
-    const at::Tensor& mask, const at::Tensor& theta, c10::string_view padding_mode, std::array<bool, 4> output_mask) {
-  auto g = CudaThetaBackend::backward<true>("fastwarp.warp_blend_backward", grad_output, image, flow, &texture, &mask,
-                                            theta, padding_mode, output_mask);
-  return {g[0], g[1], g[2], g[3]};
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastwarp, CUDA, m) {
-  m.impl("warp_theta", &warp_theta);
-  m.impl("warp_theta_backward", &warp_theta_backward);
-  m.impl("warp_blend_theta", &warp_blend_theta);
-  m.impl("warp_blend_theta_backward", &warp_blend_theta_backward);
-}
+TORCH_LIBRARY_IMPL(fastwarp, CUDA, m) { ThetaEntryPoints<CudaThetaBackend>::register_kernels(m); }
 
 }  // namespace fastwarp

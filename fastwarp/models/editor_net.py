@@ -24,7 +24,7 @@ from .._io import atomic_path
 from ..au import AU_NAMES
 from .networks import MotionNet, TextureNet
 
-__all__ = ["EditorConfig", "EditResult", "EditorNet", "FaceEditor", "DEFAULT_WEIGHTS", "WEIGHTS_DIR", "BUNDLED_WEIGHTS",
+__all__ = ["EditorConfig", "EditResult", "EditorNet", "FaceEditor", "texture_gate", "DEFAULT_WEIGHTS", "WEIGHTS_DIR", "BUNDLED_WEIGHTS",
            "resolve_weights"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -66,6 +66,11 @@ class EditorConfig:
     # the face's current AUs (difference attributes, STGAN, Liu et al. CVPR 2019): an
     # unchanged AU reads 0, so "no edit" is the zero condition.
     conditioning: str = "target"
+    # Identity by construction (needs "delta" conditioning): no AU-independent flow
+    # (MotionNet bias_flow=False) and the texture's share gated by the size of the AU
+    # change, mask -> 1 - g * (1 - mask), g = min(1, max_k |target_k - current_k|): a zero
+    # AU change gives flow exactly 0 and mask exactly 1, so the editor returns its input.
+    identity_gate: bool = False
     au_names: list[str] = field(default_factory=lambda: list(AU_NAMES))
     extra: dict = field(default_factory=dict)  # provenance: training data, command, commit
 
@@ -85,6 +90,13 @@ class EditResult(NamedTuple):
     warped: Tensor
     texture: Tensor
     mask: Tensor
+
+
+def texture_gate(delta: Tensor) -> Tensor:
+    """The texture's share for an AU change ``delta`` ``[N, 17]`` (intensity units):
+    ``min(1, max_k |delta_k|)``, ``[N]``; exactly 0 for no change, 1 from a change of one
+    intensity level on (:attr:`EditorConfig.identity_gate`)."""
+    return delta.abs().amax(dim=1).clamp(max=1.0)
 
 
 class EditorNet(nn.Module):
@@ -108,9 +120,12 @@ class EditorNet(nn.Module):
         if c.map_size and not (4 <= c.map_size <= c.image_size and c.map_size % 4 == 0):
             raise ValueError(f"config.map_size must be 0 or a multiple of 4 in [4, image_size={c.image_size}], "
                              f"got {c.map_size}")
+        if c.identity_gate and c.conditioning != "delta":
+            raise ValueError("config.identity_gate needs conditioning='delta' (the gate is the size of the AU change)")
         if list(c.au_names) != list(AU_NAMES):
             raise ValueError(f"config.au_names must be fastwarp's AU order {list(AU_NAMES)}, got {c.au_names}")
-        self.motion = MotionNet(c.motion_width, c.motion_res_blocks, c.max_flow) if c.use_motion else None
+        self.motion = (MotionNet(c.motion_width, c.motion_res_blocks, c.max_flow, bias_flow=not c.identity_gate)
+                       if c.use_motion else None)
         self.texture = TextureNet(c.texture_width, c.texture_res_blocks)
         #: ``backend=`` of the warp ops (:func:`fastwarp.resolve_backend`); the ONNX export
         #: sets "reference", whose grid_sample exports as the standard GridSample op.
@@ -140,6 +155,8 @@ class EditorNet(nn.Module):
             flow = small.new_zeros(small.shape[0], 2, *small.shape[2:])
             warped = small
         texture, mask = self.texture(warped, aus)
+        if self.config.identity_gate:
+            mask = 1 - texture_gate(aus).to(mask.dtype)[:, None, None, None] * (1 - mask)
         # With zero flow (texture-only) warp_blend samples pixel centres exactly, so this is
         # GANimation's mask * image + (1 - mask) * texture. Maps on a smaller grid are
         # upsampled inside the kernel (flow scaled to image pixels).

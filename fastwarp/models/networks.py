@@ -110,7 +110,11 @@ class MotionNet(nn.Module):
     The flow is a sum of per-AU motion fields weighted by the condition ``c = aus / 5``
     (target AUs, or their change from the face's current AUs, see ``EditorConfig``):
 
-        flow = tanh(sum_k c_k * (T_k + F_k(image, c)) + T_0 + F_0(image, c)) * max_flow * S
+        flow = tanh(sum_k c_k * (T_k + F_k(image, c)) + b * (T_0 + F_0(image, c))) * max_flow * S
+
+    with ``b = 1`` (a free, AU-independent flow) or, with ``bias_flow=False``, ``b = 0``:
+    every motion term is then scaled by the condition, so a zero condition (no AU change,
+    with ``"delta"`` conditioning) gives a flow of exactly 0 (identity by construction).
 
     ``T_k`` are learned AU motion templates: one flow field per AU in the similarity-aligned
     crop frame (a 2-D expression blendshape basis, stored at ``template_size`` and upsampled),
@@ -123,6 +127,7 @@ class MotionNet(nn.Module):
         width, n_res: trunk size (GANimation: 64, 6).
         max_flow (float): bound on |dx| and |dy| as a fraction of the image size.
         template_size (int): side of the stored templates.
+        bias_flow (bool): keep the AU-independent term ``T_0 + F_0`` (see above).
 
     Forward:
         image (Tensor[N, 3, S, S]) in [-1, 1]; aus (Tensor[N, 17]) the condition (0..5, or
@@ -130,9 +135,11 @@ class MotionNet(nn.Module):
         (dx, dy) for :func:`fastwarp.warp`.
     """
 
-    def __init__(self, width: int = 64, n_res: int = 6, max_flow: float = 0.15, template_size: int = 32) -> None:
+    def __init__(self, width: int = 64, n_res: int = 6, max_flow: float = 0.15, template_size: int = 32,
+                 bias_flow: bool = True) -> None:
         super().__init__()
         self.max_flow = float(max_flow)
+        self.bias_flow = bool(bias_flow)
         self.trunk = Trunk(3 + NUM_AUS, width, n_res)
         self.flow_head = nn.Conv2d(width, 2 * (NUM_AUS + 1), 7, 1, 3)
         self.templates = nn.Parameter(torch.zeros(NUM_AUS + 1, 2, template_size, template_size))
@@ -147,7 +154,8 @@ class MotionNet(nn.Module):
         fields = self.flow_head(self.trunk(x, c)).view(n, NUM_AUS + 1, 2, height, width)
         templates = F.interpolate(self.templates.to(image.dtype), size=(height, width), mode="bilinear",
                                   align_corners=False)
-        weights = torch.cat([c, torch.ones_like(c[:, :1])], dim=1)[:, :, None, None, None]
+        bias = torch.ones_like(c[:, :1]) if self.bias_flow else torch.zeros_like(c[:, :1])
+        weights = torch.cat([c, bias], dim=1)[:, :, None, None, None]
         return torch.tanh(((fields + templates[None]) * weights).sum(1)) * (self.max_flow * width)
 
 

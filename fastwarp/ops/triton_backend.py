@@ -454,16 +454,21 @@ def warp_blend_backward(grad_output: Tensor, image: Tensor, flow: Tensor, textur
                      output_mask)  # type: ignore[return-value]
 
 
-if INTERPRET:
-    # Interpreted kernels cannot be traced (see _launch): keep the ops whole under
-    # torch.compile's functionalization instead of decomposing them into their kernels.
+def keep_opaque_when_interpreted(*ops) -> None:
+    """Interpreted kernels cannot be traced (see _launch): keep these ops whole under
+    torch.compile's functionalization instead of decomposing them into their kernels."""
+    if not INTERPRET:
+        return
     from torch._subclasses.functional_tensor import FunctionalTensorMode
 
     def _opaque(mode, op, types, args, kwargs):
         return mode.__torch_dispatch__(op, types, args, kwargs)
 
-    for _op in (warp, warp_blend, warp_backward, warp_blend_backward):
-        _op.register_torch_dispatch(FunctionalTensorMode, _opaque)
+    for op in ops:
+        op.register_torch_dispatch(FunctionalTensorMode, _opaque)
+
+
+keep_opaque_when_interpreted(warp, warp_blend, warp_backward, warp_blend_backward)
 
 register_op_autograd(warp, warp_backward)
 register_op_autograd(warp_blend, warp_blend_backward)

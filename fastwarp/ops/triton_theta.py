@@ -25,7 +25,7 @@ from torch.library import triton_op, wrap_triton
 
 from . import checks
 from .registration import register_op_autocast, register_theta_autograd, theta_output_like_image
-from .triton_backend import INTERPRET, _acc, _axis, _launch, _quad, _strides, _weights
+from .triton_backend import _acc, _axis, _launch, _quad, _strides, _weights, keep_opaque_when_interpreted
 
 __all__ = ["warp_theta", "warp_blend_theta"]
 
@@ -364,14 +364,7 @@ def warp_blend_theta_backward(grad_output: Tensor, image: Tensor, flow: Tensor, 
                      output_mask)  # type: ignore[return-value]
 
 
-if INTERPRET:
-    from torch._subclasses.functional_tensor import FunctionalTensorMode
-
-    def _opaque(mode, op, types, args, kwargs):
-        return mode.__torch_dispatch__(op, types, args, kwargs)
-
-    for _op in (warp_theta, warp_blend_theta, warp_theta_backward, warp_blend_theta_backward):
-        _op.register_torch_dispatch(FunctionalTensorMode, _opaque)
+keep_opaque_when_interpreted(warp_theta, warp_blend_theta, warp_theta_backward, warp_blend_theta_backward)
 
 register_theta_autograd(warp_theta, warp_theta_backward)
 register_theta_autograd(warp_blend_theta, warp_blend_theta_backward)

@@ -3,11 +3,11 @@
 The pipeline (docs/design.md, "Data flow"), one frame at a time, batch 1::
 
     decode thread      editing thread (RealtimeEngine)                            encode thread
-    VideoSource.read  -> landmarks -> smoothing -> crop -> model -> blend -> paste -> VideoFileSink,
+    VideoSource.read  -> landmarks -> smoothing -> crop -> model -> blend (composite) ---> VideoFileSink,
           (bounded queue)                                             (bounded queue)  VirtualCamSink
 
 :meth:`RealtimeEngine.locate` is the first half (landmarks, smoothing, crops, AU targets),
-:meth:`RealtimeEngine.render` the second (networks, blend, paste-back);
+:meth:`RealtimeEngine.render` the second (networks, then one warp_blend on the frame itself);
 :class:`~fastwarp.realtime.threads.StreamThreads` runs the threads around them.
 
 Decoding and encoding run on their own threads behind bounded queues, so the main thread
@@ -19,7 +19,7 @@ path's own code); the package adds (one module each):
   Simple Speed-based Low-pass Filter for Noisy Input in Interactive Systems", CHI 2012):
   a first-order low-pass whose cutoff rises with the landmarks' speed, so a still face
   does not jitter and a moving one does not lag. The crop, the AU estimate and the
-  paste-back mask all come from the smoothed landmarks. Each face is a track; a track
+  feathered face mask all come from the smoothed landmarks. Each face is a track; a track
   ends (and its filter starts afresh) when its face is lost or jumps.
 - **Network runners** (:mod:`.runners`, :func:`make_network`): eager PyTorch; on a GPU float16 +
   channels_last under a CUDA graph (or ``torch.compile(mode="reduce-overhead")``); on the
@@ -28,8 +28,8 @@ path's own code); the package adds (one module each):
   :func:`fastwarp.warp_blend` in every case. ``runtime="auto"`` runs torch and ONNX
   Runtime in turn on the first faces of the stream and keeps the faster
   (:attr:`RealtimeStats.runtime_reason` says which and why).
-- **Per-stage timings** (:mod:`.stats`, :class:`RealtimeStats`): decode, landmarks, crop, model, blend,
-  paste, encode, and the latency from a decoded frame to its encoded output; mean, p50
+- **Per-stage timings** (:mod:`.stats`, :class:`RealtimeStats`): decode, landmarks, crop, model, blend
+  (the composite), encode, and the latency from a decoded frame to its encoded output; mean, p50
   and p95 in milliseconds, and end-to-end frames per second.
 - **Sources and sinks** (:mod:`.sources`, :mod:`.sinks`) and the live hotkeys of
   ``--show`` (:mod:`.controls`).
@@ -232,8 +232,9 @@ class RealtimeEngine:
 
     @torch.no_grad()
     def render(self, located: "_Located") -> FrameResult:
-        """The second half of :meth:`process`: the networks, the blend and the paste-back of
-        each located face."""
+        """The second half of :meth:`process`: the networks and the frame-space composite
+        (:meth:`ExpressionEditor.blend`: one warp_blend on the frame itself) of each
+        located face."""
         clock = time.perf_counter
         out, timings = located.frame, dict(located.timings)
         for face in located.faces:
@@ -242,11 +243,9 @@ class RealtimeEngine:
             if maps.flow.device.type == "cuda":
                 torch.cuda.synchronize(maps.flow.device)  # time the model, not the blend that waits for it
             t1 = clock()
-            edited = self.editor.blend(face.crop.image, maps)
+            out = self.editor.blend(out, face.crop, maps)
             t2 = clock()
-            out = self.editor.paste(out, edited, face.crop)
-            t3 = clock()
-            for stage, dt in (("model", t1 - t0), ("blend", t2 - t1), ("paste", t3 - t2)):
+            for stage, dt in (("model", t1 - t0), ("blend", t2 - t1)):
                 timings[stage] = timings.get(stage, 0.0) + dt * 1e3
         if not located.faces:
             out = located.frame.copy()

@@ -13,7 +13,7 @@ __all__ = ["STAGES", "StageStats", "RealtimeStats"]
 
 
 #: Per-frame stages, in pipeline order (``latency``: from a frame's decoding to its encoding).
-STAGES = ("decode", "landmarks", "crop", "model", "blend", "paste", "encode", "latency")
+STAGES = ("decode", "landmarks", "crop", "model", "blend", "encode", "latency")
 
 
 @dataclass
@@ -52,8 +52,8 @@ class RealtimeStats:
         error: the read failure's message (the frames before it were written).
         runtime, runner, runtime_reason, runtime_ms: see :class:`RuntimeChoice`.
         device, weights: where and with what the networks ran.
-        samples_ms: per stage (:data:`STAGES`), one sample per frame (model / crop / blend /
-            paste: per frame with a face, summed over its faces).
+        samples_ms: per stage (:data:`STAGES`), one sample per frame (model / crop / blend:
+            per frame with a face, summed over its faces).
     """
 
     frames: int = 0
