@@ -256,10 +256,20 @@ class ExpressionEditor:
         grid = maps.flow.shape[-1]
         theta = grid_theta(crop, grid)
         feather = face_mask((crop.landmarks[:, :2] + 0.5) * (grid / crop.size) - 0.5, grid)
-        a = torch.from_numpy(feather).to(device)[None, None]
-        flow = maps.flow.float() * a
-        mask = 1.0 - a * (1.0 - maps.mask.float())
-        texture = (maps.texture.float().flip(1) + 1.0) * 127.5  # RGB in [-1, 1] -> the frame's BGR 0..255
+        rows, cols = np.nonzero(feather)
+        if len(rows) == 0:  # no face pixel on the grid: nothing moves
+            return np.array(frame_bgr, copy=True)
+        # Only the face's part of the grid (one zero-weight cell of margin): outside it the
+        # feathered maps are flow 0 and mask 1, the frame itself, so the footprint, and
+        # the work, shrink to the face's box with the same output.
+        i0, i1 = max(rows.min() - 1, 0), min(rows.max() + 2, grid)
+        j0, j1 = max(cols.min() - 1, 0), min(cols.max() + 2, grid)
+        theta[:, 2] -= (j0, i0)
+        a = torch.from_numpy(feather[i0:i1, j0:j1]).to(device)[None, None]
+        window = (Ellipsis, slice(i0, i1), slice(j0, j1))
+        flow = maps.flow[window].float() * a
+        mask = 1.0 - a * (1.0 - maps.mask[window].float())
+        texture = (maps.texture[window].float().flip(1) + 1.0) * 127.5  # RGB in [-1, 1] -> the frame's BGR 0..255
         frame = torch.from_numpy(np.ascontiguousarray(frame_bgr)).to(device)
         out = ops.warp_blend(frame.permute(2, 0, 1)[None], flow, texture, mask,
                              theta=torch.from_numpy(theta[None]).to(device))

@@ -184,6 +184,14 @@ def _pixels(flow, sf_n, sf_c, sf_h, sf_w, mask, sm_n, sm_h, sm_w, H, W, h, w, to
 
 
 @triton.jit
+def _tap_masks(tx, ty, ok):
+    """Which of the taps nw, ne, sw, se lie inside the image (where ``ok``)."""
+    _x0, xv0, xv1, _fx, _gx = tx
+    _y0, yv0, yv1, _fy, _gy = ty
+    return ok & yv0 & xv0, ok & yv0 & xv1, ok & yv1 & xv0, ok & yv1 & xv1
+
+
+@triton.jit
 def _weights(tx, ty):
     """Bilinear weights of the taps nw, ne, sw, se."""
     fx = tx[3]
@@ -231,10 +239,7 @@ def _backward_kernel(grad_out, image, flow, texture, mask, g_image, rec_index, g
     x0, xv0, xv1, fx, gx = tx
     y0, yv0, yv1, fy, gy = ty
     w_nw, w_ne, w_sw, w_se = _weights(tx, ty)
-    t_nw = ok & yv0 & xv0
-    t_ne = ok & yv0 & xv1
-    t_sw = ok & yv1 & xv0
-    t_se = ok & yv1 & xv1
+    t_nw, t_ne, t_sw, t_se = _tap_masks(tx, ty, ok)
     zero = _acc(x * 0, F64)
     if NEED_IMAGE and DETERMINISTIC:
         slot = p.to(tl.int64) * 4

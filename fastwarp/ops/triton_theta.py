@@ -25,7 +25,7 @@ from torch.library import triton_op, wrap_triton
 
 from . import checks
 from .registration import register_op_autocast, register_theta_autograd, theta_output_like_image
-from .triton_backend import _acc, _axis, _launch, _quad, _strides, _weights, keep_opaque_when_interpreted
+from .triton_backend import _acc, _axis, _launch, _quad, _strides, _tap_masks, _weights, keep_opaque_when_interpreted
 
 __all__ = ["warp_theta", "warp_blend_theta"]
 
@@ -142,10 +142,7 @@ def _theta_backward_kernel(grad_out, image, flow, texture, mask, coef, img_index
     x0, xv0, xv1, fx, gxx = tx
     y0, yv0, yv1, fy, gyy = ty
     w_nw, w_ne, w_sw, w_se = _weights(tx, ty)
-    t_nw = inside & yv0 & xv0
-    t_ne = inside & yv0 & xv1
-    t_sw = inside & yv1 & xv0
-    t_se = inside & yv1 & xv1
+    t_nw, t_ne, t_sw, t_se = _tap_masks(tx, ty, inside)
     zero = _acc(x * 0, F64)
     slot = p.to(tl.int64) * 4
     if NEED_IMAGE:
