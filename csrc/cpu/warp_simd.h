@@ -71,6 +71,29 @@ void backward_row_avx2(const RowArgs& a, const float* grad_out, int64_t go_s_c, 
 void forward_row_nhwc_avx2(const RowArgs& a, float* out, int64_t out_stride);
 void backward_row_nhwc_avx2(const RowArgs& a, const float* grad_out, int64_t go_stride, const RowGrads& g);
 
+// The frame-space composite's forward (../warp_theta.h, theta_forward_pixel) for pixels
+// [x0, x1) of output row y of one image: border padding, image and output uint8 or float32
+// with float32 maps, every offset within int32 (the caller checks), both image sides >= 2.
+// Pixels outside the footprint are not written. warp_theta_simd.cpp.
+struct ThetaRowArgs {
+  const void* image;  // image n's element (0, 0, 0)
+  bool u8;            // uint8 image and output, else float32
+  int64_t s_c, s_h, s_w, C, H, W;
+  const float* flow;  // image n's maps
+  int64_t f_s_c, f_s_h, f_s_w;
+  const float* mask;  // null for warp
+  int64_t m_s_h, m_s_w;
+  const float* texture;
+  int64_t t_s_c, t_s_h, t_s_w;
+  int64_t h, w;
+  float t[6];    // theta, as GridMap<float> holds it
+  float inv[4];  // L^-1: i00, i01, i10, i11
+  int64_t y, x0, x1;
+  void* out;  // output row y's element (c = 0, x = 0)
+  int64_t o_s_c, o_s_w;
+};
+void theta_forward_row_avx2(const ThetaRowArgs& a);
+
 // Whether every tap offset of an image with these sizes and strides fits in int32 (the
 // gathers index with 32-bit offsets).
 inline bool offsets_fit_int32(int64_t H, int64_t W, int64_t s_h, int64_t s_w) {

@@ -1,0 +1,201 @@
+// AVX2 row kernel of the frame-space composite's forward (see warp_simd.h,
+// theta_forward_row_avx2): eight output pixels per step, with the per-pixel semantics of
+// ../warp_theta.h (theta_forward_pixel), operation for operation and without fused
+// multiply-adds, so the result equals the scalar path's. Only the functions marked
+// target("avx2") use AVX2; the host calls them after simd_available().
+//
+// Per step: the grid position (u, v) of each pixel, the footprint test, the grid taps
+// (clamped, shared by the flow, mask and texture planes: masked gathers), the flow in image
+// pixels through L^-1, the image taps (border padding: clamped, so always inside) and,
+// per channel, gathers of the four taps (float32, or uint8 bytes read as the low byte of an
+// aligned-back 32-bit load), the blend, and the store of the lanes in the footprint.
+#include "warp_simd.h"
+
+#include <immintrin.h>
+
+namespace fastwarp {
+namespace cpu {
+namespace {
+
+#define FW_THETA_AVX2 __attribute__((target("avx2"))) static inline
+
+struct GridAxisV {
+  __m256i i0, i1;
+  __m256 l0, l1;
+};
+
+// detail::GridAxis::make for eight coordinates.
+FW_THETA_AVX2 GridAxisV grid_axis(__m256 c, int64_t size) {
+  const __m256 hi = _mm256_set1_ps(static_cast<float>(size - 1));
+  c = _mm256_max_ps(c, _mm256_setzero_ps());  // NaN -> 0 (max returns its second operand)
+  c = _mm256_min_ps(c, hi);
+  const __m256 f = _mm256_floor_ps(c);
+  GridAxisV a;
+  a.i0 = _mm256_cvttps_epi32(f);
+  a.i1 = _mm256_min_epi32(_mm256_add_epi32(a.i0, _mm256_set1_epi32(1)), _mm256_set1_epi32(static_cast<int>(size - 1)));
+  a.l1 = _mm256_sub_ps(c, f);
+  a.l0 = _mm256_sub_ps(_mm256_set1_ps(1.0f), a.l1);
+  return a;
+}
+
+// detail::Axis::make for border padding on an axis of size >= 2: the coordinate clamped
+// into [0, size - 1]; the lower tap always inside, the upper one inside unless at the end.
+struct AxisV {
+  __m256i i0, i1;
+  __m256 frac;
+  __m256 v1;  // upper tap inside (all-ones lanes)
+};
+
+FW_THETA_AVX2 AxisV border_axis(__m256 pos, __m256 d, int64_t size) {
+  const __m256 hi = _mm256_set1_ps(static_cast<float>(size - 1));
+  __m256 c = _mm256_add_ps(pos, d);
+  c = _mm256_max_ps(c, _mm256_setzero_ps());  // !(c > 0) -> 0, NaN included
+  c = _mm256_min_ps(c, hi);                   // !(c < hi) -> hi
+  const __m256 f = _mm256_floor_ps(c);
+  AxisV a;
+  a.i0 = _mm256_cvttps_epi32(f);
+  a.v1 = _mm256_cmp_ps(f, _mm256_sub_ps(hi, _mm256_set1_ps(1.0f)), _CMP_LE_OQ);
+  a.i1 = _mm256_min_epi32(_mm256_add_epi32(a.i0, _mm256_set1_epi32(1)), _mm256_set1_epi32(static_cast<int>(size - 1)));
+  a.frac = _mm256_sub_ps(c, f);
+  return a;
+}
+
+FW_THETA_AVX2 __m256 gather(const float* base, __m256i offsets, __m256 lanes) {
+  return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base, offsets, lanes, 4);
+}
+
+// uint8 values at byte offsets: 32-bit loads ending at the byte (so no load passes the
+// last byte of the plane), the byte shifted down; offsets below 3 load from 0 instead.
+FW_THETA_AVX2 __m256 gather_u8(const uint8_t* base, __m256i offsets, __m256 lanes) {
+  const __m256i start = _mm256_max_epi32(_mm256_sub_epi32(offsets, _mm256_set1_epi32(3)), _mm256_setzero_si256());
+  const __m256i shift = _mm256_slli_epi32(_mm256_sub_epi32(offsets, start), 3);
+  const __m256i words = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), reinterpret_cast<const int*>(base), start,
+                                                    _mm256_castps_si256(lanes), 1);
+  const __m256i bytes = _mm256_and_si256(_mm256_srlv_epi32(words, shift), _mm256_set1_epi32(0xff));
+  return _mm256_cvtepi32_ps(bytes);
+}
+
+// GridTaps::sample: ly0 * (lx0 * p00 + lx1 * p01) + ly1 * (lx0 * p10 + lx1 * p11).
+struct GridTapsV {
+  __m256i o00, o01, o10, o11;
+  GridAxisV x, y;
+};
+
+FW_THETA_AVX2 GridTapsV grid_taps(const GridAxisV& gx, const GridAxisV& gy, int64_t sh, int64_t sw) {
+  const __m256i vsh = _mm256_set1_epi32(static_cast<int>(sh)), vsw = _mm256_set1_epi32(static_cast<int>(sw));
+  const __m256i r0 = _mm256_mullo_epi32(gy.i0, vsh), r1 = _mm256_mullo_epi32(gy.i1, vsh);
+  const __m256i c0 = _mm256_mullo_epi32(gx.i0, vsw), c1 = _mm256_mullo_epi32(gx.i1, vsw);
+  GridTapsV t;
+  t.o00 = _mm256_add_epi32(r0, c0);
+  t.o01 = _mm256_add_epi32(r0, c1);
+  t.o10 = _mm256_add_epi32(r1, c0);
+  t.o11 = _mm256_add_epi32(r1, c1);
+  t.x = gx;
+  t.y = gy;
+  return t;
+}
+
+FW_THETA_AVX2 __m256 grid_sample(const GridTapsV& t, const float* plane, __m256 lanes) {
+  const __m256 top = _mm256_add_ps(_mm256_mul_ps(t.x.l0, gather(plane, t.o00, lanes)),
+                                   _mm256_mul_ps(t.x.l1, gather(plane, t.o01, lanes)));
+  const __m256 bottom = _mm256_add_ps(_mm256_mul_ps(t.x.l0, gather(plane, t.o10, lanes)),
+                                      _mm256_mul_ps(t.x.l1, gather(plane, t.o11, lanes)));
+  return _mm256_add_ps(_mm256_mul_ps(t.y.l0, top), _mm256_mul_ps(t.y.l1, bottom));
+}
+
+}  // namespace
+
+__attribute__((target("avx2"))) void theta_forward_row_avx2(const ThetaRowArgs& a) {
+  constexpr int kLanes = 8;
+  const float y = static_cast<float>(a.y);
+  // u = a00 x + a01 y + a02 as GridMap::u computes it: ((a00 x) + (a01 y)) + a02.
+  const __m256 a00 = _mm256_set1_ps(a.t[0]), a01y = _mm256_set1_ps(a.t[1] * y), a02 = _mm256_set1_ps(a.t[2]);
+  const __m256 a10 = _mm256_set1_ps(a.t[3]), a11y = _mm256_set1_ps(a.t[4] * y), a12 = _mm256_set1_ps(a.t[5]);
+  const __m256 i00 = _mm256_set1_ps(a.inv[0]), i01 = _mm256_set1_ps(a.inv[1]);
+  const __m256 i10 = _mm256_set1_ps(a.inv[2]), i11 = _mm256_set1_ps(a.inv[3]);
+  const __m256 lo = _mm256_set1_ps(-0.5f);
+  const __m256 u_hi = _mm256_set1_ps(static_cast<float>(a.w) - 0.5f);
+  const __m256 v_hi = _mm256_set1_ps(static_cast<float>(a.h) - 0.5f);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256i lane_idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 yv = _mm256_set1_ps(y);
+  const __m256i vs_h = _mm256_set1_epi32(static_cast<int>(a.s_h)), vs_w = _mm256_set1_epi32(static_cast<int>(a.s_w));
+  alignas(32) float vals[kLanes];
+  alignas(32) float keep[kLanes];
+  for (int64_t x = a.x0; x < a.x1; x += kLanes) {
+    const int n = static_cast<int>(a.x1 - x < kLanes ? a.x1 - x : kLanes);
+    const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane_idx));
+    const __m256 xv = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(x)), lane_idx));
+    const __m256 u = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(a00, xv), a01y), a02);
+    const __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(a10, xv), a11y), a12);
+    __m256 inside = _mm256_and_ps(_mm256_cmp_ps(u, lo, _CMP_GE_OQ), _mm256_cmp_ps(u, u_hi, _CMP_LE_OQ));
+    inside = _mm256_and_ps(inside, _mm256_and_ps(_mm256_cmp_ps(v, lo, _CMP_GE_OQ), _mm256_cmp_ps(v, v_hi, _CMP_LE_OQ)));
+    inside = _mm256_and_ps(inside, valid);
+    if (_mm256_movemask_ps(inside) == 0) continue;
+    const GridTapsV ft = grid_taps(grid_axis(u, a.w), grid_axis(v, a.h), a.f_s_h, a.f_s_w);
+    const __m256 fx = grid_sample(ft, a.flow, inside);
+    const __m256 fy = grid_sample(ft, a.flow + a.f_s_c, inside);
+    const __m256 dx = _mm256_add_ps(_mm256_mul_ps(i00, fx), _mm256_mul_ps(i01, fy));
+    const __m256 dy = _mm256_add_ps(_mm256_mul_ps(i10, fx), _mm256_mul_ps(i11, fy));
+    const AxisV tx = border_axis(xv, dx, a.W), ty = border_axis(yv, dy, a.H);
+    // Taps::w_nw() etc.
+    const __m256 ox = _mm256_sub_ps(one, tx.frac), oy = _mm256_sub_ps(one, ty.frac);
+    const __m256 w_nw = _mm256_mul_ps(ox, oy), w_ne = _mm256_mul_ps(tx.frac, oy);
+    const __m256 w_sw = _mm256_mul_ps(ox, ty.frac), w_se = _mm256_mul_ps(tx.frac, ty.frac);
+    const __m256i r0 = _mm256_mullo_epi32(ty.i0, vs_h), r1 = _mm256_mullo_epi32(ty.i1, vs_h);
+    const __m256i c0 = _mm256_mullo_epi32(tx.i0, vs_w), c1 = _mm256_mullo_epi32(tx.i1, vs_w);
+    const __m256i o_nw = _mm256_add_epi32(r0, c0), o_ne = _mm256_add_epi32(r0, c1);
+    const __m256i o_sw = _mm256_add_epi32(r1, c0), o_se = _mm256_add_epi32(r1, c1);
+    const __m256 in_ne = _mm256_and_ps(inside, tx.v1), in_sw = _mm256_and_ps(inside, ty.v1);
+    const __m256 in_se = _mm256_and_ps(in_ne, ty.v1);
+    __m256 m = one;
+    GridTapsV tt{};
+    if (a.mask != nullptr) {
+      m = grid_sample(a.m_s_h == a.f_s_h && a.m_s_w == a.f_s_w ? ft : grid_taps(ft.x, ft.y, a.m_s_h, a.m_s_w), a.mask,
+                      inside);
+      tt = (a.t_s_h == a.f_s_h && a.t_s_w == a.f_s_w) ? ft : grid_taps(ft.x, ft.y, a.t_s_h, a.t_s_w);
+    }
+    _mm256_store_ps(keep, inside);
+    for (int64_t c = 0; c < a.C; ++c) {
+      __m256 nw, ne, sw, se;
+      if (a.u8) {
+        const uint8_t* plane = static_cast<const uint8_t*>(a.image) + c * a.s_c;
+        nw = gather_u8(plane, o_nw, inside);
+        ne = gather_u8(plane, o_ne, in_ne);
+        sw = gather_u8(plane, o_sw, in_sw);
+        se = gather_u8(plane, o_se, in_se);
+      } else {
+        const float* plane = static_cast<const float*>(a.image) + c * a.s_c;
+        nw = gather(plane, o_nw, inside);
+        ne = gather(plane, o_ne, in_ne);
+        sw = gather(plane, o_sw, in_sw);
+        se = gather(plane, o_se, in_se);
+      }
+      // Quad::interpolate: ((w_nw nw + w_ne ne) + w_sw sw) + w_se se
+      __m256 val = _mm256_add_ps(_mm256_mul_ps(w_nw, nw), _mm256_mul_ps(w_ne, ne));
+      val = _mm256_add_ps(val, _mm256_mul_ps(w_sw, sw));
+      val = _mm256_add_ps(val, _mm256_mul_ps(w_se, se));
+      if (a.mask != nullptr) {
+        const __m256 tex = grid_sample(tt, a.texture + c * a.t_s_c, inside);
+        val = _mm256_add_ps(_mm256_mul_ps(m, val), _mm256_mul_ps(_mm256_sub_ps(one, m), tex));
+      }
+      if (a.u8) {  // store_pixel<uint8_t>: clamp (NaN -> 0), round half to even
+        val = _mm256_min_ps(_mm256_max_ps(val, _mm256_setzero_ps()), _mm256_set1_ps(255.0f));
+        val = _mm256_round_ps(val, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      }
+      _mm256_store_ps(vals, val);
+      if (a.u8) {
+        uint8_t* out = static_cast<uint8_t*>(a.out) + c * a.o_s_c;
+        for (int i = 0; i < n; ++i)
+          if (keep[i] != 0.0f) out[(x + i) * a.o_s_w] = static_cast<uint8_t>(vals[i]);
+      } else {
+        float* out = static_cast<float*>(a.out) + c * a.o_s_c;
+        for (int i = 0; i < n; ++i)
+          if (keep[i] != 0.0f) out[(x + i) * a.o_s_w] = vals[i];
+      }
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace fastwarp
