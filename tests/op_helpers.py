@@ -126,3 +126,20 @@ def make_inputs(shape, dtype=torch.float64, device="cpu", layout="contiguous", f
     mask = torch.rand(N, 1, h, w, **opts)
     return WarpInputs(*(with_layout(t.to(device=device, dtype=dtype), layout)
                         for t in (image, flow, texture, mask)))
+
+
+def outputs_with_and_without_simd(script: str, tmp_path: Path) -> tuple[list, list]:
+    """Runs ``script`` (Python that saves a list of cases to ``sys.argv[1]`` with torch.save)
+    twice in a fresh interpreter, with the CPU's vectorised kernels (FASTWARP_CPU_SIMD=1; the
+    scalar path anyway on a CPU without AVX2) and with the scalar path only (=0); returns the
+    two loaded lists. tests/ is on the script's path."""
+    import subprocess
+    import sys
+
+    outputs = {}
+    for simd in ("1", "0"):
+        path = tmp_path / f"simd{simd}.pt"
+        env = dict(os.environ, FASTWARP_CPU_SIMD=simd, PYTHONPATH=str(Path(__file__).parent))
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
+        outputs[simd] = torch.load(path)
+    return outputs["1"], outputs["0"]

@@ -22,7 +22,8 @@ import fastwarp
 from fastwarp import reference
 
 
-from op_helpers import LAYOUTS, Backend, away_from_integers, backends, make_inputs, with_layout  # noqa: E402
+from op_helpers import (LAYOUTS, Backend, away_from_integers, backends, make_inputs,  # noqa: E402
+                        outputs_with_and_without_simd, with_layout)
 
 MODES = ("border", "zeros")
 OPS = ("warp", "warp_blend")
@@ -849,17 +850,6 @@ def test_cpu_vectorised_and_scalar_paths_agree(tmp_path):
     # The float32 CPU kernel has an AVX2 row implementation (where the CPU has AVX2) and
     # the scalar per-pixel one (FASTWARP_CPU_SIMD=0, or any other CPU); both must give
     # the same results, NaN flow and edges included.
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    outputs = {}
-    for simd in ("1", "0"):
-        path = tmp_path / f"simd{simd}.pt"
-        env = dict(os.environ, FASTWARP_CPU_SIMD=simd, PYTHONPATH=str(Path(__file__).parent))
-        subprocess.run([sys.executable, "-c", _SIMD_SCRIPT, str(path)], check=True, env=env)
-        outputs[simd] = torch.load(path)
-    for case_simd, case_scalar in zip(outputs["1"], outputs["0"]):
+    for case_simd, case_scalar in zip(*outputs_with_and_without_simd(_SIMD_SCRIPT, tmp_path)):
         for a, b in zip(case_simd, case_scalar):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, equal_nan=True)

@@ -13,7 +13,7 @@ import torch
 
 import fastwarp
 from fastwarp.ops import reference
-from op_helpers import backends, with_layout
+from op_helpers import backends, outputs_with_and_without_simd, with_layout
 
 OPS = ("warp", "warp_blend")
 
@@ -351,18 +351,7 @@ def test_cpu_vectorised_and_scalar_composites_are_identical(tmp_path):
     padding) computes the scalar path's operations in its order: the outputs are equal bit
     for bit, NaN flow, frames and tiny images included (FASTWARP_CPU_SIMD=0 is the scalar
     path; on a CPU without AVX2 both runs are scalar)."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    outputs = {}
-    for simd in ("1", "0"):
-        path = tmp_path / f"simd{simd}.pt"
-        env = dict(os.environ, FASTWARP_CPU_SIMD=simd, PYTHONPATH=str(Path(__file__).parent))
-        subprocess.run([sys.executable, "-c", _SIMD_SCRIPT, str(path)], check=True, env=env)
-        outputs[simd] = torch.load(path)
-    for case_simd, case_scalar in zip(outputs["1"], outputs["0"]):
+    for case_simd, case_scalar in zip(*outputs_with_and_without_simd(_SIMD_SCRIPT, tmp_path)):
         for a, b in zip(case_simd, case_scalar):
             assert a.dtype == b.dtype and torch.equal(a.isnan(), b.isnan())
             assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
