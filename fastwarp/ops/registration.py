@@ -30,8 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         f"(torch {torch.__version__}); original error: {exc}"
     ) from exc
 
-__all__ = ["output_like_image", "register_op_autograd", "register_op_autocast", "register_theta_autograd",
-           "theta_output_like_image"]
+__all__ = ["output_like_image", "register_op_autograd", "register_op_autocast", "theta_output_like_image"]
 
 _ops = torch.ops.fastwarp
 
@@ -93,17 +92,20 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.padding_mode = padding_mode
 
 
-def register_op_autograd(op, backward_op) -> None:
+def register_op_autograd(op, backward_op, no_grad_tensors: int = 0) -> None:
     """Registers autograd for a forward op ``op(*tensors, padding_mode)`` whose backward op is
     ``backward_op(grad_output, *tensors, padding_mode, output_mask)`` (shared by the C++ and
-    Triton ops)."""
+    Triton ops). The last ``no_grad_tensors`` tensors (theta) are passed to the backward but
+    get no gradient and no entry in ``output_mask``."""
 
     def backward(ctx, grad_output: Tensor):
         tensors = ctx.saved_tensors
-        need = list(ctx.needs_input_grad[:len(tensors)])
+        k = len(tensors) - no_grad_tensors
+        need = list(ctx.needs_input_grad[:k])
         grads = backward_op(grad_output, *tensors, ctx.padding_mode, need)
-        # None for padding_mode where autograd lists it (the C++ ops' inputs do, custom ops' not).
-        rest = (None,) * (len(ctx.needs_input_grad) - len(tensors))
+        # None for the rest: theta, and padding_mode where autograd lists it (the C++ ops'
+        # inputs do, custom ops' not).
+        rest = (None,) * (len(ctx.needs_input_grad) - k)
         return tuple(g if wanted else None for g, wanted in zip(grads, need)) + rest
 
     torch.library.register_autograd(op, backward, setup_context=_setup_context)
@@ -164,28 +166,7 @@ def _warp_blend_theta_backward_fake(grad_output: Tensor, image: Tensor, flow: Te
     return _grads_fake(output_mask, (image, flow, texture, mask))
 
 
-def _setup_theta_context(ctx, inputs, output) -> None:
-    *tensors, theta, padding_mode = inputs
-    ctx.save_for_backward(*tensors, theta)
-    ctx.padding_mode = padding_mode
-
-
-def register_theta_autograd(op, backward_op) -> None:
-    """Autograd for a theta op ``op(*tensors, theta, padding_mode)`` whose backward op is
-    ``backward_op(grad_output, *tensors, theta, padding_mode, output_mask)``: gradients for
-    the tensors, none for theta (shared by the C++ and Triton ops)."""
-
-    def backward(ctx, grad_output: Tensor):
-        *tensors, theta = ctx.saved_tensors
-        need = list(ctx.needs_input_grad[:len(tensors)])
-        grads = backward_op(grad_output, *tensors, theta, ctx.padding_mode, need)
-        rest = (None,) * (len(ctx.needs_input_grad) - len(tensors))  # theta, padding_mode
-        return tuple(g if wanted else None for g, wanted in zip(grads, need)) + rest
-
-    torch.library.register_autograd(op, backward, setup_context=_setup_theta_context)
-
-
-register_theta_autograd("fastwarp::warp_theta", _ops.warp_theta_backward.default)
-register_theta_autograd("fastwarp::warp_blend_theta", _ops.warp_blend_theta_backward.default)
+register_op_autograd("fastwarp::warp_theta", _ops.warp_theta_backward.default, no_grad_tensors=1)
+register_op_autograd("fastwarp::warp_blend_theta", _ops.warp_blend_theta_backward.default, no_grad_tensors=1)
 register_op_autocast("fastwarp::warp_theta")
 register_op_autocast("fastwarp::warp_blend_theta")

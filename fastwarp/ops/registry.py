@@ -25,7 +25,8 @@ __all__ = ["BACKENDS", "backends", "resolve_backend", "kernel"]
 #: Names accepted by the ``backend=`` argument of the ops and modules.
 BACKENDS = ("auto", "cpu", "cuda", "triton", "reference")
 
-# After the first _has_triton(): "module" is fastwarp.ops.triton_backend or None, "error" why not.
+# After the first _has_triton(): "module" is fastwarp.ops.triton_backend or None, "theta"
+# fastwarp.ops.triton_theta, "error" why not.
 _TRITON: dict[str, ModuleType | str | None] = {}
 
 
@@ -33,11 +34,13 @@ _TRITON: dict[str, ModuleType | str | None] = {}
 # so the ops' Python wrappers trace without graph breaks.
 @torch.compiler.assume_constant_result
 def _has_triton() -> bool:
-    """Whether :mod:`fastwarp.ops.triton_backend` imports; imported on first use (it imports triton,
-    and triton reads ``TRITON_INTERPRET`` when it defines the kernels)."""
+    """Whether :mod:`fastwarp.ops.triton_backend` (and :mod:`fastwarp.ops.triton_theta`, built on
+    it) import; imported on first use (they import triton, and triton reads
+    ``TRITON_INTERPRET`` when it defines the kernels)."""
     if not _TRITON:
         try:
-            _TRITON.update(module=importlib.import_module(".triton_backend", __package__), error="")
+            _TRITON.update(module=importlib.import_module(".triton_backend", __package__),
+                           theta=importlib.import_module(".triton_theta", __package__), error="")
         except ImportError as exc:
             _TRITON.update(module=None, error=str(exc))
     return _TRITON["module"] is not None
@@ -106,9 +109,7 @@ def kernel(op: str, backend: str, device: torch.device, theta: bool = False) -> 
         if device.type not in ("cuda", "meta") and not (device.type == "cpu" and triton_ops.INTERPRET):
             raise ValueError(f"{where} needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 set before "
                              f"fastwarp first uses triton), got {device.type}")
-        if theta:  # its own module (it builds on triton_backend's taps); imported on first use
-            return getattr(importlib.import_module(".triton_theta", __package__), op)
-        return getattr(triton_ops, op)
+        return getattr(_TRITON["theta"] if theta else triton_ops, op)
     if device.type not in (name, "meta"):
         raise ValueError(f"{where} needs {name.upper()} tensors, got {device.type}")
     if name == "cuda" and device.type == "cuda" and not backends()["cuda"]:

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
 from . import checks
-from .registration import register_op_autocast, register_theta_autograd, theta_output_like_image
+from .registration import register_op_autocast, register_op_autograd, theta_output_like_image
 from .triton_backend import _acc, _axis, _launch, _quad, _strides, _tap_masks, _weights, keep_opaque_when_interpreted
 
 __all__ = ["warp_theta", "warp_blend_theta"]
@@ -363,7 +363,7 @@ def warp_blend_theta_backward(grad_output: Tensor, image: Tensor, flow: Tensor, 
 
 keep_opaque_when_interpreted(warp_theta, warp_blend_theta, warp_theta_backward, warp_blend_theta_backward)
 
-register_theta_autograd(warp_theta, warp_theta_backward)
-register_theta_autograd(warp_blend_theta, warp_blend_theta_backward)
+register_op_autograd(warp_theta, warp_theta_backward, no_grad_tensors=1)
+register_op_autograd(warp_blend_theta, warp_blend_theta_backward, no_grad_tensors=1)
 register_op_autocast("fastwarp::triton_warp_theta")
 register_op_autocast("fastwarp::triton_warp_blend_theta")
