@@ -35,4 +35,11 @@ TORCH_LIBRARY(fastwarp, m) {
   m.def(
       "warp_blend_theta_backward(Tensor grad_output, Tensor image, Tensor flow, Tensor texture, Tensor mask, "
       "Tensor theta, str padding_mode, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+  // A landmark mesh's motion rendered to a dense backward flow through its triangulation
+  // (docs/design.md, "mesh_flow"): (flow [N, 2, H, W], triangle_index [N, H, W] int32).
+  // Kernels: cpu/mesh_flow_kernel.cpp, cuda/mesh_flow_kernel.cu; math: mesh_flow.h.
+  m.def("mesh_flow(Tensor vertices, Tensor displacement, Tensor triangles, SymInt[2] size) -> (Tensor, Tensor)");
+  m.def(
+      "mesh_flow_backward(Tensor grad_flow, Tensor vertices, Tensor displacement, Tensor triangles, "
+      "Tensor triangle_index, bool[2] output_mask) -> (Tensor, Tensor)");
 }

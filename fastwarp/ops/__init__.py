@@ -8,13 +8,15 @@ Modules, in import order (each imports only those above it):
 - :mod:`~fastwarp.ops.registration`: loads ``fastwarp._C``; fake kernels, autograd, autocast;
 - :mod:`~fastwarp.ops.triton_backend`: the Triton kernels (imported on first use);
 - :mod:`~fastwarp.ops.registry`: :func:`backends`, :func:`resolve_backend`, the dispatch;
-- :mod:`~fastwarp.ops.api`: :func:`warp`, :func:`warp_blend`, :class:`Warp`, :class:`WarpBlend`.
+- :mod:`~fastwarp.ops.api`: :func:`warp`, :func:`warp_blend`, :func:`mesh_flow`, :class:`Warp`,
+  :class:`WarpBlend`.
 """
 
 from __future__ import annotations
 
 from . import reference
-from .api import Warp, WarpBlend, warp, warp_blend
+from .api import Warp, WarpBlend, mesh_flow, warp, warp_blend
 from .registry import BACKENDS, backends, resolve_backend
 
-__all__ = ["warp", "warp_blend", "Warp", "WarpBlend", "BACKENDS", "backends", "resolve_backend", "reference"]
+__all__ = ["warp", "warp_blend", "mesh_flow", "Warp", "WarpBlend", "BACKENDS", "backends", "resolve_backend",
+           "reference"]

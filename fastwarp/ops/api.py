@@ -10,9 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from . import checks
-from .registry import kernel, resolve_backend
+from .registry import kernel, mesh_flow_kernel, resolve_backend
 
-__all__ = ["warp", "warp_blend", "Warp", "WarpBlend"]
+__all__ = ["warp", "warp_blend", "mesh_flow", "Warp", "WarpBlend"]
 
 
 def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border", backend: str = "auto",
@@ -114,6 +114,68 @@ def warp_blend(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, *,
         _refuse_uint8_under_autograd("fastwarp.warp_blend", image, flow, texture, mask)
         return kernel("warp_blend", backend, image.device, theta=True)(image, flow, texture, mask, theta, padding_mode)
     return kernel("warp_blend", backend, image.device)(image, flow, texture, mask, padding_mode)
+
+
+def mesh_flow(vertices: Tensor, displacement: Tensor, triangles: Tensor, size, *,
+              backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """Render a triangle mesh's motion to a dense backward flow for :func:`warp`, piecewise
+    affine through its triangulation (docs/design.md, "mesh_flow").
+
+    The destination mesh is ``dest = vertices + displacement``. For each pixel p of the
+    ``H x W`` grid (pixel centres at integers: row i, column j is (x, y) = (j, i), the flow's
+    convention), take the lowest-index destination triangle t holding p and p's barycentric
+    coordinates b in it; then ``flow(p) = sum_k b_k * vertices[n, t_k] - p``: where p's content
+    came from, minus p, so ``warp(image, flow)`` moves the content at each vertex by its
+    displacement. It is computed as ``-sum_k b_k * displacement[n, t_k]`` (the same value, as
+    ``sum_k b_k dest_k = p`` and ``sum_k b_k = 1``): zero displacement gives a flow of exactly
+    0. Pixels in no destination triangle get flow 0: with an outer ring of vertices that do
+    not move, the flow falls continuously to 0 outside the mesh.
+
+    Containment (every backend the same, ``csrc/mesh_flow.h``): in the inputs' precision,
+    ``area2 = (x1 - x0)(y2 - y0) - (x2 - x0)(y1 - y0)`` of t's destination vertices,
+    ``w0 = (x1 - px)(y2 - py) - (x2 - px)(y1 - py)`` and cyclically ``w1``, ``w2``,
+    ``b_k = w_k / area2``; p is in t when ``|area2| >= 1e-8`` (float32) or ``1e-12`` (float64)
+    and finite (else t is degenerate and skipped), p lies in t's bounding box and every
+    ``b_k >= 0``. Either orientation; where several triangles hold p (a shared edge, a folded
+    mesh) the lowest index wins. (Triton on a GPU may fuse the edge functions' multiply-adds:
+    a pixel within rounding of an edge can then take the neighbouring triangle.)
+
+    Args:
+        vertices (Tensor[N, V, 2]): source positions (x, y) in pixels of the output grid,
+            float32 or float64.
+        displacement (Tensor[N, V, 2]): forward motion of each vertex in pixels, same dtype and
+            device.
+        triangles (Tensor[T, 3]): vertex indices in ``[0, V)``, int32 or int64, shared by the
+            batch, on the vertices' device.
+        size: ``(H, W)`` of the flow, each at least 1.
+        backend (str): ``"auto"``, ``"cpu"``, ``"cuda"``, ``"triton"`` or ``"reference"``, as
+            in :func:`warp`.
+
+    Returns:
+        (flow, triangle_index): flow Tensor[N, 2, H, W] in the vertices' dtype (dx, dy in
+        pixels), differentiable with respect to vertices and displacement (with A the
+        Jacobian of t's destination -> source affine map, ``d flow / d dest_j = -b_j A`` and
+        ``d flow / d vertices_j = b_j I`` directly; the CPU backward is deterministic, CUDA
+        and Triton add with atomics); triangle_index Tensor[N, H, W] int32, the triangle
+        used per pixel, -1 where none (not differentiable).
+
+    Raises:
+        ValueError: wrong rank or shape (``vertices.shape[2] != 2``, displacement not the
+            vertices' shape, ``triangles.shape[1] != 3``), tensors on different devices, a
+            triangle index outside ``[0, V)``, ``size`` not two integers >= 1; unknown
+            ``backend`` or one that cannot run on the tensors' device.
+        TypeError: vertices not float32/float64, displacement of another dtype, triangles not
+            int32/int64, ``size`` not a sequence of integers.
+
+    Example:
+        >>> vertices = torch.tensor([[[10., 10.], [50., 10.], [10., 50.]]])
+        >>> displacement = torch.tensor([[[0., 0.], [4., 0.], [0., 0.]]])
+        >>> flow, index = fastwarp.mesh_flow(vertices, displacement, torch.tensor([[0, 1, 2]]), (64, 64))
+        >>> moved = fastwarp.warp(image, flow)
+    """
+    size = checks.mesh_flow_size("fastwarp.mesh_flow", size)
+    checks.check_mesh_flow_args("fastwarp.mesh_flow", vertices, displacement, triangles, size)
+    return mesh_flow_kernel(backend, vertices.device)(vertices, displacement, triangles, size)
 
 
 def _refuse_uint8_under_autograd(op: str, image: Tensor, *maps: Tensor) -> None:

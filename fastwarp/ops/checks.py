@@ -157,3 +157,103 @@ def _cpp_double(v: float) -> str:
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
     return f"{v:g}"
+
+
+# --- mesh_flow (docs/design.md, "mesh_flow"): mirror csrc/mesh_flow_checks.h ------------------
+
+MESH_FLOW_DTYPES = (torch.float32, torch.float64)
+
+
+def size_str(size) -> str:
+    return "[" + ", ".join(str(s) for s in size) + "]"
+
+
+def mesh_flow_size(op: str, size) -> tuple:
+    """``size`` as a tuple of ints (SymInts stay), or ``TypeError`` naming it."""
+    import operator
+
+    try:
+        return tuple(s if isinstance(s, torch.SymInt) else operator.index(s) for s in size)
+    except TypeError:
+        raise TypeError(f"{op}: size must be (H, W), a sequence of integers, got {size!r}") from None
+
+
+def check_mesh_flow_args(op: str, vertices: torch.Tensor, displacement: torch.Tensor, triangles: torch.Tensor,
+                         size=None) -> None:
+    """Raise ``ValueError``/``TypeError`` naming the bad argument of ``mesh_flow``, as the C++
+    kernels do: shapes, dtypes, devices and ``size`` (not checked when None: the backward op
+    has none); the triangles' values: :func:`check_mesh_flow_values`."""
+    if vertices.dim() != 3:
+        raise ValueError(f"{op}: vertices must be a 3-D tensor [N, V, 2], got {vertices.dim()}-D with shape "
+                         f"{shape_str(vertices)}")
+    if vertices.shape[2] != 2:
+        raise ValueError(f"{op}: vertices.shape[2] must be 2 (x, y), got {vertices.shape[2]}")
+    if vertices.dtype not in MESH_FLOW_DTYPES:
+        raise TypeError(f"{op}: vertices must be a float32 or float64 tensor, got {dtype_name(vertices.dtype)}")
+    if tuple(displacement.shape) != tuple(vertices.shape):
+        raise ValueError(f"{op}: displacement must have the vertices' shape {shape_str(vertices)}, "
+                         f"got {shape_str(displacement)}")
+    if displacement.dtype != vertices.dtype:
+        raise TypeError(f"{op}: displacement.dtype must match vertices.dtype ({dtype_name(vertices.dtype)}), "
+                        f"got {dtype_name(displacement.dtype)}")
+    if displacement.device != vertices.device:
+        raise ValueError(f"{op}: displacement must be on the vertices' device ({vertices.device}), "
+                         f"got {displacement.device}")
+    if triangles.dim() != 2:
+        raise ValueError(f"{op}: triangles must be a 2-D tensor [T, 3], got {triangles.dim()}-D with shape "
+                         f"{shape_str(triangles)}")
+    if triangles.shape[1] != 3:
+        raise ValueError(f"{op}: triangles.shape[1] must be 3 (vertex indices), got {triangles.shape[1]}")
+    if triangles.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"{op}: triangles must be an int32 or int64 tensor, got {dtype_name(triangles.dtype)}")
+    if triangles.device != vertices.device:
+        raise ValueError(f"{op}: triangles must be on the vertices' device ({vertices.device}), "
+                         f"got {triangles.device}")
+    if size is not None and (len(size) != 2 or not (size[0] >= 1 and size[1] >= 1)):
+        raise ValueError(f"{op}: size must be (H, W) with H >= 1 and W >= 1, got {size_str(size)}")
+
+
+def check_mesh_flow_backward_args(op: str, grad_flow: torch.Tensor, vertices: torch.Tensor,
+                                  displacement: torch.Tensor, triangles: torch.Tensor,
+                                  triangle_index: torch.Tensor) -> None:
+    """The backward op's checks: the forward's, then triangle_index ``[N, H, W]`` int32 and
+    grad_flow ``[N, 2, H, W]`` in the vertices' dtype, all on the vertices' device."""
+    check_mesh_flow_args(op, vertices, displacement, triangles)
+    N = vertices.shape[0]
+    if triangle_index.dim() != 3 or triangle_index.shape[0] != N:
+        raise ValueError(f"{op}: triangle_index must have shape [N, H, W] with N={N}, "
+                         f"got {shape_str(triangle_index)}")
+    if triangle_index.dtype != torch.int32:
+        raise TypeError(f"{op}: triangle_index must be an int32 tensor, got {dtype_name(triangle_index.dtype)}")
+    if triangle_index.device != vertices.device:
+        raise ValueError(f"{op}: triangle_index must be on the vertices' device ({vertices.device}), "
+                         f"got {triangle_index.device}")
+    H, W = triangle_index.shape[1:]
+    if tuple(grad_flow.shape) != (N, 2, H, W):
+        raise ValueError(f"{op}: grad_flow must have the flow's shape [{N}, 2, {H}, {W}], got {shape_str(grad_flow)}")
+    if grad_flow.dtype != vertices.dtype:
+        raise TypeError(f"{op}: grad_flow.dtype must match vertices.dtype ({dtype_name(vertices.dtype)}), "
+                        f"got {dtype_name(grad_flow.dtype)}")
+    if grad_flow.device != vertices.device:
+        raise ValueError(f"{op}: grad_flow must be on the vertices' device ({vertices.device}), got {grad_flow.device}")
+
+
+def check_mesh_flow_values(op: str, vertices: torch.Tensor, triangles: torch.Tensor,
+                           triangle_index: torch.Tensor | None = None) -> None:
+    """The checks that read values (not on fake or meta tensors): every vertex index in
+    ``[0, V)``; with ``triangle_index``, every entry in ``[-1, T)``."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    if triangles.device.type == "meta" or is_fake(triangles):
+        return
+    V, T = vertices.shape[1], triangles.shape[0]
+    if triangles.numel():
+        lo, hi = (int(v) for v in torch.aminmax(triangles))
+        if lo < 0 or hi >= V:
+            raise ValueError(f"{op}: triangles must hold vertex indices in [0, V) = [0, {V}), "
+                             f"got values from {lo} to {hi}")
+    if triangle_index is not None and triangle_index.numel():
+        lo, hi = (int(v) for v in torch.aminmax(triangle_index))
+        if lo < -1 or hi >= T:
+            raise ValueError(f"{op}: triangle_index must hold triangle indices in [-1, T) = [-1, {T}), "
+                             f"got values from {lo} to {hi}")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["warp", "warp_blend", "normalised_grid", "upsample", "upsample_flow", "grid_coordinates", "footprint",
-           "sample_grid"]
+           "sample_grid", "mesh_flow", "MESH_MIN_AREA2"]
 
 
 def normalised_grid(flow: Tensor) -> Tensor:
@@ -174,3 +174,104 @@ def warp_blend(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, *,
     size = image.shape[-2:]
     mask = upsample(mask, size)
     return mask * warp(image, flow, padding_mode=padding_mode) + (1 - mask) * upsample(texture, size)
+
+
+# --- mesh_flow: a landmark mesh's motion rendered to a dense flow (docs/design.md, "mesh_flow") ---
+
+#: Twice a destination triangle's signed area (pixels^2) must reach this in absolute value, in
+#: the working precision, or the triangle is degenerate and skipped (csrc/mesh_flow.h).
+MESH_MIN_AREA2 = {torch.float32: 1e-8, torch.float64: 1e-12}
+
+
+def _edge_functions(x0, y0, x1, y1, x2, y2, px, py):
+    """``(w0, w1, w2, area2)``: the edge functions of point (px, py) in triangle (x_k, y_k)
+    and twice its signed area, in this order of operations (every backend's); the barycentric
+    coordinates are ``b_k = w_k / area2``."""
+    w0 = (x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)
+    w1 = (x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)
+    w2 = (x0 - px) * (y1 - py) - (x1 - px) * (y0 - py)
+    area2 = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    return w0, w1, w2, area2
+
+
+def _triangle_index(dest: Tensor, triangles: Tensor, size: tuple[int, int]) -> Tensor:
+    """The containment rule: for each pixel the lowest-index destination triangle holding it,
+    -1 where none: Tensor[N, H, W] int64. Triangles are visited from the last to the first, each
+    over its bounding box (the union over the batch), each overwriting: the lowest index wins."""
+    N, H, W = dest.shape[0], *size
+    index = torch.full((N, H, W), -1, dtype=torch.int64, device=dest.device)
+    T = triangles.shape[0]
+    if T == 0 or N == 0:
+        return index
+    D = dest[:, triangles]  # [N, T, 3, 2]
+    x, y = D[..., 0], D[..., 1]
+    area2 = _edge_functions(x[..., 0], y[..., 0], x[..., 1], y[..., 1], x[..., 2], y[..., 2], 0.0, 0.0)[3]
+    valid = (area2.abs() >= MESH_MIN_AREA2[dest.dtype]) & torch.isfinite(area2)  # [N, T]
+    big = torch.tensor(float("inf"), dtype=dest.dtype, device=dest.device)
+    xmin, xmax = x.amin(-1), x.amax(-1)
+    ymin, ymax = y.amin(-1), y.amax(-1)
+    # Pixel columns ceil(xmin)..floor(xmax) (rows likewise), over the batch items where t is valid.
+    boxes = torch.stack([torch.where(valid, xmin, big).amin(0).ceil().clamp(0, W),
+                         torch.where(valid, xmax, -big).amax(0).floor().clamp(-1, W - 1),
+                         torch.where(valid, ymin, big).amin(0).ceil().clamp(0, H),
+                         torch.where(valid, ymax, -big).amax(0).floor().clamp(-1, H - 1)], 1).long().tolist()
+    for t in range(T - 1, -1, -1):
+        x0, x1, y0, y1 = boxes[t]
+        if x1 < x0 or y1 < y0:
+            continue
+        px = torch.arange(x0, x1 + 1, dtype=dest.dtype, device=dest.device).view(1, 1, -1)
+        py = torch.arange(y0, y1 + 1, dtype=dest.dtype, device=dest.device).view(1, -1, 1)
+        c = [v[:, t].view(N, 1, 1) for v in (x[..., 0], y[..., 0], x[..., 1], y[..., 1], x[..., 2], y[..., 2])]
+        w0, w1, w2, a2 = _edge_functions(*c, px, py)
+        inside = ((w0 / a2 >= 0) & (w1 / a2 >= 0) & (w2 / a2 >= 0) & valid[:, t].view(N, 1, 1)
+                  & (px >= xmin[:, t].view(N, 1, 1)) & (px <= xmax[:, t].view(N, 1, 1))
+                  & (py >= ymin[:, t].view(N, 1, 1)) & (py <= ymax[:, t].view(N, 1, 1)))
+        box = index[:, y0:y1 + 1, x0:x1 + 1]
+        box.copy_(torch.where(inside, t, box))
+    return index
+
+
+def mesh_flow(vertices: Tensor, displacement: Tensor, triangles: Tensor,
+              size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Reference of :func:`fastwarp.ops.mesh_flow`: a triangle mesh's motion as the backward
+    flow of its piecewise-affine map (docs/design.md, "mesh_flow").
+
+    For each pixel p (centres at integers: pixel (row i, column j) is (x, y) = (j, i)), the
+    lowest-index triangle t of the destination mesh ``dest = vertices + displacement`` holding
+    p (:func:`_triangle_index`) and p's barycentric coordinates b in it give
+    ``flow(p) = sum_k b_k * vertices[t_k] - p``, computed as ``-sum_k b_k * displacement[t_k]``
+    (equal, as ``sum_k b_k dest[t_k] = p`` and ``sum_k b_k = 1``: a mesh that does not move
+    gives exactly 0); 0 where no triangle holds p.
+
+    Args:
+        vertices (Tensor[N, V, 2]): source positions (x, y) in pixels, float32 or float64.
+        displacement (Tensor[N, V, 2]): each vertex's forward motion, same dtype.
+        triangles (Tensor[T, 3]): vertex indices, int32 or int64.
+        size: (H, W) of the flow.
+    Returns:
+        (flow Tensor[N, 2, H, W] in the vertices' dtype, differentiable through plain torch ops
+        with respect to vertices and displacement; triangle_index Tensor[N, H, W] int32, -1
+        where no triangle holds the pixel).
+    """
+    H, W = size
+    N = vertices.shape[0]
+    dest = vertices + displacement
+    tri = triangles.long()
+    with torch.no_grad():
+        index = _triangle_index(dest.detach(), tri, (H, W))
+    if tri.shape[0] == 0 or N == 0:
+        return vertices.new_zeros((N, 2, H, W)), index.to(torch.int32)
+    inside = index >= 0
+    corners = tri[index.clamp(min=0).view(N, H * W)].view(N, H * W * 3, 1).expand(-1, -1, 2)
+    d = displacement.gather(1, corners).view(N, H, W, 3, 2)
+    D = dest.gather(1, corners).view(N, H, W, 3, 2)
+    px = torch.arange(W, dtype=vertices.dtype, device=vertices.device).view(1, 1, W)
+    py = torch.arange(H, dtype=vertices.dtype, device=vertices.device).view(1, H, 1)
+    w0, w1, w2, area2 = _edge_functions(D[..., 0, 0], D[..., 0, 1], D[..., 1, 0], D[..., 1, 1], D[..., 2, 0],
+                                        D[..., 2, 1], px, py)
+    area2 = torch.where(inside, area2, 1.0)  # pixels in no triangle: no 0/0 in the gradient
+    b0, b1, b2 = w0 / area2, w1 / area2, w2 / area2
+    fx = -(b0 * d[..., 0, 0] + b1 * d[..., 1, 0] + b2 * d[..., 2, 0])
+    fy = -(b0 * d[..., 0, 1] + b1 * d[..., 1, 1] + b2 * d[..., 2, 1])
+    flow = torch.where(inside.unsqueeze(1), torch.stack((fx, fy), 1), 0.0)
+    return flow, index.to(torch.int32)

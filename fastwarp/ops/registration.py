@@ -30,7 +30,8 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
         f"(torch {torch.__version__}); original error: {exc}"
     ) from exc
 
-__all__ = ["output_like_image", "register_op_autograd", "register_op_autocast", "theta_output_like_image"]
+__all__ = ["output_like_image", "register_op_autograd", "register_op_autocast", "theta_output_like_image",
+           "mesh_flow_outputs", "register_mesh_flow_autograd"]
 
 _ops = torch.ops.fastwarp
 
@@ -170,3 +171,55 @@ register_op_autograd("fastwarp::warp_theta", _ops.warp_theta_backward.default, n
 register_op_autograd("fastwarp::warp_blend_theta", _ops.warp_blend_theta_backward.default, no_grad_tensors=1)
 register_op_autocast("fastwarp::warp_theta")
 register_op_autocast("fastwarp::warp_blend_theta")
+
+
+# --- mesh_flow (docs/design.md, "mesh_flow"): (flow, triangle_index); gradients for vertices
+# and displacement, none for triangles; triangle_index is an integer output (no gradient) ----
+
+def mesh_flow_outputs(vertices: Tensor, size: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Empty (flow [N, 2, H, W] in the vertices' dtype, triangle_index [N, H, W] int32)."""
+    N, (H, W) = vertices.shape[0], size
+    return (vertices.new_empty((N, 2, H, W)),
+            torch.empty((N, H, W), dtype=torch.int32, device=vertices.device))
+
+
+@torch.library.register_fake("fastwarp::mesh_flow")
+def _mesh_flow_fake(vertices: Tensor, displacement: Tensor, triangles: Tensor,
+                    size: Sequence[int]) -> tuple[Tensor, Tensor]:
+    checks.check_mesh_flow_args("fastwarp.mesh_flow", vertices, displacement, triangles, size)
+    return mesh_flow_outputs(vertices, size)
+
+
+@torch.library.register_fake("fastwarp::mesh_flow_backward")
+def _mesh_flow_backward_fake(grad_flow: Tensor, vertices: Tensor, displacement: Tensor, triangles: Tensor,
+                             triangle_index: Tensor, output_mask: Sequence[bool]) -> tuple[Tensor, Tensor]:
+    checks.check_mesh_flow_backward_args("fastwarp.mesh_flow_backward", grad_flow, vertices, displacement, triangles,
+                                         triangle_index)
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) if wanted else vertices.new_empty((0,))
+                 for t, wanted in zip((vertices, displacement), output_mask))  # type: ignore[return-value]
+
+
+def register_mesh_flow_autograd(op, backward_op) -> None:
+    """Autograd of a mesh_flow op ``op(vertices, displacement, triangles, size) -> (flow,
+    triangle_index)`` whose backward op is ``backward_op(grad_flow, vertices, displacement,
+    triangles, triangle_index, output_mask) -> (grad_vertices, grad_displacement)`` (shared by
+    the C++ and Triton ops)."""
+
+    def setup_context(ctx, inputs, output) -> None:
+        vertices, displacement, triangles, _size = inputs
+        ctx.save_for_backward(vertices, displacement, triangles, output[1])
+
+    def backward(ctx, grad_flow: Tensor | None, _grad_index):
+        vertices, displacement, triangles, triangle_index = ctx.saved_tensors
+        need = list(ctx.needs_input_grad[:2])
+        rest = (None,) * (len(ctx.needs_input_grad) - 2)
+        if grad_flow is None:
+            grad_flow = vertices.new_zeros((vertices.shape[0], 2, *triangle_index.shape[1:]))
+        grads = backward_op(grad_flow, vertices, displacement, triangles, triangle_index, need)
+        return tuple(g if wanted else None for g, wanted in zip(grads, need)) + rest
+
+    torch.library.register_autograd(op, backward, setup_context=setup_context)
+
+
+register_mesh_flow_autograd("fastwarp::mesh_flow", _ops.mesh_flow_backward.default)
+register_op_autocast("fastwarp::mesh_flow")

@@ -20,13 +20,13 @@ from . import registration  # noqa: F401  (loads fastwarp._C: the C++ ops exist 
 
 _ops = torch.ops.fastwarp
 
-__all__ = ["BACKENDS", "backends", "resolve_backend", "kernel"]
+__all__ = ["BACKENDS", "backends", "resolve_backend", "kernel", "mesh_flow_kernel"]
 
 #: Names accepted by the ``backend=`` argument of the ops and modules.
 BACKENDS = ("auto", "cpu", "cuda", "triton", "reference")
 
 # After the first _has_triton(): "module" is fastwarp.ops.triton_backend or None, "theta"
-# fastwarp.ops.triton_theta, "error" why not.
+# fastwarp.ops.triton_theta, "mesh_flow" fastwarp.ops.triton_mesh_flow, "error" why not.
 _TRITON: dict[str, ModuleType | str | None] = {}
 
 
@@ -40,7 +40,8 @@ def _has_triton() -> bool:
     if not _TRITON:
         try:
             _TRITON.update(module=importlib.import_module(".triton_backend", __package__),
-                           theta=importlib.import_module(".triton_theta", __package__), error="")
+                           theta=importlib.import_module(".triton_theta", __package__),
+                           mesh_flow=importlib.import_module(".triton_mesh_flow", __package__), error="")
         except ImportError as exc:
             _TRITON.update(module=None, error=str(exc))
     return _TRITON["module"] is not None
@@ -117,3 +118,24 @@ def kernel(op: str, backend: str, device: torch.device, theta: bool = False) -> 
     return getattr(_ops, op).default
 
 
+
+
+def mesh_flow_kernel(backend: str, device: torch.device) -> Callable[..., tuple[Tensor, Tensor]]:
+    """The callable ``(vertices, displacement, triangles, size)`` that runs ``mesh_flow`` for
+    ``backend`` on tensors on ``device``, after checking that the backend can run there."""
+    name = resolve_backend(backend, device)
+    if name == "reference":
+        return reference.mesh_flow
+    where = f"fastwarp.mesh_flow: backend={name!r}"
+    if name == "triton":
+        if not _has_triton():
+            raise RuntimeError(f"{where} needs the triton package, which does not import: {_TRITON['error']}")
+        if device.type not in ("cuda", "meta") and not (device.type == "cpu" and _TRITON["module"].INTERPRET):
+            raise ValueError(f"{where} needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 set before "
+                             f"fastwarp first uses triton), got {device.type}")
+        return _TRITON["mesh_flow"].mesh_flow
+    if device.type not in (name, "meta"):
+        raise ValueError(f"{where} needs {name.upper()} tensors, got {device.type}")
+    if name == "cuda" and device.type == "cuda" and not backends()["cuda"]:
+        raise RuntimeError(f"{where}: fastwarp._C was built without its CUDA kernels")
+    return _ops.mesh_flow.default
