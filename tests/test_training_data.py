@@ -351,3 +351,28 @@ def test_malicious_au_pickle_is_refused_and_not_run(tmp_path, kind):
     with pytest.raises(ValueError, match=r"aus_openface\.pkl: refusing to unpickle (posix|os|builtins)\.(system|eval)"):
         GanimationDataset(tmp_path)
     assert not marker.exists()
+
+
+def test_split_by_the_manifest_identity_column(tmp_path):
+    from training.data import dataset_identities, manifest_identities
+
+    faces = tmp_path / "faces"
+    (faces / "videos").mkdir(parents=True)
+    rows = ["file,kind,identity", "videos/lp_d0.mp4,video,lp_d0", "videos/lpf_sideye2.mp4,video,lp_d0",
+            "videos/eamm_fear.mp4,video,eamm_subject", "videos/eamm_surprised.mp4,video,eamm_subject",
+            "videos/lp_d3.mp4,video,lp_d3", "images/rose.jpg,image,rose", "videos/other.mp4,video,"]
+    (faces / "MANIFEST.csv").write_text("\n".join(rows) + "\n")
+    ids = manifest_identities(faces)
+    assert ids == {"lp_d0": "lp_d0", "lpf_sideye2": "lp_d0", "eamm_fear": "eamm_subject",
+                   "eamm_surprised": "eamm_subject", "lp_d3": "lp_d3", "img_rose": "rose"}
+    names = ["lp_d0", "lpf_sideye2", "eamm_fear", "eamm_surprised", "lp_d3", "other"]
+    for seed in range(6):
+        train, val = split_videos(names, 0.4, seed, ids)
+        # one person's files (different file names) never fall on both sides
+        for group in (("lp_d0", "lpf_sideye2"), ("eamm_fear", "eamm_surprised")):
+            assert set(group) <= set(train) or set(group) <= set(val), (seed, train, val)
+    assert manifest_identities(tmp_path / "nowhere") == {}
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.json").write_text(json.dumps({"videos": {"lp_d0": {"source": str(faces / "videos" / "lp_d0.mp4")}}}))
+    assert dataset_identities(data) == ids

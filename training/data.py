@@ -15,6 +15,7 @@ CLI: ``python -m training.data --faces ../shared/data/faces --out .cache/dataset
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
 import os
@@ -22,7 +23,7 @@ import pickle
 import re
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -58,8 +59,48 @@ def identity_key(name: str) -> str:
     return re.sub(r"_clip_?\d+$", "", stem)
 
 
-def split_videos(names: Sequence[str], val_fraction: float = 0.1, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Split videos into train / validation with no identity in both (see :func:`identity_key`).
+def manifest_identities(faces_dir: str | os.PathLike) -> dict[str, str]:
+    """The person in each file, from the ``identity`` column of ``faces_dir/MANIFEST.csv``.
+
+    Returns:
+        ``{entry name: identity}`` with the dataset's entry names (:func:`prepare_dataset`):
+        a video's stem, ``img_<stem>`` for a photo; ``{}`` when there is no MANIFEST.csv or
+        it has no ``identity`` column.
+    """
+    path = Path(faces_dir) / "MANIFEST.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out = {}
+    for row in rows:
+        ident, file = (row.get("identity") or "").strip(), Path(row.get("file") or "")
+        if not ident or not file.name:
+            continue
+        photo = file.suffix.lower() in IMAGE_EXTS
+        out[(PHOTO_PREFIX + file.stem) if photo else file.stem] = ident
+    return out
+
+
+def dataset_identities(data_dir: str | os.PathLike) -> dict[str, str]:
+    """:func:`manifest_identities` of the faces folder a dataset cache was prepared from
+    (found through the sources its ``manifest.json`` records); ``{}`` when unknown."""
+    manifest = Path(data_dir) / MANIFEST
+    if not manifest.is_file():
+        return {}
+    for entry in json.loads(manifest.read_text()).get("videos", {}).values():
+        src = Path(entry.get("source", ""))
+        for folder in (src.parent, src.parent.parent):
+            if (folder / "MANIFEST.csv").is_file():
+                return manifest_identities(folder)
+    return {}
+
+
+def split_videos(names: Sequence[str], val_fraction: float = 0.1, seed: int = 0,
+                 identities: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """Split videos into train / validation with no identity in both: the person of
+    ``identities`` (e.g. :func:`dataset_identities`, from the faces' MANIFEST.csv) where it
+    names one, else :func:`identity_key` of the file name.
 
     Identity groups are shuffled with ``seed`` and moved to validation until it holds at
     least ``val_fraction`` of the videos; at least one group goes to each side when there
@@ -78,7 +119,8 @@ def split_videos(names: Sequence[str], val_fraction: float = 0.1, seed: int = 0)
     videos = sorted(set(names) - set(photos))
     groups: dict[str, list[str]] = {}
     for n in videos:
-        groups.setdefault(identity_key(n), []).append(n)
+        who = (identities or {}).get(n) or identity_key(n)
+        groups.setdefault(who, []).append(n)
     keys = sorted(groups)
     np.random.default_rng(seed).shuffle(keys)
     want = val_fraction * len(videos)

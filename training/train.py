@@ -174,12 +174,12 @@ def build_data(cfg: TrainConfig, rank: int):
         sampler = ImageSampler(images, train_idx, seed, cfg.au_noise)
         info = {"layout": "ganimation", "train_images": int(len(train_idx)), "validation_images": int(len(val_idx))}
         return sampler, size, None, info
-    from .data import load_dataset, split_videos
+    from .data import dataset_identities, load_dataset, split_videos
 
     dataset = load_dataset(path)
     if not dataset:
         raise ValueError(f"dataset {path} has no videos")
-    train_videos, val_videos = split_videos(sorted(dataset), cfg.val_fraction, cfg.seed)
+    train_videos, val_videos = split_videos(sorted(dataset), cfg.val_fraction, cfg.seed, dataset_identities(path))
     sampler = PairSampler(dataset, train_videos, seed, cfg.max_pose_diff)
     size = int(next(iter(dataset.values()))["crops"].shape[1])
     info = {"layout": "videos", "train_videos": train_videos, "validation_videos": val_videos,
