@@ -230,6 +230,41 @@ def estimate_aus_batch(landmarks: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, AU_MAX).astype(np.float32)
 
 
+def consistent_targets(current, target):
+    """Target AUs made consistent with how the estimator reads them (numpy or torch, ``[..., 17]``).
+
+    Some AUs share a landmark measure, so some combinations cannot be read at once: the
+    lips cannot part by "AU25 = 2" while the jaw drops by "AU26 = 2.5" (AU26 needs an
+    inner-lip gap at which AU25 reads 5), and eyes cannot both widen (AU05) and close (AU45).
+    Where an edit raises one, its partner's target follows:
+
+    - AU26 raised: AU25 at least the reading of the smallest gap that gives the AU26 target
+      (the gap and the chin contributing equally);
+    - AU45 raised above 0: AU05 = 0; AU05 raised above 0: AU45 = 0.
+
+    Args:
+        current, target: AU intensities ``[..., 17]`` (0..5), numpy arrays or torch tensors.
+    Returns:
+        A new target of the same type; equal to ``target`` where no rule applies.
+    """
+    if isinstance(target, np.ndarray):
+        xp, t, c = np, np.array(target, dtype=np.float32, copy=True), np.asarray(current, np.float32)
+    else:
+        import torch as xp
+
+        t, c = target.clone(), current
+    i25, i26, i05, i45 = (AU_INDEX[a] for a in ("AU25", "AU26", "AU05", "AU45"))
+    (gap_n, gap_s), (jaw_n, jaw_s) = _CALIBRATION["gap"], _CALIBRATION["gap_jaw"]
+    gap = jaw_n + t[..., i26] / AU_MAX * (jaw_s - jaw_n)
+    implied = xp.clip((gap - gap_n) / (gap_s - gap_n) * AU_MAX, 0.0, AU_MAX)
+    t[..., i25] = xp.where(t[..., i26] > c[..., i26], xp.maximum(t[..., i25], implied), t[..., i25])
+    closes = (t[..., i45] > c[..., i45]) & (t[..., i45] > 0)
+    widens = (t[..., i05] > c[..., i05]) & (t[..., i05] > 0)
+    t[..., i05] = xp.where(closes, 0.0 * t[..., i05], t[..., i05])
+    t[..., i45] = xp.where(widens & ~closes, 0.0 * t[..., i45], t[..., i45])
+    return t
+
+
 def estimate_aus(landmarks: np.ndarray) -> np.ndarray:
     """Geometric AU intensities of one face.
 
