@@ -1,0 +1,156 @@
+"""LandmarkMotion: the motion step made explicit (docs/design.md, "Motion from landmarks").
+
+From a face's FaceMesh landmarks and an AU change it predicts a displacement of every
+landmark; :func:`fastwarp.ops.mesh_flow` renders it through the face mesh
+(:mod:`fastwarp.face.mesh`) into the dense backward flow the composite warps with.
+
+Model (everything in the eye-line frame of :func:`fastwarp.face.aus.eye_line_frame`: origin
+between the eyes, unit = inter-ocular distance, so one model serves faces of any size,
+position and in-plane rotation):
+
+    z = (t - c) W + g(c, t - c, s) - g(c, 0, s)          # [K] motion coefficients
+    displacement = sum_k z_k B_k                          # [478, 2], IOD units
+
+- ``B`` (``[K, 478, 2]``): the principal components of real expression motion, the landmark
+  differences between frames of the training videos (fixed, from the data): every output is
+  a mixture of motions real faces make, so no landmark moves alone and the mesh stays smooth.
+- ``W`` (``[17, K]``): a per-AU displacement basis (the linear part, GANimation's
+  "AU intensity scales the motion").
+- ``g``: a small MLP of the current AUs, the AU change and ``s``, the face's shape code (its
+  landmarks projected on the principal components of face shape), for what is not linear
+  (an eye closes by exactly its own opening). Subtracting ``g(c, 0, s)`` makes a zero AU
+  change move nothing, exactly.
+
+Trained by ``python -m training.motion`` (AU-consistency through
+:func:`fastwarp.face.aus_torch.estimate_aus_torch`, real motion, rigidity). Checkpoints are
+safetensors + JSON, like :class:`~fastwarp.models.EditorNet`'s.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..au import AU_MAX, NUM_AUS
+from ..face.aus_torch import eye_line_frame_torch
+from ..face.landmarks import (
+    LEFT_EYE_INNER,
+    LEFT_EYE_OUTER,
+    NUM_LANDMARKS,
+    RIGHT_EYE_INNER,
+    RIGHT_EYE_OUTER,
+)
+from .small_checkpoint import load_small, save_small
+
+__all__ = ["LandmarkMotion", "MotionConfig", "eye_line_transform"]
+
+
+@dataclass
+class MotionConfig:
+    """Architecture of a :class:`LandmarkMotion` (saved next to its weights)."""
+
+    motion_components: int = 48   # K
+    shape_components: int = 16    # S
+    hidden: int = 128
+    # The AU change the model was trained on, per AU (target - current is clamped to it).
+    max_change: float = AU_MAX
+    extra: dict = field(default_factory=dict)
+
+
+def eye_line_transform(landmarks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The similarity of :func:`~fastwarp.face.aus_torch.eye_line_frame_torch`, to map
+    displacements back: ``(origin [N, 2], ex [N, 2], iod [N])`` with
+    ``pixel = origin + iod * (q_x ex + q_y ey)``, ``ey = (-ex_y, ex_x)``."""
+    p = landmarks[..., :2]
+    rc = 0.5 * (p[:, RIGHT_EYE_OUTER] + p[:, RIGHT_EYE_INNER])
+    lc = 0.5 * (p[:, LEFT_EYE_OUTER] + p[:, LEFT_EYE_INNER])
+    iod = torch.linalg.vector_norm(p[:, LEFT_EYE_OUTER] - p[:, RIGHT_EYE_OUTER], dim=-1)
+    ex = (lc - rc) / torch.linalg.vector_norm(lc - rc, dim=-1, keepdim=True)
+    return 0.5 * (rc + lc), ex, iod
+
+
+class LandmarkMotion(nn.Module):
+    """Landmark displacements for an AU change (see the module docstring).
+
+    Args:
+        config: sizes.
+        motion_basis: ``[K, 478, 2]`` principal components of real motion (IOD units);
+            default zeros (filled by training or :meth:`load`).
+        motion_scale: ``[K]`` their standard deviations (coefficients are predicted in
+            these units).
+        shape_mean, shape_basis: ``[478, 2]`` and ``[S, 478, 2]``, the face-shape PCA.
+    """
+
+    def __init__(self, config: MotionConfig | None = None, *, motion_basis: Tensor | None = None,
+                 motion_scale: Tensor | None = None, shape_mean: Tensor | None = None,
+                 shape_basis: Tensor | None = None) -> None:
+        super().__init__()
+        self.config = c = config or MotionConfig()
+        K, S, V = c.motion_components, c.shape_components, NUM_LANDMARKS
+        self.register_buffer("motion_basis", torch.zeros(K, V, 2) if motion_basis is None else motion_basis.float())
+        self.register_buffer("motion_scale", torch.ones(K) if motion_scale is None else motion_scale.float())
+        self.register_buffer("shape_mean", torch.zeros(V, 2) if shape_mean is None else shape_mean.float())
+        self.register_buffer("shape_basis", torch.zeros(S, V, 2) if shape_basis is None else shape_basis.float())
+        self.au_basis = nn.Parameter(torch.zeros(NUM_AUS, K))
+        self.mlp = nn.Sequential(nn.Linear(2 * NUM_AUS + S, c.hidden), nn.SiLU(), nn.Linear(c.hidden, c.hidden),
+                                 nn.SiLU(), nn.Linear(c.hidden, K))
+
+    def coefficients(self, q: Tensor, current: Tensor, target: Tensor) -> Tensor:
+        """Motion coefficients ``z`` ``[N, K]`` (in units of ``motion_scale``) for faces
+        ``q`` ``[N, 478, 2]`` in the eye-line frame and AU vectors ``[N, 17]`` (0..5)."""
+        c = current.to(q.dtype) / AU_MAX
+        lim = self.config.max_change / AU_MAX
+        delta = (target.to(q.dtype) / AU_MAX - c).clamp(-lim, lim)
+        s = torch.einsum("nvd,svd->ns", q - self.shape_mean, self.shape_basis)
+        g = self.mlp(torch.cat([c, delta, s], dim=1))
+        g0 = self.mlp(torch.cat([c, torch.zeros_like(delta), s], dim=1))
+        return delta @ self.au_basis * AU_MAX + g - g0
+
+    def displacement_iod(self, q: Tensor, current: Tensor, target: Tensor) -> Tensor:
+        """``[N, 478, 2]`` displacements in the eye-line frame (IOD units)."""
+        z = self.coefficients(q, current, target) * self.motion_scale
+        return torch.einsum("nk,kvd->nvd", z, self.motion_basis)
+
+    def forward(self, landmarks: Tensor, current: Tensor, target: Tensor) -> Tensor:
+        """Displacements of the landmarks, in their own pixel frame.
+
+        Args:
+            landmarks (Tensor[N, 478, 2 or 3]): FaceMesh landmarks, pixels of any frame
+                (the aligned crop, the map grid, the frame); floating point.
+            current, target (Tensor[N, 17]): AU intensities 0..5 (order of
+                :data:`fastwarp.au.AU_NAMES`); a change beyond ``config.max_change`` is
+                clamped to it.
+        Returns:
+            Tensor[N, 478, 2]: (dx, dy) in the landmarks' pixels; exactly 0 where
+            ``target == current``.
+        Raises:
+            ValueError: wrong shapes.
+        """
+        if landmarks.ndim != 3 or landmarks.shape[1] != NUM_LANDMARKS:
+            raise ValueError(f"landmarks must have shape [N, {NUM_LANDMARKS}, 2 or 3], got {tuple(landmarks.shape)}")
+        n = landmarks.shape[0]
+        for name, a in (("current", current), ("target", target)):
+            if a.shape != (n, NUM_AUS):
+                raise ValueError(f"{name} AUs must have shape [{n}, {NUM_AUS}], got {tuple(a.shape)}")
+        lm = landmarks[..., :2].to(self.motion_basis.dtype)
+        q = eye_line_frame_torch(lm)
+        d = self.displacement_iod(q, current, target)
+        _, ex, iod = eye_line_transform(lm)
+        ey = torch.stack([-ex[:, 1], ex[:, 0]], dim=-1)
+        return (d[..., :1] * ex[:, None] + d[..., 1:] * ey[:, None]) * iod[:, None, None]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``<path>.safetensors`` and ``<path>.json`` (each atomically)."""
+        save_small(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LandmarkMotion:
+        """Load a checkpoint written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: a file is missing. ValueError: weights and config disagree.
+        """
+        return load_small(cls, MotionConfig, path, "landmark motion", map_location)
