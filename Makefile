@@ -1,6 +1,6 @@
 # fastwarp: two commands on a fresh machine.
 #   make demo   edit a real face from ../shared/data/faces with the bundled weights
-#   make test   the test suite
+#   make test   the test suite (installs the evaluation extra, requirements-eval.txt, too)
 # Both create or reuse ./.venv (torch 2.13.0 CPU + the package, built in place).
 
 VENV   ?= .venv
@@ -13,7 +13,7 @@ DEMO_IMAGE ?= $(FACES)/images/st_people_0.png
 DEMO_AUS   ?= --au AU12=3 --au AU25=1
 SOURCES := setup.py pyproject.toml requirements.txt $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*/*.cuh)
 
-.PHONY: demo test bench bench-baseline gpu-carry cuda-check install clean
+.PHONY: demo test bench bench-baseline gpu-carry cuda-check install install-eval clean
 
 install: $(VENV)/.installed
 
@@ -32,7 +32,16 @@ demo: install
 	@test -f "$(DEMO_IMAGE)" || { echo "demo image not found: $(DEMO_IMAGE) (set FACES=/path/to/faces)"; exit 1; }
 	$(VENV)/bin/fastwarp edit "$(DEMO_IMAGE)" $(DEMO_AUS) -o $(OUT)/demo_edit.png --side-by-side $(OUT)/demo_side_by_side.png
 
-test: install
+# The evaluation extra (dlib's face descriptor for training/edit_metrics.py's identity
+# distance; never a runtime dependency), for the tests that use it: two packages, no deps.
+install-eval: $(VENV)/.installed-eval
+
+$(VENV)/.installed-eval: $(VENV)/.installed requirements-eval.txt
+	$(PIP) install -q --no-deps -r requirements-eval.txt
+	$(PY) -c "import dlib; print('dlib', dlib.__version__)"
+	touch $@
+
+test: install install-eval
 	$(PY) -m pytest -q
 
 # Benchmarks of this machine's device (a GPU where one is visible, else the CPU), see

@@ -19,6 +19,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from fastwarp.au import AU_INDEX
 from fastwarp.images import bgr_to_tensor, tensor_to_bgr
 from fastwarp.face import VISIBLE_AUS, FaceMesh, estimate_aus, face_mask
+from fastwarp.face.landmarks import OUTER_LIPS
 from fastwarp.models import EditorConfig, EditResult, EditorNet
 from training import evaluate as ev
 from training.data import load_dataset, prepare_dataset
@@ -155,11 +156,12 @@ def test_evaluate_models_rows_against_independent_metrics(setup):
     dataset, pairs, tiny, mesh = setup
     oracle = Oracle(dataset, pairs)
     result = ev.evaluate_models({"tiny": tiny, "oracle": oracle}, dataset, pairs, mesh, batch_size=4, progress=False)
-    assert list(result) == ["identity", "tiny", "oracle", "n_pairs", "pairs"]
+    assert list(result) == ["identity", "tiny", "oracle", "n_pairs", "pairs", "mouth_pairs"]
     assert result["pairs"] == len(pairs)
 
     # identity row: recomputed here from the source and target frames
     ref = {k: [] for k in ("l1", "psnr", "ssim", "nme", "au_err")}
+    mouth_psnr = []
     ref_au = {a: [] for a in VISIBLE_AUS}
     with FaceMesh(static_image_mode=True) as mesh2:
         for v, s, t in pairs:
@@ -167,6 +169,13 @@ def test_evaluate_models_rows_against_independent_metrics(setup):
             mask = face_mask(dataset[v]["landmarks"][t], SIZE, feather=0) > 0
             ref["l1"].append(np.abs(src.astype(np.float64) - tgt).mean() / 127.5)
             ref["psnr"].append(peak_signal_noise_ratio(tgt[mask], src[mask], data_range=255))
+            lm_cache = dataset[v]["landmarks"]
+            gaps = [np.mean([np.linalg.norm(lm[a] - lm[b]) for a, b in ((13, 14), (82, 87), (312, 317))])
+                    / np.linalg.norm(lm[263] - lm[33]) for lm in (lm_cache[s], lm_cache[t])]
+            if gaps[1] - gaps[0] >= ev.MOUTH_OPENS:  # the mouth opens: PSNR inside the target's outer lips
+                lips = np.zeros((SIZE, SIZE), np.uint8)
+                cv2.fillPoly(lips, [np.round(lm_cache[t][list(OUTER_LIPS)]).astype(np.int32)], 1)
+                mouth_psnr.append(peak_signal_noise_ratio(tgt[lips > 0], src[lips > 0], data_range=255))
             inner = mask.copy()
             inner[:3], inner[-3:], inner[:, :3], inner[:, -3:] = False, False, False, False
             ref["ssim"].append(_ssim_map_reference(src, tgt)[inner].mean())
@@ -184,6 +193,11 @@ def test_evaluate_models_rows_against_independent_metrics(setup):
     for a, vals in ref_au.items():
         assert ident[f"au_err_{a}"] == pytest.approx(np.mean(vals), abs=1e-5), a
     assert ident["psnr"] < 40 and ident["nme"] > 0.003 and ident["au_err"] > 0.1  # the pairs do differ
+    assert result["mouth_pairs"] == len(mouth_psnr)
+    if mouth_psnr:
+        assert ident["psnr_mouth"] == pytest.approx(np.mean(mouth_psnr), rel=1e-5)
+    else:
+        assert "psnr_mouth" not in ident
 
     # the oracle outputs the target: perfect scores
     best = result["oracle"]
@@ -193,7 +207,8 @@ def test_evaluate_models_rows_against_independent_metrics(setup):
 
     # a random model: every metric present and finite
     row = result["tiny"]
-    assert set(row) == set(ev.METRICS) | {f"au_err_{a}" for a in VISIBLE_AUS}
+    mouth_key = set() if mouth_psnr else {"psnr_mouth"}
+    assert set(row) == (set(ev.METRICS) - mouth_key) | {f"au_err_{a}" for a in VISIBLE_AUS}
     assert all(np.isfinite(v) for v in row.values())
     assert row["psnr"] < 40
 
@@ -222,7 +237,7 @@ def test_evaluate_models_input_errors(setup):
     with pytest.raises(ValueError, match="'small' takes 64 px crops, the dataset has 128 px"):
         ev.evaluate_models({"small": small}, dataset, pairs, mesh, progress=False)
     empty = ev.evaluate_models({"tiny": tiny}, dataset, [], mesh, progress=False)
-    assert empty == {"identity": {}, "tiny": {}, "n_pairs": {"identity": 0, "tiny": 0}, "pairs": 0}
+    assert empty == {"identity": {}, "tiny": {}, "n_pairs": {"identity": 0, "tiny": 0}, "pairs": 0, "mouth_pairs": 0}
     assert "| tiny | n/a |" in ev.format_table(empty)
 
 

@@ -23,7 +23,10 @@ Metrics (per pair, then the mean over pairs):
 The face mask is the filled face-oval polygon of the *target* crop's landmarks
 (:func:`fastwarp.face.face_mask` with ``feather=0``).
 
-CLI: ``python -m training.evaluate --data .cache/dataset128 [--weights NAME=PATH ...] [--out runs/eval]``
+CLI: ``python -m training.evaluate --data .cache/dataset128 [--weights NAME=PATH ...] [--out runs/eval]
+[--faces ../shared/data/faces]``; with ``--faces``, each model's photo edit metrics
+(:mod:`training.edit_metrics`: per-edit response, identity, linearity, picture sheet) go to
+``<out>/edits/<name>``.
 """
 
 from __future__ import annotations
@@ -44,21 +47,27 @@ from fastwarp._io import atomic_path
 from fastwarp.au import AU_INDEX
 from fastwarp.images import bgr_to_tensor, tensor_to_bgr
 from fastwarp.face import VISIBLE_AUS, FaceMesh, estimate_aus, face_mask, inter_ocular_distance
-from fastwarp.face.landmarks import EXPRESSION_REGIONS
+from fastwarp.face.aus import geometric_features
+from fastwarp.face.landmarks import EXPRESSION_REGIONS, OUTER_LIPS
 from fastwarp.models import DEFAULT_WEIGHTS, EditorNet, resolve_weights
 
-from .data import load_dataset, make_pairs, split_videos
+from .data import dataset_identities, load_dataset, make_pairs, split_videos
 
-__all__ = ["METRICS", "landmark_errors", "evaluation_mask", "masked_psnr", "masked_ssim", "evaluate_models",
+__all__ = ["METRICS", "MeshPathModel", "landmark_errors", "evaluation_mask", "mouth_mask", "masked_psnr", "masked_ssim",
+           "evaluate_models",
            "evaluate_pairs", "validation_pairs", "format_table", "format_au_table", "grid_columns", "write_grid",
-           "main"]
+           "run_edit_metrics", "main"]
 
 _VISIBLE = [AU_INDEX[a] for a in VISIBLE_AUS]
 #: Columns of :func:`format_table`, in order.
-METRICS: tuple[str, ...] = ("l1", "nme", "nme_mouth", "nme_eyes", "nme_brows", "au_err", "psnr", "ssim")
+METRICS: tuple[str, ...] = ("l1", "nme", "nme_mouth", "nme_eyes", "nme_brows", "au_err", "psnr", "ssim",
+                             "psnr_mouth")
 _PIXEL_METRICS = ("l1", "psnr", "ssim")
+#: A pair "opens the mouth" when the inner-lip gap grows by this much (IOD units) from source
+#: to target (the cache's landmarks); ``psnr_mouth`` is measured on those pairs only.
+MOUTH_OPENS = 0.08
 _AU_KEYS = tuple(f"au_err_{a}" for a in VISIBLE_AUS)
-_RESERVED = ("identity", "n_pairs", "pairs")  # keys of a result that are not model names
+_RESERVED = ("identity", "n_pairs", "pairs", "mouth_pairs")  # keys of a result that are not model names
 _SSIM_WIN = 7  # skimage's default window; it ignores a (win - 1) // 2 border of the SSIM map
 GRID_MIN_CELL = 128  # grid panels are upscaled (nearest) to at least this side
 GRID_HEADER = 40  # grid header height in pixels (two label lines)
@@ -73,6 +82,8 @@ LEGEND = """\
   AUs it sees, intensity units 0..5 (lower is better); au_err per AU in the second table.
 - psnr: dB, uint8 BGR in [0, 255], over the target's face-oval mask (higher is better).
 - ssim: SSIM (skimage, 7x7 window, data range 255) averaged over that mask (higher is better).
+- psnr_mouth: PSNR (dB) inside the target's outer-lip polygon, on the pairs whose inner-lip
+  gap grows by 0.08 IOD or more (the mouth opens: what motion alone cannot make).
 - pairs: pairs with a face found in both output and target (landmark metrics); l1, psnr
   and ssim are over every pair."""
 
@@ -87,6 +98,21 @@ def landmark_errors(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     for region, idx in EXPRESSION_REGIONS.items():
         out[f"nme_{region}"] = float(d[list(idx)].mean())
     return out
+
+
+def mouth_mask(arrays: dict, pair: tuple[str, int, int], size: int) -> np.ndarray | None:
+    """The target's outer-lip polygon (bool ``[size, size]``) where the pair's inner-lip gap
+    grows by :data:`MOUTH_OPENS` or more, else None (also without cached landmarks)."""
+    if "landmarks" not in arrays:
+        return None
+    _, s, t = pair
+    lm = arrays["landmarks"][[s, t]]
+    gap = geometric_features(lm)["gap"]
+    if gap[1] - gap[0] < MOUTH_OPENS:
+        return None
+    out = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(out, [np.round(lm[1][list(OUTER_LIPS), :2]).astype(np.int32)], 1)
+    return out > 0
 
 
 def evaluation_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -236,10 +262,13 @@ def evaluate_models(models: Mapping[str, EditorNet], dataset: dict, pairs: Seque
             else:
                 continue
             n_pixel += 1
+            mouth = mouth_mask(dataset[video], chunk[i], size)
             for name in names:
                 img, img_t = outputs[name][0][i], outputs[name][1][i]
                 row = {"l1": float((img_t - tgt_t[i]).abs().mean()), "psnr": masked_psnr(img, tgt[i], mask),
                        "ssim": masked_ssim(img, tgt[i], mask)}
+                if mouth is not None:
+                    row["psnr_mouth"] = masked_psnr(img, tgt[i], mouth)
                 found = mesh.detect(img) if lm_t is not None else []
                 if found:
                     row.update(landmark_errors(found[0], lm_t))
@@ -255,12 +284,13 @@ def evaluate_models(models: Mapping[str, EditorNet], dataset: dict, pairs: Seque
         counts[name] = len(landmark_rows)
         agg = {}
         for key in METRICS + _AU_KEYS:
-            vals = [r[key] for r in (rows if key in _PIXEL_METRICS else landmark_rows)]
+            vals = [r[key] for r in (rows if key in _PIXEL_METRICS else landmark_rows) if key in r]
             if vals:
                 agg[key] = float(np.mean(vals))
         result[name] = agg
     result["n_pairs"] = counts
     result["pairs"] = n_pixel
+    result["mouth_pairs"] = sum("psnr_mouth" in r for r in per_pair["identity"])
     return result
 
 
@@ -317,6 +347,60 @@ def format_au_table(result: dict) -> str:
         vals = result[name]
         lines.append(f"| {name} | " + " | ".join(_fmt(k, vals.get(k)) for k in _AU_KEYS) + " |")
     return "\n".join(lines)
+
+
+# --- the mesh path as an evaluated model ------------------------------------------------------
+
+class MeshPathModel:
+    """The mesh path (landmark motion + mesh texture, :class:`fastwarp.expression_editor.MeshMotion`)
+    in the form :func:`evaluate_models` and :func:`write_grid` take: ``model(src, aus,
+    src_aus)`` with an ``output``, ``warped``, ``texture`` and ``mask``. As in the pipeline,
+    each source crop's landmarks are found by MediaPipe (a crop with no face is returned
+    unedited); the maps are on the crop's grid.
+
+    Args:
+        motion: landmark motion checkpoint (path without suffix).
+        texture: mesh texture checkpoint, or None for the mesh warp alone.
+        size: the crops' side.
+        mesh: a :class:`fastwarp.face.FaceMesh` in static image mode.
+    """
+
+    def __init__(self, motion: str | Path, texture: str | Path | None, size: int, mesh: FaceMesh) -> None:
+        from types import SimpleNamespace
+
+        from fastwarp.expression_editor import MeshMotion
+        from fastwarp.models.landmark_motion import LandmarkMotion
+        from fastwarp.models.mesh_texture import MeshTexture
+
+        self.config = SimpleNamespace(image_size=size)
+        self.motion = "mesh"  # write_grid shows the warped, texture and mask panels
+        self.path = MeshMotion(LandmarkMotion.load(motion), MeshTexture.load(texture) if texture else None, size)
+        self.detector = mesh
+
+    def eval(self) -> "MeshPathModel":
+        return self
+
+    @torch.no_grad()
+    def __call__(self, src: torch.Tensor, aus: torch.Tensor, src_aus: torch.Tensor):
+        from types import SimpleNamespace
+
+        from fastwarp import ops
+
+        bgr = tensor_to_bgr(src)
+        rows = {"output": [], "warped": [], "texture": [], "mask": []}
+        for i in range(len(src)):
+            faces = self.detector.detect(bgr[i])
+            s = src[i:i + 1]
+            if not faces:
+                maps = (torch.zeros_like(s[:, :2]), torch.zeros_like(s), torch.ones_like(s[:, :1]))
+            else:
+                m = self.path.maps(bgr[i], faces[0], src_aus[i].numpy(), aus[i].numpy())
+                maps = (m.flow, m.texture, m.mask)
+            rows["output"].append(ops.warp_blend(s, *maps))
+            rows["warped"].append(ops.warp(s, maps[0]))
+            rows["texture"].append(maps[1])
+            rows["mask"].append(maps[2])
+        return SimpleNamespace(**{k: torch.cat(v) for k, v in rows.items()})
 
 
 # --- picture grid --------------------------------------------------------------------------
@@ -427,39 +511,83 @@ def _parse_weights(specs: Sequence[str] | None, ap: argparse.ArgumentParser) -> 
     return out
 
 
+def run_edit_metrics(faces: str | Path, weights: Mapping[str, Path], out: Path, progress: bool = True) -> dict:
+    """:mod:`training.edit_metrics` (its CLI) for every model on the photos of ``faces``,
+    into ``out/edits/<name>``; returns ``{name: its metrics}``."""
+    from .edit_metrics import main as edit_metrics_main
+
+    return {name: edit_metrics_main(["--faces", str(faces), "--weights", str(path), "--out", str(out / "edits" / name)]
+                                    + ([] if progress else ["--no-progress"]))
+            for name, path in weights.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="dataset folder from `python -m training.data`")
     ap.add_argument("--weights", action="append", metavar="[NAME=]PATH",
                     help="checkpoint (path without suffix), repeatable; a bare PATH is named 'model' "
                          "(default: the bundled weights as 'full')")
+    ap.add_argument("--mesh", action="append", metavar="NAME=MOTION[:TEXTURE]", default=[],
+                    help="a mesh-path row: landmark motion checkpoint and optionally a mesh texture checkpoint "
+                         "(paths without suffix; 'bundled' for the bundled motion / texture), repeatable")
     ap.add_argument("--out", default="runs/eval", help="folder for table.md, metrics.json, grid.png")
     ap.add_argument("--val-fraction", type=float, default=0.15, help="share of videos held out (by identity)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the split and of the pair draw")
     ap.add_argument("--pairs-per-video", type=int, default=12)
     ap.add_argument("--grid-pairs", type=int, default=8, help="rows of grid.png")
+    ap.add_argument("--faces", default=None, help="also measure each model's photo edits (training.edit_metrics) "
+                                                 "on this face set, into OUT/edits/NAME")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     weights = _parse_weights(args.weights, ap)
     if not Path(args.data).is_dir():
         ap.error(f"--data: no such folder {args.data}")
+    if args.faces is not None and not (Path(args.faces) / "images").is_dir():
+        ap.error(f"--faces: no images folder in {args.faces}")
 
     dataset = load_dataset(args.data)
-    _, val = split_videos(sorted(dataset), args.val_fraction, args.seed)
+    _, val = split_videos(sorted(dataset), args.val_fraction, args.seed, dataset_identities(args.data))
     pairs = validation_pairs(dataset, val, args.seed, args.pairs_per_video)
     if not pairs:
         raise SystemExit(f"no validation pairs in {args.data}: validation videos {val or 'none'} have no two frames "
                          "with head pose within 0.15 rad and some AU differing by >= 1")
     models = {name: EditorNet.load(path) for name, path in weights.items()}
-    with FaceMesh(static_image_mode=True) as mesh:
-        result = evaluate_models(models, dataset, pairs, mesh, progress=not args.no_progress)
+    mesh = FaceMesh(static_image_mode=True)
+    size = int(next(iter(dataset.values()))["crops"].shape[1])
+    for spec in args.mesh:
+        name, _, paths = spec.partition("=")
+        motion, _, texture = paths.partition(":")
+        if not name or not motion or name in models or name in _RESERVED:
+            ap.error(f"--mesh {spec}: expected a new NAME=MOTION[:TEXTURE]")
+        from fastwarp.expression_editor import MOTION_WEIGHTS, TEXTURE_WEIGHTS
 
+        motion = MOTION_WEIGHTS if motion == "bundled" else motion
+        texture = TEXTURE_WEIGHTS if texture == "bundled" else (texture or None)
+        try:
+            models[name] = MeshPathModel(motion, texture, size, mesh)
+        except (FileNotFoundError, ValueError) as e:
+            ap.error(f"--mesh {spec}: {e}")
+        weights[name] = Path(f"{motion}" + (f" + {texture}" if texture else ""))
+    try:
+        result = evaluate_models(models, dataset, pairs, mesh, progress=not args.no_progress)
+        _write_results(args, val, pairs, weights, models, dataset, result)
+    finally:
+        mesh.close()
+    if args.faces is not None:  # (the editor networks; the photo edits of the mesh path: training.edit_metrics)
+        nets = {n: p for n, p in weights.items() if not isinstance(models[n], MeshPathModel)}
+        run_edit_metrics(args.faces, nets, Path(args.out), progress=not args.no_progress)
+    return result
+
+
+def _write_results(args, val, pairs, weights, models, dataset, result) -> None:
+    """table.md, metrics.json and grid.png of an evaluation, into ``args.out``."""
     out = Path(args.out)
     table, au_table = format_table(result), format_au_table(result)
     sources = ", ".join(f"{n} = `{p}`" for n, p in weights.items())
     text = (f"# Edit quality on held-out pairs\n\nData: `{args.data}`; validation videos (held out by identity, "
             f"seed {args.seed}): {', '.join(val)}; {len(pairs)} pairs (head pose within 0.15 rad, some AU "
-            f"differing by >= 1).\nModels: {sources}.\n\n## Metrics\n\n{table}\n\n## AU error per AU "
+            f"differing by >= 1); psnr_mouth over the {result.get('mouth_pairs', 0)} of them where the mouth opens."
+            f"\nModels: {sources}.\n\n## Metrics\n\n{table}\n\n## AU error per AU "
             f"(intensity units 0..5)\n\n{au_table}\n\n## Legend\n\n{LEGEND}\n")
     metrics = {"data": str(args.data), "seed": args.seed, "validation_videos": val,
                "weights": {n: str(p) for n, p in weights.items()},
@@ -476,7 +604,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(au_table)
     for p in paths.values():
         print(f"wrote {p}")
-    return result
 
 
 if __name__ == "__main__":
