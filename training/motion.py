@@ -26,6 +26,9 @@ Losses on the moved landmarks ``q + d``:
   the exact estimate flat. Where the target is asked for: every AU of a pair; of a sweep,
   the swept AUs with weight 1, the AUs that share their landmarks (:data:`COUPLED`) not at
   all, the others with ``w_keep``; of an unpaired target, every visible AU with weight 0.5;
+- balance (``w_balance``; generated targets only): each of the two feature scores of a
+  composite AU (``COMPOSITE_AUS``: AU12 corner raise and mouth widening, AU04, AU26) asked for
+  the AU's target, as the calibration on real faces reads them together;
 - real motion (pairs only): mean |d - (q_target - q_source)| over the landmarks (``w_data``);
 - rigidity: mean |d| on the nose ridge, the eye corners and the upper face oval (``w_rigid``);
 - an L2 on the coefficients (``w_reg``; they are in units of the real motion's standard
@@ -39,27 +42,22 @@ metrics of :func:`evaluate_motion`.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from fastwarp._io import atomic_path
 from fastwarp.au import AU_INDEX, AU_MAX, NUM_AUS
 from fastwarp.face import VISIBLE_AUS
 from fastwarp.face.align import _ALIGN_POINTS
 from fastwarp.face.aus import consistent_targets, eye_line_frame
-from fastwarp.face.aus_torch import estimate_aus_torch
+from fastwarp.face.aus_torch import COMPOSITE_AUS, estimate_aus_torch, feature_scores
 from fastwarp.face.landmarks import FACE_OVAL
 from fastwarp.models.landmark_motion import LandmarkMotion, MotionConfig
 
-from .data import dataset_identities, load_dataset, split_videos
+from .small_run import cli, finish, open_run, run_loop, video_split
 
 __all__ = ["COUPLED", "MotionData", "MotionTrainConfig", "evaluate_motion", "main", "motion_losses", "train_motion"]
 
@@ -90,6 +88,7 @@ class MotionTrainConfig:
     au_noise: float = 0.3
     w_keep: float = 0.3
     w_raw: float = 0.1
+    w_balance: float = 0.3
     w_data: float = 10.0
     w_rigid: float = 30.0
     w_reg: float = 1e-3
@@ -240,12 +239,25 @@ def motion_losses(model: LandmarkMotion, batch: dict, cfg: MotionTrainConfig,
     exact = ((estimate_aus_torch(moved) - tgt).abs() * w).sum() / norm
     helper = (au_consistency(estimate_aus_torch(moved, raw=True), tgt) * w).sum() / norm
     au = exact + cfg.w_raw * helper
+    # The two feature scores of a composite AU (COMPOSITE_AUS) each asked for its target too,
+    # on the generated targets (sweeps, unpaired; real pairs keep their own mix): the
+    # estimator calibrated both on real faces, so a smile widens as it raises the corners.
+    balance = moved.new_zeros(())
+    if cfg.w_balance > 0:
+        scores = feature_scores(moved, raw=True)
+        gen = (~batch["paired"]).to(w.dtype)
+        for name, parts in COMPOSITE_AUS.items():
+            i = AU_INDEX[name]
+            wi = w[:, i] * gen
+            for part in parts:
+                balance = balance + (au_consistency(scores[part], tgt[:, i]) * wi).sum()
+        balance = balance / (2 * norm)
     paired = batch["paired"]
     data = (d[paired] - batch["motion"][paired]).norm(dim=-1).mean() if paired.any() else d.sum() * 0
     rig = d[:, rigid].norm(dim=-1).mean()
     reg = z.pow(2).mean()
-    total = au + cfg.w_data * data + cfg.w_rigid * rig + cfg.w_reg * reg
-    return {"total": total, "au": au, "data": data, "rigid": rig, "reg": reg}
+    total = au + cfg.w_balance * balance + cfg.w_data * data + cfg.w_rigid * rig + cfg.w_reg * reg
+    return {"total": total, "au": au, "balance": balance, "data": data, "rigid": rig, "reg": reg}
 
 
 @torch.no_grad()
@@ -296,33 +308,14 @@ def evaluate_motion(model: LandmarkMotion, data: MotionData, *, pairs: int = 200
     return out
 
 
-def _save_state(path: Path, model, opt, step: int, g: torch.Generator, history: list) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": g.get_state(),
-                    "history": history}, tmp)
-
-
 def train_motion(cfg: MotionTrainConfig, *, resume: bool = False, progress: bool = True,
                  stop_at: int | None = None) -> dict | None:
-    """Train (or resume) a landmark motion model; returns the summary (also written to
-    ``<out>/summary.json``).
-
-    Raises:
-        ValueError: an existing checkpoint without ``resume``, or ``resume`` without one.
-
-    ``stop_at``: stop after that step with a checkpoint written (an interrupted run, to be
-    continued with ``resume``); returns None then.
-    """
+    """Train (or resume) a landmark motion model into ``cfg.out`` (:mod:`training.small_run`:
+    ``stop_at`` interrupts it, returning None; ValueError for a run folder it may not use);
+    returns the summary."""
     out = Path(cfg.out)
-    ckpt = out / "checkpoint.pt"
-    if ckpt.exists() and not resume:
-        raise ValueError(f"{out} already has a checkpoint: pass --resume to continue it, or choose another --out")
-    if resume and not ckpt.exists():
-        raise ValueError(f"--resume: no checkpoint {ckpt}")
-    out.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(cfg.data)
-    videos = sorted(n for n in dataset if not n.startswith("img_"))
-    train_v, val_v = split_videos(videos, cfg.val_fraction, cfg.seed, dataset_identities(cfg.data))
+    ckpt = open_run(out, resume)
+    dataset, train_v, val_v = video_split(cfg.data, cfg.val_fraction, cfg.seed)
     train, val = MotionData(dataset, train_v, cfg.frontal), MotionData(dataset, val_v, cfg.frontal)
     torch.manual_seed(cfg.seed)
     mcfg = MotionConfig(motion_components=cfg.components, hidden=cfg.hidden)
@@ -333,64 +326,31 @@ def train_motion(cfg: MotionTrainConfig, *, resume: bool = False, progress: bool
     rigid = rigid_points(shape_mean.numpy())
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     g = torch.Generator().manual_seed(cfg.seed)
-    step, history = 0, []
-    if resume:
-        state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        g.set_state(state["rng"])
-        step, history = state["step"], state["history"]
-    sched = lambda s: 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0)))
-    t0 = time.time()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="motion")
-    while step < cfg.steps:
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * sched(step)
-        losses = motion_losses(model, sample_batch(train, cfg, g), cfg, rigid)
-        opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            history.append({"step": step, **{k: float(v.detach()) for k, v in losses.items()}})
-            bar.set_postfix(au=f"{float(losses['au'].detach()):.3f}", data=f"{float(losses['data'].detach()):.4f}")
-        if step % cfg.every == 0 or step == cfg.steps or step == stop_at:
-            _save_state(ckpt, model, opt, step, g, history)
-        if step == stop_at:
-            bar.close()
-            return None
-    bar.close()
+    ran = run_loop(ckpt, model, opt, g, steps=cfg.steps, lr=cfg.lr, every=cfg.every, desc="motion",
+                   step_fn=lambda: motion_losses(model, sample_batch(train, cfg, g), cfg, rigid), resume=resume,
+                   progress=progress, stop_at=stop_at, log_every=50)
+    if ran is None:
+        return None
+    history, seconds = ran
+    extra = {"trained_by": "python -m training.motion", "config": asdict(cfg), "train_videos": train_v,
+             "validation_videos": val_v, "train_frames": len(train), "validation_frames": len(val)}
     model.eval()
-    model.config.extra = {"trained_by": "python -m training.motion", "config": asdict(cfg),
-                          "train_videos": train_v, "validation_videos": val_v,
-                          "train_frames": len(train), "validation_frames": len(val)}
-    model.save(out / "motion")
-    summary = {"config": asdict(cfg), "seconds": time.time() - t0, "validation": evaluate_motion(model, val),
-               "train_videos": len(train_v), "validation_videos": val_v, "history": history[-5:]}
-    with atomic_path(out / "summary.json") as tmp:
-        Path(tmp).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return finish(out, model, "motion", extra, {
+        "config": asdict(cfg), "seconds": seconds, "validation": evaluate_motion(model, val),
+        "train_videos": len(train_v), "validation_videos": val_v, "history": history[-5:]})
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m training.motion", description=__doc__.splitlines()[0])
-    for f, default in asdict(MotionTrainConfig()).items():
-        ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
-    ap.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
-    ap.add_argument("--no-progress", action="store_true")
-    args = vars(ap.parse_args(argv))
-    resume, progress = args.pop("resume"), not args.pop("no_progress")
-    try:
-        summary = train_motion(MotionTrainConfig(**args), resume=resume, progress=progress)
-    except (ValueError, FileNotFoundError) as e:
-        ap.exit(2, f"error: {e}\n")
+def _report(summary: dict) -> None:
     v = summary["validation"]
     print(f"held out: NME {v['pair_nme']:.4f} (identity {v['pair_nme_identity']:.4f}), "
           f"AU error {v['pair_au_err']:.3f} (identity {v['pair_au_err_identity']:.3f})")
     for name, r in v["per_au"].items():
         print(f"  {name}: sweep error {r['sweep_err']:.2f}, Pearson r {r['pearson']:.3f}, "
               f"monotonic {r['monotonic']:.2f}")
+
+
+def main(argv=None) -> None:
+    cli(argv, "python -m training.motion", __doc__, MotionTrainConfig, train_motion, _report)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ the REAL target landmarks (:func:`fastwarp.ops.mesh_flow` with displacement = ta
 landmarks), so what is left between the warped source and the real target frame is exactly
 what motion cannot make: a mouth cavity and teeth where the lips part, lid and lashes where
 an eye closes. Half the pairs are drawn among those where the lips part or an eye closes.
-The loss is L1 against the target, weighted by the opening map (the mouth's triangles that
-grew, the eyes' that shrank: the texture reaches nothing else).
+The loss is L1 against the target, weighted by the opening map (the mouth's gap and the lids'
+triangles that grew, the eyes' that shrank: the texture reaches nothing else).
 
 CLI: ``python -m training.texture --data .cache/dataset128 --out runs/texture [--steps N] [--resume]``;
 writes ``<out>/texture.safetensors/.json``, ``<out>/summary.json`` (held-out L1 and PSNR in
@@ -18,25 +18,19 @@ bit for bit).
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from fastwarp import ops
-from fastwarp._io import atomic_path
 from fastwarp.face.aus import geometric_features
-from fastwarp.face.mesh import MESH_POINTS, eye_triangles, mesh_triangles, mesh_vertices, mouth_triangles
+from fastwarp.face.mesh import MESH_POINTS, mesh_triangles, mesh_vertices, texture_regions
 from fastwarp.models.mesh_texture import MeshTexture, TextureConfig, opening_map
 
-from .data import dataset_identities, load_dataset, split_videos
+from .small_run import cli, finish, open_run, run_loop, video_split
 
 __all__ = ["TextureTrainConfig", "PairData", "warp_pairs", "train_texture", "evaluate_texture", "main"]
 
@@ -112,8 +106,7 @@ def warp_pairs(data: PairData, rows: torch.Tensor, size: int = 64) -> dict[str, 
     tri = torch.from_numpy(np.array(mesh_triangles()))
     flow, index = ops.mesh_flow(verts, disp, tri, (size, size))
     warped = ops.warp(src, flow)
-    opening = opening_map(verts, disp, tri, index, torch.from_numpy(np.array(mouth_triangles())),
-                          torch.from_numpy(np.array(eye_triangles())))
+    opening = opening_map(verts, disp, tri, index, *(torch.from_numpy(np.array(r)) for r in texture_regions()))
     return {"source": src, "target": tgt, "warped": warped, "opening": opening,
             "current": data.aus[s], "target_aus": data.aus[t]}
 
@@ -148,94 +141,48 @@ def evaluate_texture(model: MeshTexture, data: PairData, pairs: int = 96, seed: 
     return sums
 
 
+def texture_loss(model: MeshTexture, batch: dict) -> dict[str, torch.Tensor]:
+    """L1 of warp + texture against the real target, weighted by the opening map."""
+    tex, mask = model(batch["warped"], batch["opening"], batch["current"], batch["target_aus"])
+    out = mask * batch["warped"] + (1 - mask) * tex
+    w = batch["opening"]
+    return {"total": ((out - batch["target"]).abs() * w).sum() / (w.sum() * 3).clamp_min(1.0)}
+
+
 def train_texture(cfg: TextureTrainConfig, *, resume: bool = False, progress: bool = True,
                   stop_at: int | None = None) -> dict | None:
-    """Train (or resume) a mesh texture model; returns the summary (also
-    ``<out>/summary.json``).
-
-    Raises:
-        ValueError: an existing checkpoint without ``resume``, or ``resume`` without one.
-
-    ``stop_at``: stop after that step with a checkpoint written (an interrupted run, to be
-    continued with ``resume``); returns None then.
-    """
+    """Train (or resume) a mesh texture model into ``cfg.out`` (as
+    :func:`training.motion.train_motion`); returns the summary."""
     out = Path(cfg.out)
-    ckpt = out / "checkpoint.pt"
-    if ckpt.exists() and not resume:
-        raise ValueError(f"{out} already has a checkpoint: pass --resume to continue it, or choose another --out")
-    if resume and not ckpt.exists():
-        raise ValueError(f"--resume: no checkpoint {ckpt}")
-    out.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(cfg.data)
-    videos = sorted(n for n in dataset if not n.startswith("img_"))
-    train_v, val_v = split_videos(videos, cfg.val_fraction, cfg.seed, dataset_identities(cfg.data))
+    ckpt = open_run(out, resume)
+    dataset, train_v, val_v = video_split(cfg.data, cfg.val_fraction, cfg.seed)
     train, val = PairData(dataset, train_v, cfg.max_pose_diff), PairData(dataset, val_v, cfg.max_pose_diff)
     torch.manual_seed(cfg.seed)
-    model = MeshTexture(TextureConfig(cfg.width, cfg.res_blocks))
+    model = MeshTexture(TextureConfig(cfg.width, cfg.res_blocks, cfg.size))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     g = torch.Generator().manual_seed(cfg.seed)
-    step, history = 0, []
-    if resume:
-        state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        g.set_state(state["rng"])
-        step, history = state["step"], state["history"]
-    t0 = time.time()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="texture")
-    while step < cfg.steps:
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        b = warp_pairs(train, train.sample(cfg.batch, g), cfg.size)
-        tex, mask = model(b["warped"], b["opening"], b["current"], b["target_aus"])
-        outp = mask * b["warped"] + (1 - mask) * tex
-        w = b["opening"]
-        loss = ((outp - b["target"]).abs() * w).sum() / (w.sum() * 3).clamp_min(1.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 25 == 0:
-            history.append({"step": step, "l1": float(loss.detach())})
-            bar.set_postfix(l1=f"{float(loss.detach()):.4f}")
-        if step % cfg.every == 0 or step == cfg.steps or step == stop_at:
-            with atomic_path(ckpt) as tmp:
-                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                            "rng": g.get_state(), "history": history}, tmp)
-        if step == stop_at:
-            bar.close()
-            return None
-    bar.close()
+    ran = run_loop(ckpt, model, opt, g, steps=cfg.steps, lr=cfg.lr, every=cfg.every, desc="texture",
+                   step_fn=lambda: texture_loss(model, warp_pairs(train, train.sample(cfg.batch, g), cfg.size)),
+                   resume=resume, progress=progress, stop_at=stop_at, log_every=25)
+    if ran is None:
+        return None
+    history, seconds = ran
     model.eval()
-    model.config.size = cfg.size
-    model.config.extra = {"trained_by": "python -m training.texture", "config": asdict(cfg),
-                          "train_videos": train_v, "validation_videos": val_v}
-    model.save(out / "texture")
-    summary = {"config": asdict(cfg), "seconds": time.time() - t0,
-               "validation": evaluate_texture(model, val, size=cfg.size),
-               "validation_videos": val_v, "history": history[-5:]}
-    with atomic_path(out / "summary.json") as tmp:
-        Path(tmp).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    extra = {"trained_by": "python -m training.texture", "config": asdict(cfg), "train_videos": train_v,
+             "validation_videos": val_v}
+    return finish(out, model, "texture", extra, {
+        "config": asdict(cfg), "seconds": seconds, "validation": evaluate_texture(model, val, size=cfg.size),
+        "validation_videos": val_v, "history": history[-5:]})
+
+
+def _report(summary: dict) -> None:
+    v = summary["validation"]
+    print(f"held-out opened regions ({v['pairs']} pairs): warp only L1 {v['warp_l1']:.4f} "
+          f"PSNR {v['warp_psnr']:.2f} dB; warp + texture L1 {v['full_l1']:.4f} PSNR {v['full_psnr']:.2f} dB")
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m training.texture", description=__doc__.splitlines()[0])
-    for f, default in asdict(TextureTrainConfig()).items():
-        ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
-    ap.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
-    ap.add_argument("--no-progress", action="store_true")
-    args = vars(ap.parse_args(argv))
-    resume, progress = args.pop("resume"), not args.pop("no_progress")
-    try:
-        summary = train_texture(TextureTrainConfig(**args), resume=resume, progress=progress)
-    except (ValueError, FileNotFoundError) as e:
-        ap.exit(2, f"error: {e}\n")
-    v = summary["validation"]
-    print(f"held-out opened regions ({v['pairs']} pairs): warp only L1 {v['warp_l1']:.4f} "
-          f"PSNR {v['warp_psnr']:.2f} dB; "
-          f"warp + texture L1 {v['full_l1']:.4f} PSNR {v['full_psnr']:.2f} dB")
+    cli(argv, "python -m training.texture", __doc__, TextureTrainConfig, train_texture, _report)
 
 
 if __name__ == "__main__":

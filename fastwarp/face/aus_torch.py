@@ -43,7 +43,7 @@ from .landmarks import (
     RIGHT_EYE_OUTER,
 )
 
-__all__ = ["estimate_aus_torch", "eye_line_frame_torch"]
+__all__ = ["estimate_aus_torch", "eye_line_frame_torch", "feature_scores", "COMPOSITE_AUS"]
 
 
 def eye_line_frame_torch(landmarks: Tensor) -> Tensor:
@@ -103,6 +103,30 @@ def _features(q: Tensor) -> dict[str, Tensor]:
     }
 
 
+#: The AUs read as a weighted mean of two feature scores, and those scores
+#: (:func:`feature_scores`): AU12 = 0.6 corner elevation + 0.4 mouth widening, AU04 = mean of
+#: brow lowering and brows drawn together, AU26 = 0.7 wide lip gap + 0.3 chin drop.
+COMPOSITE_AUS: dict[str, tuple[str, str]] = {"AU12": ("corner_raise", "mouth_w"), "AU04": ("brow_all", "brow_dist"),
+                                             "AU26": ("gap_jaw", "chin")}
+
+
+def feature_scores(landmarks: Tensor, *, raw: bool = False) -> dict[str, Tensor]:
+    """The calibrated 0..5 scores of the estimator's features (keys of
+    ``fastwarp.face.aus._CALIBRATION``), each ``Tensor[N]``; ``raw``: not clipped. (Also
+    ``"_q"``: the eye-line-frame landmarks they were read from.)"""
+    q = eye_line_frame_torch(landmarks)
+    f = _features(q)
+
+    def score(key: str) -> Tensor:
+        neutral, strong = _CALIBRATION[key]
+        s = (f[_ALIASES.get(key, key)] - neutral) * (AU_MAX / (strong - neutral))
+        return s if raw else s.clamp(0.0, AU_MAX)
+
+    out = {k: score(k) for k in _CALIBRATION}
+    out["_q"] = q
+    return out
+
+
 def estimate_aus_torch(landmarks: Tensor, *, raw: bool = False) -> Tensor:
     """Geometric AU intensities (:func:`fastwarp.face.estimate_aus_batch`'s read-outs) in torch.
 
@@ -117,15 +141,8 @@ def estimate_aus_torch(landmarks: Tensor, *, raw: bool = False) -> Tensor:
     Raises:
         ValueError: wrong shape or dtype.
     """
-    q = eye_line_frame_torch(landmarks)
-    f = _features(q)
-
-    def score(key: str) -> Tensor:
-        neutral, strong = _CALIBRATION[key]
-        s = (f[_ALIASES.get(key, key)] - neutral) * (AU_MAX / (strong - neutral))
-        return s if raw else s.clamp(0.0, AU_MAX)
-
-    s = {k: score(k) for k in _CALIBRATION}
+    s = feature_scores(landmarks, raw=raw)
+    q = s.pop("_q")
     zero = torch.zeros_like(s["ear"])
     au12 = 0.6 * s["corner_raise"] + 0.4 * s["mouth_w"]
     values = {

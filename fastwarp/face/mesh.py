@@ -20,7 +20,7 @@ import numpy as np
 from .landmarks import FACE_OVAL, INNER_LIPS, LEFT_EYE, OUTER_LIPS, RIGHT_EYE
 
 __all__ = ["MESH_POINTS", "RING_SCALE", "RING_SIZE", "ring_points", "mesh_vertices", "mesh_triangles",
-           "mesh_template", "mouth_triangles", "eye_triangles"]
+           "mesh_template", "mouth_triangles", "eye_triangles", "lid_triangles", "texture_regions"]
 
 #: FaceMesh points in the mesh (all but the irises).
 MESH_POINTS = 468
@@ -95,3 +95,26 @@ def eye_triangles() -> np.ndarray:
     """bool ``[T]``: the triangles with every vertex on an eye's contour, across the eye
     opening: they shrink when the eye closes (read-only)."""
     return _triangles_on(tuple(LEFT_EYE) + tuple(RIGHT_EYE))
+
+
+@lru_cache(maxsize=1)
+def _lids() -> np.ndarray:
+    on = np.zeros(MESH_POINTS + RING_SIZE, bool)
+    on[list(LEFT_EYE) + list(RIGHT_EYE)] = True
+    count = on[mesh_triangles()].sum(axis=1)
+    m = (count >= 1) & (count <= 2)
+    m.setflags(write=False)
+    return m
+
+
+def lid_triangles() -> np.ndarray:
+    """bool ``[T]``: the ring of triangles around each eye (one or two vertices on its
+    contour): the lids' skin, which stretches over the eye when it closes (read-only)."""
+    return _lids()
+
+
+def texture_regions() -> tuple[np.ndarray, np.ndarray]:
+    """``(grows, shrinks)``, bool ``[T]`` each: the triangles whose growth (the mouth's gap,
+    the lids) and whose loss of area (across the eyes) the mesh texture may paint
+    (:func:`fastwarp.models.mesh_texture.opening_map`'s ``region`` and ``closing``)."""
+    return mouth_triangles() | lid_triangles(), eye_triangles()

@@ -28,7 +28,6 @@ safetensors + JSON, like :class:`~fastwarp.models.EditorNet`'s.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import torch
@@ -43,7 +42,7 @@ from ..face.landmarks import (
     RIGHT_EYE_INNER,
     RIGHT_EYE_OUTER,
 )
-from .small_checkpoint import load_small, save_small
+from .small_checkpoint import SmallModel
 
 __all__ = ["LandmarkMotion", "MotionConfig", "eye_line_transform"]
 
@@ -72,7 +71,7 @@ def eye_line_transform(landmarks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return 0.5 * (rc + lc), ex, iod
 
 
-class LandmarkMotion(nn.Module):
+class LandmarkMotion(SmallModel):
     """Landmark displacements for an AU change (see the module docstring).
 
     Args:
@@ -83,6 +82,9 @@ class LandmarkMotion(nn.Module):
             these units).
         shape_mean, shape_basis: ``[478, 2]`` and ``[S, 478, 2]``, the face-shape PCA.
     """
+
+    config_class = MotionConfig
+    checkpoint_what = "landmark motion"
 
     def __init__(self, config: MotionConfig | None = None, *, motion_basis: Tensor | None = None,
                  motion_scale: Tensor | None = None, shape_mean: Tensor | None = None,
@@ -141,16 +143,3 @@ class LandmarkMotion(nn.Module):
         _, ex, iod = eye_line_transform(lm)
         ey = torch.stack([-ex[:, 1], ex[:, 0]], dim=-1)
         return (d[..., :1] * ex[:, None] + d[..., 1:] * ey[:, None]) * iod[:, None, None]
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write ``<path>.safetensors`` and ``<path>.json`` (each atomically)."""
-        save_small(self, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LandmarkMotion:
-        """Load a checkpoint written by :meth:`save`.
-
-        Raises:
-            FileNotFoundError: a file is missing. ValueError: weights and config disagree.
-        """
-        return load_small(cls, MotionConfig, path, "landmark motion", map_location)

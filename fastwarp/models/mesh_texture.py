@@ -5,9 +5,11 @@ Where the lips part, the destination triangles of the face mesh between them are
 their sources, so the warp stretches a thin strip of the source across them (a lip line
 becomes a pink block). :func:`opening_map` measures that per pixel,
 ``o = clamp((area_dest / area_source - 1) / OPENING_FULL, 0, 1)`` of the pixel's triangle,
-in the mouth's triangles (:func:`fastwarp.face.mesh.mouth_triangles`); where an eye closes, the
-triangles across the eye shrink and keep a squeezed strip of iris and sclera that should be
-lid and lashes, so there their loss of area counts (``closing``). The texture network sees
+in the mouth's gap and around the eyes (:func:`fastwarp.face.mesh.texture_regions`: where an eye
+closes, the warp stretches the thin visible part of the upper lid, lashes and liner, over the
+eye, where a real lid unfolds skin that was hidden in its crease); the triangles across the eye
+shrink and keep a squeezed strip of iris and sclera that should be lid and lashes, so there
+their loss of area counts (``closing``). The texture network sees
 the map beside the warped crop and the AU change; its mask is gated by it,
 ``mask = 1 - o * (1 - m)``, so the texture reaches only opened regions and with no motion
 (``o = 0`` everywhere) the mask is exactly 1: no edit, no change.
@@ -19,7 +21,6 @@ cavity, teeth, eyelid skin), region-weighted L1 against the real target frame.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import torch
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from ..au import AU_MAX, NUM_AUS
 from .networks import Trunk
-from .small_checkpoint import load_small, save_small
+from .small_checkpoint import SmallModel
 
 __all__ = ["OPENING_FULL", "CLOSING_FULL", "MIN_AREA_IOD", "MeshTexture", "TextureConfig", "opening_map", "gate_mask"]
 
@@ -105,7 +106,7 @@ class TextureConfig:
     extra: dict = field(default_factory=dict)
 
 
-class MeshTexture(nn.Module):
+class MeshTexture(SmallModel):
     """Warped crop + opening map + AU change → texture and gated mask.
 
     Forward:
@@ -115,6 +116,9 @@ class MeshTexture(nn.Module):
         Returns ``(texture [N, 3, S, S] in [-1, 1], mask [N, 1, S, S] in [0, 1])`` with
         ``mask = 1 - opening * (1 - m)``: 1 wherever the mesh did not open.
     """
+
+    config_class = TextureConfig
+    checkpoint_what = "mesh texture"
 
     def __init__(self, config: TextureConfig | None = None) -> None:
         super().__init__()
@@ -135,16 +139,3 @@ class MeshTexture(nn.Module):
     def forward(self, warped: Tensor, opening: Tensor, current: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         texture, m = self.ungated(warped, opening, current, target)
         return texture, gate_mask(m, opening)
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write ``<path>.safetensors`` and ``<path>.json`` (each atomically)."""
-        save_small(self, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MeshTexture:
-        """Load a checkpoint written by :meth:`save`.
-
-        Raises:
-            FileNotFoundError: a file is missing. ValueError: weights and config disagree.
-        """
-        return load_small(cls, TextureConfig, path, "mesh texture", map_location)

@@ -15,7 +15,7 @@ from torch import nn
 
 from .._io import atomic_path
 
-__all__ = ["checkpoint_base", "load_small", "save_small"]
+__all__ = ["checkpoint_base", "load_small", "save_small", "SmallModel"]
 
 
 def checkpoint_base(path: str | os.PathLike) -> Path:
@@ -51,3 +51,25 @@ def load_small(cls, config_cls, path: str | os.PathLike, what: str, map_location
     except RuntimeError as e:
         raise ValueError(f"{base}.safetensors does not match {base}.json: {str(e).splitlines()[0]}") from None
     return model.to(map_location).eval()
+
+
+class SmallModel(nn.Module):
+    """A module with :meth:`save` / :meth:`load` through :func:`save_small` / :func:`load_small`;
+    subclasses set ``config_class`` (a dataclass, kept as ``self.config``) and
+    ``checkpoint_what`` (named in errors)."""
+
+    config_class: type = object
+    checkpoint_what: str = "model"
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``<path>.safetensors`` and ``<path>.json`` (each atomically)."""
+        save_small(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+        """Load a checkpoint written by :meth:`save`, in eval mode.
+
+        Raises:
+            FileNotFoundError: a file is missing. ValueError: weights and config disagree.
+        """
+        return load_small(cls, cls.config_class, path, cls.checkpoint_what, map_location)
