@@ -104,7 +104,8 @@ class E2ETarget:
 
 
 E2E_TARGETS = (
-    E2ETarget("cpu", "lite", ("lite-torch", "lite-onnx", "lite-torch-maxfaces1", "lite-onnx-maxfaces1"), 25.0,
+    E2ETarget("cpu", "lite", ("lite-mesh", "lite-torch", "lite-onnx", "lite-mesh-maxfaces1", "lite-torch-maxfaces1",
+                              "lite-onnx-maxfaces1"), 25.0,
               "CPU 2 cores, lite at 128 px, end to end on a 512x512 video", cpus=2, image_size=128),
     E2ETarget("cuda", "base", ("base-torch", "base-torch-maxfaces1"), 200.0,
               "GPU, base, batch 1, float16, end to end on a 512x512 video"),
@@ -120,9 +121,28 @@ def is_composite_group(group: str) -> bool:
     return group.startswith("composite ")
 
 
+def is_mesh_path_group(group: str) -> bool:
+    return group.startswith("mesh path ")
+
+
 def _other_table(group: str) -> bool:
-    """Groups with a table of their own (model, end to end, composite), not op rows."""
-    return is_model_group(group) or is_e2e_group(group) or is_composite_group(group)
+    """Groups with a table of their own (model, end to end, composite, mesh path), not op rows."""
+    return is_model_group(group) or is_e2e_group(group) or is_composite_group(group) or is_mesh_path_group(group)
+
+
+def mesh_path_table(data: dict, baseline: dict | None, fail: tuple[str, float] | None) -> tuple[list[str], list[str]]:
+    """Per weights: the mesh path's and the dense path's median ms per edited frame (predict +
+    blend, bench/test_bench_mesh_path.py) and dense / mesh."""
+    groups = {g: p for g, p in by_group(data).items() if is_mesh_path_group(g)}
+    if not groups:
+        return [], []
+    lines = ["| weights | mesh ms | dense ms | dense / mesh |", "|---|---:|---:|---:|"]
+    for group, p in sorted(groups.items()):
+        if "mesh" not in p or "dense" not in p:
+            continue
+        a, b = p["mesh"]["stats"]["median"], p["dense"]["stats"]["median"]
+        lines.append(f"| {group.split()[-1]} | {a * 1e3:.2f} | {b * 1e3:.2f} | {b / a:.2f} |")
+    return lines, []
 
 
 # The one-resampling issue's target (bench/test_bench_composite.py): the frame-space
@@ -535,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
                     "frames/s = frames per round / median round; stage times p50 ms):", "end-to-end"),
         (composite_table, "frame-space composite per face (one warp_blend with theta on the uint8 frame) against "
                           "the chain it replaced (crop + warp_blend + paste-back), medians of this run:", "composite"),
+        (mesh_path_table, "mesh motion path against the dense MotionNet path, per edited frame (predict + blend "
+                          "on a real photo; landmarks not included), medians of this run:", "mesh path"),
     )
     for make_table, title, what in tables:
         lines, regressed_rows = make_table(data, baseline, args.fail)

@@ -1,7 +1,8 @@
 """End-to-end benchmarks of the real-time engine (``fastwarp.realtime``) on real video.
 
 One benchmark per weights and runtime: ``test_e2e[<weights>-<runtime>]`` (``base`` and
-``lite``; ``torch`` and ``onnx`` on the CPU, ``torch`` — float16, channels_last, a CUDA
+``lite``; ``mesh``: the mesh motion path, no editor network; ``torch`` and ``onnx``: the
+editor network's dense path, on the CPU, ``torch`` — float16, channels_last, a CUDA
 graph, batch 1 — on a GPU), with the engine's defaults, and each again with FaceMesh
 limited to one face (``-maxfaces1``: ``--max-faces 1``, no per-frame face detection). A round is one :meth:`RealtimeEngine.run` over the first
 ``FRAMES_PER_ROUND`` frames of one 512x512 video of ../shared/data/faces (MANIFEST.csv gives
@@ -34,7 +35,9 @@ FACES = Path(os.environ.get("FASTWARP_FACES_DIR") or harness.ROOT.parent / "shar
 FRAMES_PER_ROUND = {"cpu": 24, "cuda": 75}
 EDITS = [("AU12", 3.0, False)]
 WEIGHTS = ("base", "lite")
-RUNTIMES = ("torch", "onnx")
+# "mesh": the mesh motion path (landmark motion, mesh_flow, mesh texture; no editor network);
+# "torch" and "onnx": the editor network's dense path on that runtime.
+RUNTIMES = ("mesh", "torch", "onnx")
 # FaceMesh's face limit: the engine's default (4: the largest of several faces is found, at
 # the cost of FaceMesh's detector on every frame) and 1 (a single face tracked: the
 # detector runs only when the face is lost).
@@ -80,8 +83,14 @@ def test_e2e(benchmark, bench_config, tmp_path, videos, weights, runtime, max_fa
         pytest.skip(f"weights {weights!r} are not installed ({WEIGHTS_DIR / weights}.safetensors is missing)")
     frames = FRAMES_PER_ROUND[dev.type]
     rounds = bench_config.rounds if bench_config.rounds_given else len(videos)
-    engine = RealtimeEngine(EDITS, weights, dev.type, runtime=runtime, max_faces=max_faces,
-                            onnx_cache=tmp_path / "onnx")
+    if runtime == "mesh":
+        from fastwarp.expression_editor import mesh_weights_installed
+
+        if not mesh_weights_installed():
+            pytest.skip("the mesh-path weights (fastwarp/weights/motion, texture) are not installed")
+    engine = RealtimeEngine(EDITS, weights, dev.type, runtime="auto" if runtime == "mesh" else runtime,
+                            max_faces=max_faces, onnx_cache=tmp_path / "onnx",
+                            motion="mesh" if runtime == "mesh" else "dense")
     benchmark.group = f"e2e {dev.type}"
     provider = f"{weights}-{runtime}" + (f"-maxfaces{max_faces}" if max_faces else "")
     benchmark.extra_info.update(op="e2e", provider=provider, weights=weights, runtime=runtime,

@@ -86,6 +86,23 @@ def apply_au_edits(current: Sequence[float] | np.ndarray, edits: Iterable[tuple[
     return np.clip(target, 0.0, AU_MAX)
 
 
+def clamped_edits(current: Sequence[float] | np.ndarray, edits: Iterable[tuple[str, float, bool]]) -> list[str]:
+    """One line for each edit whose target :func:`apply_au_edits` clamps: a relative change
+    that would leave 0..5, the range the models were trained on (e.g. ``"AU12: 4.1 +2.5 is
+    beyond 0..5, clamped to 5"``). Empty when nothing is clamped."""
+    cur = np.asarray(current, dtype=np.float32)
+    out = []
+    for name, value, relative in edits:
+        name = normalize_au_name(name)
+        if not relative:
+            continue
+        want = float(cur[AU_INDEX[name]]) + value
+        if not 0.0 <= want <= AU_MAX:
+            out.append(f"{name}: {cur[AU_INDEX[name]]:.1f} {value:+g} is beyond 0..{AU_MAX:g}, "
+                       f"clamped to {min(max(want, 0.0), AU_MAX):g}")
+    return out
+
+
 def au_vector(values: Mapping[str, float]) -> np.ndarray:
     """A ``[17]`` float32 AU vector from ``{"AU12": 3.0, ...}`` (others 0)."""
     vec = np.zeros(NUM_AUS, dtype=np.float32)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .au import AU_NAMES, parse_au_edit
+from .au import AU_NAMES, clamped_edits, parse_au_edit
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -94,7 +94,11 @@ def cmd_edit(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot read image {image_path}: not an image OpenCV can decode")
     from .expression_editor import ExpressionEditor
 
-    with ExpressionEditor(args.weights, args.device, max_crop_size=args.max_crop_size) as editor:
+    try:
+        editor = ExpressionEditor(args.weights, args.device, max_crop_size=args.max_crop_size, motion=args.motion)
+    except (OSError, ValueError) as exc:  # (FileNotFoundError: weights)
+        raise CLIError(str(exc)) from None
+    with editor:
         result = editor.edit(frame, edits)
     if not result.face_found:
         raise CLIError(f"no face found in {image_path}")
@@ -104,6 +108,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
         print(f"no AU changed in {image_path} (the edits leave every AU at its current value)")
     else:
         print(f"edited {image_path}: {_au_summary(result.current_aus, result.target_aus)}")
+    for note in clamped_edits(result.current_aus, edits):
+        print(f"note: {note}")
     _write_image(out_path, result.frame)
     print(f"wrote {out_path.resolve()}")
     if args.side_by_side:
@@ -143,7 +149,7 @@ def _make_engine(args: argparse.Namespace, edits, weights):
     try:
         return RealtimeEngine(edits, weights, args.device, runtime=args.runtime, all_faces=args.all_faces,
                               max_faces=args.max_faces, smoothing=smoothing, max_crop_size=args.max_crop_size,
-                              gpu_graph=args.gpu_graph)
+                              gpu_graph=args.gpu_graph, motion=args.motion)
     except (OSError, ValueError, ImportError) as exc:  # (FileNotFoundError: weights)
         raise CLIError(str(exc)) from None
 
@@ -384,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-o", "--output", required=True, help="output file")
         sp.add_argument("--weights", default=None, help="bundled weights name (base, lite) or a checkpoint path without suffix (default: base)")
         sp.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
+        sp.add_argument("--motion", default="auto", choices=("auto", "mesh", "dense"),
+                        help="mesh: landmark motion through the face mesh (the default where its weights are "
+                             "installed); dense: the editor network's own flow")
         sp.add_argument("--max-crop-size", type=int, default=512,
                         help="largest side of the face crop the networks see (their input is resized from it; the output keeps every face at full detail)")
 
@@ -427,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bundled weights name (base, lite) or a checkpoint path without suffix "
                         "(default: lite on a CPU where installed, else base)")
     w.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
+    w.add_argument("--motion", default="auto", choices=("auto", "mesh", "dense"),
+                   help="mesh: landmark motion through the face mesh (the default where its weights are "
+                        "installed); dense: the editor network's own flow")
     w.add_argument("--max-crop-size", type=int, default=512,
                    help="largest side of the face crop the networks see (their input is resized from it; the output keeps every face at full detail)")
     stream(w, "auto")

@@ -24,19 +24,42 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import ops
 from .au import apply_au_edits
 from .face import FaceCrop, FaceMesh, align_face, estimate_aus, face_mask
 from .face.align import alignment_matrix
+from .face.aus import consistent_targets
+from .face.mesh import MESH_POINTS, mesh_triangles, mesh_vertices, texture_regions
 from .images import tensor_to_bgr
-from .models import EditorNet
+from .models import BUNDLED_WEIGHTS, WEIGHTS_DIR, EditorNet
+from .models.landmark_motion import LandmarkMotion
+from .models.mesh_texture import MeshTexture, gate_mask, opening_map
 
 __all__ = ["ExpressionEditor", "FrameEdit", "Maps", "Network", "TorchNetwork", "default_device", "image_tensor",
-           "image_bgr", "grid_theta"]
+           "image_bgr", "grid_theta", "MOTIONS", "MeshMotion", "mesh_weights_installed", "still_motion_weight",
+           "STILL_MOTION"]
 
 AUEdit = tuple[str, float, bool]
+
+#: The bundled mesh-path models, shared by the "base" and "lite" weights: the landmark motion
+#: (:class:`~fastwarp.models.landmark_motion.LandmarkMotion`) and its texture
+#: (:class:`~fastwarp.models.mesh_texture.MeshTexture`).
+MOTION_WEIGHTS = WEIGHTS_DIR / "motion"
+TEXTURE_WEIGHTS = WEIGHTS_DIR / "texture"
+MOTIONS = ("auto", "mesh", "dense")
+
+
+def is_bundled(weights) -> bool:
+    """Whether ``weights`` names the bundled editor networks (None, "base" or "lite")."""
+    return weights is None or (isinstance(weights, str) and weights in BUNDLED_WEIGHTS)
+
+
+def mesh_weights_installed() -> bool:
+    """Whether the bundled mesh-path weights (motion and texture) are installed."""
+    return all(w.with_suffix(".safetensors").is_file() for w in (MOTION_WEIGHTS, TEXTURE_WEIGHTS))
 
 
 def default_device() -> str:
@@ -73,6 +96,27 @@ def image_bgr(t: Tensor) -> np.ndarray:
     hwc = t.detach()[0].permute(1, 2, 0).float().numpy()
     out = np.rint((np.clip(hwc, -1.0, 1.0) + np.float32(1.0)) * np.float32(127.5)).astype(np.uint8)
     return np.ascontiguousarray(out[..., ::-1])
+
+
+#: Motion below ``STILL_MOTION[0]`` frame pixels is dropped and motion above ``STILL_MOTION[1]``
+#: kept, with a smoothstep between (see :func:`still_motion_weight`).
+STILL_MOTION = (0.25, 0.75)
+
+
+def still_motion_weight(flow: Tensor, frame_px_per_grid_px: float) -> Tensor:
+    """``[N, 1, h, w]`` weight in 0..1 that drops imperceptible motion from a flow: the
+    smoothstep of the flow's length in frame pixels from ``STILL_MOTION[0]`` (0) to
+    ``STILL_MOTION[1]`` (1). A bilinear sample at a fraction of a pixel blurs, so skin that
+    the mesh motion moves by a quarter of a pixel (far from the edit) stays the frame's own
+    pixels; the warp stays continuous.
+
+    Args:
+        flow (Tensor[N, 2, h, w]): in grid pixels.
+        frame_px_per_grid_px: frame pixels per grid pixel.
+    """
+    lo, hi = STILL_MOTION
+    t = ((flow.norm(dim=1, keepdim=True) * frame_px_per_grid_px - lo) / (hi - lo)).clamp(0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
 
 
 def grid_theta(crop: FaceCrop, grid: int) -> np.ndarray:
@@ -136,6 +180,89 @@ class TorchNetwork:
         return f"TorchNetwork(device={self.device}, dtype={self.dtype}, memory_format={self.memory_format})"
 
 
+class MeshMotion:
+    """The mesh path's maps (docs/design.md, "Motion from landmarks"): the landmark motion
+    model moves a face's landmarks, :func:`fastwarp.ops.mesh_flow` renders the motion through
+    the face mesh (:mod:`fastwarp.face.mesh`) and the mesh texture model paints where the
+    mesh opened.
+
+    Args:
+        motion_model: a :class:`~fastwarp.models.landmark_motion.LandmarkMotion`.
+        texture_model: a :class:`~fastwarp.models.mesh_texture.MeshTexture`, or None for the
+            mesh warp alone (mask 1).
+        grid: side of the maps' grid.
+
+    Both models are tiny and run on the CPU; :meth:`maps` moves the maps to the device asked.
+    """
+
+    def __init__(self, motion_model: LandmarkMotion, texture_model: MeshTexture | None = None, grid: int = 128) -> None:
+        self.motion_model = motion_model.eval()
+        self.texture_model = texture_model.eval() if texture_model is not None else None
+        self.grid = int(grid)
+        self.triangles = torch.from_numpy(np.array(mesh_triangles()))
+        self.regions = tuple(torch.from_numpy(np.array(r)) for r in texture_regions())
+
+    @torch.no_grad()
+    def motion(self, landmarks: np.ndarray, crop_size: int, current_aus: Sequence[float] | np.ndarray,
+               target_aus: Sequence[float] | np.ndarray, grid: int) -> tuple[Tensor, Tensor]:
+        """The face mesh and its motion on a ``grid`` x ``grid`` map: ``(vertices,
+        displacement)``, each float32 ``[1, 468 + ring, 2]`` in grid pixels (the ring of
+        :mod:`fastwarp.face.mesh` does not move; no AU change moves nothing), from the
+        landmark motion model.
+
+        Args:
+            landmarks: ``[478, 2 or 3]`` in pixels of the ``crop_size`` crop.
+            current_aus, target_aus: ``[17]``, 0..5.
+        """
+        current = torch.as_tensor(np.asarray(current_aus, np.float32))[None]
+        target = torch.as_tensor(np.asarray(target_aus, np.float32))[None]
+        lm = torch.as_tensor(np.asarray(landmarks, np.float32)[:, :2])[None]
+        lm_grid = (lm + 0.5) * (grid / crop_size) - 0.5
+        verts = mesh_vertices(lm_grid)
+        moved = torch.zeros_like(verts)
+        if not torch.equal(current, target):
+            moved[:, :MESH_POINTS] = self.motion_model(lm_grid, current, target)[:, :MESH_POINTS]
+        return verts, moved
+
+    @torch.no_grad()
+    def maps(self, crop_bgr: np.ndarray, landmarks: np.ndarray, current_aus: Sequence[float] | np.ndarray,
+             target_aus: Sequence[float] | np.ndarray, device: torch.device | None = None) -> Maps:
+        """:class:`Maps` of the mesh path on the maps' grid (:attr:`grid`), batch 1.
+
+        flow: :func:`fastwarp.ops.mesh_flow` of :meth:`motion` (0 beyond the mesh's
+        ring); texture and mask: the mesh texture model on the crop warped by the mesh flow,
+        run on its own (smaller) grid and bilinearly upsampled, its mask gated by the opening
+        map on the maps' grid (:func:`~fastwarp.models.mesh_texture.opening_map`), so it is
+        exactly 1 wherever the mesh did not open (where nothing opened the texture network
+        does not run). No AU change: flow exactly 0, mask exactly 1.
+        """
+        device = device or torch.device("cpu")
+        G = self.grid
+        verts, moved = self.motion(landmarks, crop_bgr.shape[0], current_aus, target_aus, G)
+        texture, mask = torch.zeros(1, 3, G, G), torch.ones(1, 1, G, G)
+        if not moved.any():
+            return Maps(torch.zeros(1, 2, G, G, device=device), texture.to(device), mask.to(device))
+        flow, index = ops.mesh_flow(verts, moved, self.triangles, (G, G))
+        opened = opening_map(verts, moved, self.triangles, index, *self.regions)
+        if self.texture_model is not None and opened.any():  # (nothing opened: mask 1, no network)
+            T = self.texture_model.config.size
+            small = cv2.resize(crop_bgr, (T, T), interpolation=cv2.INTER_AREA) if crop_bgr.shape[0] != T else crop_bgr
+            # The same motion on the T grid (it scales with the grid: pixel centres map as
+            # (u + 0.5) T / G - 0.5), without running the motion model again.
+            v_t, m_t = (verts + 0.5) * (T / G) - 0.5, moved * (T / G)
+            flow_t, index_t = ops.mesh_flow(v_t, m_t, self.triangles, (T, T))
+            warped = ops.warp(image_tensor(small, torch.device("cpu")), flow_t)
+            cur = torch.as_tensor(np.asarray(current_aus, np.float32))[None]
+            tgt = torch.as_tensor(np.asarray(target_aus, np.float32))[None]
+            opening = opening_map(v_t, m_t, self.triangles, index_t, *self.regions)
+            texture, m = self.texture_model.ungated(warped, opening, cur, tgt)
+            if T != G:
+                texture = F.interpolate(texture, size=(G, G), mode="bilinear", align_corners=False)
+                m = F.interpolate(m, size=(G, G), mode="bilinear", align_corners=False)
+            mask = gate_mask(m, opened)
+        return Maps(flow.to(device), texture.to(device), mask.to(device))
+
+
 @dataclass
 class FrameEdit:
     """Result of editing one frame.
@@ -172,25 +299,53 @@ class ExpressionEditor:
         model: an already loaded :class:`~fastwarp.models.EditorNet` (moved to ``device``).
         network: the runner of the networks (a :data:`Network`); default an eager
             :class:`TorchNetwork` of the model.
+        motion: where the flow comes from. ``"mesh"``: the landmark motion model
+            (:class:`~fastwarp.models.landmark_motion.LandmarkMotion`) moves the face's
+            landmarks and :func:`fastwarp.ops.mesh_flow` renders their motion through the
+            face mesh (:mod:`fastwarp.face.mesh`), and the mesh texture model paints
+            where the mesh opened (:class:`MeshMotion`; the editor network is not run).
+            ``"dense"``: the network's own flow (the ablation). ``"auto"`` (default):
+            ``"mesh"`` for the bundled weights ("base", "lite") where the mesh-path weights
+            are installed (or ``motion_weights`` is given), ``"dense"`` for another
+            checkpoint or ``model``.
+        motion_weights, texture_weights: landmark motion and mesh texture checkpoints
+            (paths without suffix) instead of the bundled ones; ``texture_weights="none"``
+            edits by the mesh warp alone (the warp-only ablation).
 
     Raises:
-        FileNotFoundError / ValueError: from :meth:`EditorNet.load`.
+        FileNotFoundError / ValueError: from :meth:`EditorNet.load` and
+            :meth:`LandmarkMotion.load`; ValueError: an unknown ``motion``.
 
     Use as a context manager (or call :meth:`close`) to release MediaPipe.
     """
 
+    #: The mesh path's models (None: the network's dense flow).
+    mesh_motion: MeshMotion | None = None
+
     def __init__(self, weights: str | None = None, device: str | None = None, *, video: bool = False,
                  max_crop_size: int = 512, max_faces: int = 1, model: EditorNet | None = None,
-                 network: Network | None = None) -> None:
+                 network: Network | None = None, motion: str = "auto", motion_weights: str | None = None,
+                 texture_weights: str | None = None) -> None:
+        if motion not in MOTIONS:
+            raise ValueError(f"motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
         self.device = torch.device(device or default_device())
         self.model = (model.to(self.device).eval() if model is not None
                       else EditorNet.load(weights, map_location=self.device))
+        if motion == "auto":
+            motion = "mesh" if motion_weights or (model is None and is_bundled(weights) and mesh_weights_installed()) \
+                else "dense"
+        self.motion = motion
         self.size = self.model.config.image_size
+        self.mesh_motion: MeshMotion | None = None
+        if motion == "mesh":
+            texture = None if texture_weights == "none" else MeshTexture.load(texture_weights or TEXTURE_WEIGHTS)
+            self.mesh_motion = MeshMotion(LandmarkMotion.load(motion_weights or MOTION_WEIGHTS), texture,
+                                          self.model.config.map_size or self.size)
         self.max_crop_size = max(int(max_crop_size), self.size)
         self.network: Network = network if network is not None else TorchNetwork(self.model)
         self.mesh = FaceMesh(static_image_mode=not video, max_faces=max_faces)
 
-    def __enter__(self) -> "ExpressionEditor":
+    def __enter__(self) -> ExpressionEditor:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -221,22 +376,33 @@ class ExpressionEditor:
     @staticmethod
     def aus(crop: FaceCrop, edits: Iterable[AUEdit]) -> tuple[np.ndarray, np.ndarray]:
         """``(current, target)`` AU vectors, float32 ``[17]`` in 0..5: the geometric
-        estimate from the crop's landmarks, and it with ``edits`` applied."""
+        estimate from the crop's landmarks, and it with ``edits`` applied
+        (:func:`fastwarp.au.apply_au_edits`) and made consistent with how the estimator reads
+        them (:func:`fastwarp.face.aus.consistent_targets`: a jaw drop parts the lips, a
+        closing eye does not widen)."""
         current = estimate_aus(crop.landmarks)
-        return current, apply_au_edits(current, list(edits))
+        return current, consistent_targets(current, apply_au_edits(current, list(edits)))
 
     @torch.no_grad()
     def predict(self, crop_bgr: np.ndarray, target_aus: Sequence[float] | np.ndarray,
-                current_aus: Sequence[float] | np.ndarray) -> Maps:
+                current_aus: Sequence[float] | np.ndarray, landmarks: np.ndarray | None = None) -> Maps:
         """Run the networks on an aligned crop ``[S', S', 3]`` uint8 BGR (resized to the
-        model's S with area averaging when ``S' > S``); AU vectors ``[17]``, 0..5.
+        model's S with area averaging when ``S' > S``); AU vectors ``[17]``, 0..5. With mesh
+        motion the maps are :meth:`MeshMotion.maps` of the crop's ``landmarks``
+        (``[478, 2 or 3]``, crop pixels; required then).
 
         Returns:
             :class:`Maps` at S px (batch 1), in the runner's dtype and device.
+        Raises:
+            ValueError: mesh motion without ``landmarks``.
         """
+        device = torch.device(getattr(self.network, "device", self.device))
+        if self.mesh_motion is not None:
+            if landmarks is None:
+                raise ValueError("predict: mesh motion needs the crop's landmarks (landmarks=crop.landmarks)")
+            return self.mesh_motion.maps(crop_bgr, landmarks, current_aus, target_aus, device)
         small = crop_bgr if crop_bgr.shape[0] == self.size else cv2.resize(
             crop_bgr, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        device = torch.device(getattr(self.network, "device", self.device))
         as_batch = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=device)[None]  # noqa: E731
         return self.network(image_tensor(small, device), as_batch(target_aus), as_batch(current_aus))
 
@@ -256,7 +422,13 @@ class ExpressionEditor:
         grid = maps.flow.shape[-1]
         theta = grid_theta(crop, grid)
         feather = face_mask((crop.landmarks[:, :2] + 0.5) * (grid / crop.size) - 0.5, grid)
-        rows, cols = np.nonzero(feather)
+        # Mesh motion's flow already falls to 0 at the mesh's fixed ring (beyond the face
+        # oval, where a dropped jaw moves to): it is not feathered, and its support counts.
+        mesh = self.mesh_motion is not None
+        support = feather > 0
+        if mesh:
+            support = support | (maps.flow.detach().abs().sum(1)[0] > 0).cpu().numpy()
+        rows, cols = np.nonzero(support)
         if len(rows) == 0:  # no face pixel on the grid: nothing moves
             return np.array(frame_bgr, copy=True)
         # Only the face's part of the grid (one zero-weight cell of margin): outside it the
@@ -267,7 +439,11 @@ class ExpressionEditor:
         theta[:, 2] -= (j0, i0)
         a = torch.from_numpy(feather[i0:i1, j0:j1]).to(device)[None, None]
         window = (Ellipsis, slice(i0, i1), slice(j0, j1))
-        flow = maps.flow[window].float() * a
+        flow = maps.flow[window].float()
+        if mesh:
+            flow = flow * still_motion_weight(flow, crop.size / crop.scale / grid)
+        else:
+            flow = flow * a
         mask = 1.0 - a * (1.0 - maps.mask[window].float())
         texture = (maps.texture[window].float().flip(1) + 1.0) * 127.5  # RGB in [-1, 1] -> the frame's BGR 0..255
         frame = torch.from_numpy(np.ascontiguousarray(frame_bgr)).to(device)
@@ -294,6 +470,6 @@ class ExpressionEditor:
             return FrameEdit(frame=frame_bgr.copy(), face_found=False)
         crop = self.crop(frame_bgr, faces[0])
         current, target = self.aus(crop, edits)
-        maps = self.predict(crop.image, target, current)
+        maps = self.predict(crop.image, target, current, crop.landmarks)
         return FrameEdit(frame=self.blend(frame_bgr, crop, maps), face_found=True, current_aus=current,
                          target_aus=target, crop=crop)

@@ -59,3 +59,13 @@ def test_apply_au_edits_checks_shape_and_au_vector():
     v = au_vector({"AU12": 3, "au25": 1})
     assert v.shape == (17,) and v.sum() == 4 and v[AU_NAMES.index("AU25")] == 1
     assert normalize_au_name("6") == "AU06"
+
+
+def test_clamped_edits_names_each_target_beyond_the_trained_range():
+    from fastwarp.au import AU_INDEX, clamped_edits
+
+    cur = np.zeros(17, np.float32)
+    cur[AU_INDEX["AU12"]] = 4.1
+    notes = clamped_edits(cur, [("AU12", 2.5, True), ("AU01", -1.0, True), ("AU04", 3.0, False), ("AU12", 0.5, True)])
+    assert notes == ["AU12: 4.1 +2.5 is beyond 0..5, clamped to 5", "AU01: 0.0 -1 is beyond 0..5, clamped to 0"]
+    assert clamped_edits(cur, [("AU25", 2.0, True)]) == []

@@ -23,9 +23,16 @@ def _landmarks(image):
 
 
 def _face_region(image, landmarks, grow):
-    """Boolean [H, W]: the face-oval polygon dilated by ``grow`` pixels."""
+    """Boolean [H, W]: where an edit may change pixels, dilated by ``grow`` pixels: the
+    mesh's fixed ring (the face oval scaled by RING_SCALE about its centroid, beyond which
+    the mesh motion's flow is 0) where the mesh path is installed, else the face oval."""
+    from fastwarp.expression_editor import mesh_weights_installed
+    from fastwarp.face.mesh import ring_points
+
     region = np.zeros(image.shape[:2], np.uint8)
-    cv2.fillPoly(region, [np.round(landmarks[list(FACE_OVAL), :2]).astype(np.int32)], 1)
+    outline = (ring_points(landmarks[None, :, :2])[0] if mesh_weights_installed()
+               else landmarks[list(FACE_OVAL), :2])
+    cv2.fillPoly(region, [np.round(outline).astype(np.int32)], 1)
     return cv2.dilate(region, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)) > 0
 
 

@@ -81,7 +81,7 @@ def test_an_edit_keeps_more_detail_than_crop_and_paste(editor, name):
     box = (max(x0, 0), max(y0, 0), min(x1, image.shape[1]), min(y1, image.shape[0]))
     crop = editor.crop(image, lm)
     current, target = editor.aus(crop, [parse_au_edit("AU12=+2.5")])
-    maps = editor.predict(crop.image, target, current)
+    maps = editor.predict(crop.image, target, current, crop.landmarks)
     composite = editor.blend(image, crop, maps)
     base = _laplacian_var(image, box)
     ours, chain = _laplacian_var(composite, box) / base, _laplacian_var(_chain(editor, image, crop, maps), box) / base
@@ -128,3 +128,52 @@ def test_blend_with_zero_flow_and_unit_mask_is_the_frame_and_never_writes_it():
     maps = Maps(torch.full((1, 2, 64, 64), 3.0), torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 1, 64, 64))
     out = editor.blend(frame, crop, maps)
     assert np.array_equal(frame, before) and not np.array_equal(out, frame)
+
+
+@needs_faces
+def test_mesh_motion_moves_only_the_face_and_paints_only_where_it_opened():
+    """The mesh path's maps on a real photo: the flow is exactly 0 beyond the mesh's fixed
+    ring, the mask exactly 1 outside the mouth's opened and the eyes' closed triangles, and
+    the edit moves the landmarks the asked AU reads (an open mouth reads AU25/AU26 higher)."""
+    from fastwarp.face import estimate_aus
+    from fastwarp.face.mesh import mesh_vertices
+
+    image = _read(FACES_DIR / "images" / "df_img10.jpg")
+    with ExpressionEditor("base", "cpu", motion="mesh") as editor:
+        assert editor.mesh_motion is not None
+        crop = editor.crop(image, editor.detect(image)[0])
+        current, target = editor.aus(crop, [parse_au_edit("AU25=+2"), parse_au_edit("AU26=+2.5")])
+        maps = editor.predict(crop.image, target, current, crop.landmarks)
+        grid = maps.flow.shape[-1]
+        ring = mesh_vertices(((crop.landmarks[None, :, :2] + 0.5) * grid / crop.size - 0.5))[0, 468:]
+        outside = np.ones((grid, grid), np.uint8)
+        cv2.fillPoly(outside, [np.round(ring).astype(np.int32)], 0)
+        outside = cv2.erode(outside, np.ones((3, 3), np.uint8)).astype(bool)
+        assert outside.any() and (maps.flow[0].abs().sum(0).numpy()[outside] == 0).all()
+        assert maps.flow.abs().max() > 1.0
+        opened = maps.mask[0, 0].numpy() < 1
+        assert 0 < opened.mean() < 0.05  # the texture paints the mouth's gap, not the face
+        out = editor.blend(image, crop, maps)
+        moved = editor.detect(out)[0]
+        after = estimate_aus(editor.crop(out, moved).landmarks)
+        from fastwarp.au import AU_INDEX
+
+        assert after[AU_INDEX["AU26"]] >= current[AU_INDEX["AU26"]] + 1.0, (after, current)
+        with pytest.raises(ValueError, match="needs the crop's landmarks"):
+            editor.predict(crop.image, target, current)
+    with pytest.raises(ValueError, match="motion must be one of"):
+        ExpressionEditor("base", "cpu", motion="sparse")
+
+
+def test_still_motion_weight_drops_subpixel_motion_continuously():
+    from fastwarp.expression_editor import STILL_MOTION, still_motion_weight
+
+    lo, hi = STILL_MOTION
+    lengths = torch.tensor([0.0, lo * 0.99, (lo + hi) / 2, hi, 5.0])
+    flow = torch.stack([lengths, torch.zeros_like(lengths)])[None, :, None, :] / 2.0  # 2 frame px per grid px
+    w = still_motion_weight(flow, 2.0)[0, 0, 0]
+    assert w[0] == 0 and w[1] == 0 and w[2] == pytest.approx(0.5) and w[3] == 1 and w[4] == 1
+    dense = torch.linspace(0, 1.5, 301)
+    flow = torch.stack([dense * 0.6, dense * 0.8])[None, :, None, :]
+    steps = still_motion_weight(flow, 1.0)[0, 0, 0].diff()
+    assert (steps >= 0).all() and steps.abs().max() < 0.02  # monotonic, no jump

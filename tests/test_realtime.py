@@ -628,3 +628,26 @@ def test_gpu_engine_matches_cpu_engine(tiny_weights):
     for a, b in zip(out["cpu"], out["cuda"]):
         diff = np.abs(a.frame.astype(int) - b.frame.astype(int))
         assert np.percentile(diff, 99.9) <= 3 and (diff > 1).mean() < 0.01
+
+
+@needs_faces
+def test_engine_with_mesh_motion_runs_no_network_and_edits_only_inside_the_ring():
+    from fastwarp.expression_editor import mesh_weights_installed
+    from fastwarp.face.mesh import ring_points
+
+    if not mesh_weights_installed():
+        pytest.skip("the mesh-path weights are not installed")
+    frames = _frames("lp_d0.mp4", 4, step=5)
+    with RealtimeEngine([parse_au_edit("AU12=3")], "lite", "cpu", smoothing=False, max_faces=1) as engine:
+        assert engine.runtime.runtime == "mesh" and engine.editor.mesh_motion is not None
+        stats, results = _run(engine, frames)
+    assert stats.frames == len(frames) and stats.runtime == "mesh"
+    for frame, r in zip(frames, results):
+        (face,) = r.faces
+        ring = np.zeros(frame.shape[:2], np.uint8)
+        cv2.fillPoly(ring, [np.round(ring_points(face.landmarks[None, :, :2])[0]).astype(np.int32)], 1)
+        outside = ~(cv2.dilate(ring, np.ones((9, 9), np.uint8)) > 0)
+        np.testing.assert_array_equal(r.frame[outside], frame[outside])
+        assert (np.abs(r.frame.astype(int) - frame).max(-1) > 8).mean() > 0.005  # the smile is visible
+    with RealtimeEngine([parse_au_edit("AU12=3")], "lite", "cpu", motion="dense", runtime="torch") as dense:
+        assert dense.runtime.runtime == "torch" and dense.editor.mesh_motion is None

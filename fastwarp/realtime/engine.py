@@ -60,7 +60,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..expression_editor import AUEdit, ExpressionEditor, Network, default_device
+from ..expression_editor import (AUEdit, ExpressionEditor, Network, TorchNetwork, default_device, is_bundled,
+                                 mesh_weights_installed)
 from ..face import FaceCrop
 from ..models import EditorNet
 
@@ -69,7 +70,7 @@ from .sources import VideoSource
 from .stats import RealtimeStats
 from .threads import StreamThreads
 from .tracking import FaceTracker
-from .runners import default_weights, make_network
+from .runners import RuntimeChoice, default_weights, make_network
 
 __all__ = ["RealtimeEngine", "FrameResult", "FaceResult"]
 
@@ -135,6 +136,10 @@ class RealtimeEngine:
         auto_trial_calls: with ``runtime="auto"`` on a CPU, the faces each runtime edits
             before the faster is kept (:class:`AutoNetwork`).
         model: an already loaded :class:`~fastwarp.models.EditorNet` (``weights`` ignored).
+        motion: ``"mesh"``, ``"dense"`` or ``"auto"`` (mesh for the bundled weights where
+            the mesh-path weights are installed, dense for another checkpoint or ``model``;
+            see :class:`~fastwarp.expression_editor.ExpressionEditor`); with mesh motion the
+            editor network is not run, so ``runtime`` is moot (``stats.runtime`` is ``"mesh"``).
     Raises:
         FileNotFoundError / ValueError: weights missing or invalid; a bad ``runtime``,
             ``gpu_graph`` or ``max_faces``. ImportError: ``runtime="onnx"`` without ONNX
@@ -148,23 +153,31 @@ class RealtimeEngine:
                  max_faces: int | None = None, smoothing: bool | dict = True, max_crop_size: int = 512,
                  half: bool | None = None, channels_last: bool | None = None, gpu_graph: str = "cuda-graph",
                  onnx_cache: str | os.PathLike | None = None, auto_trial_calls: int = 4,
-                 model: EditorNet | None = None) -> None:
+                 model: EditorNet | None = None, motion: str = "auto") -> None:
         self.device = torch.device(device or default_device())
+        from_bundled = model is None and (weights is None or is_bundled(str(weights)))
         if model is None:
             self.weights = str(weights) if weights is not None else default_weights(self.device)
             model = EditorNet.load(self.weights, map_location=self.device)
         else:
             self.weights = str(weights) if weights is not None else "(model)"
             model = model.to(self.device).eval()
-        network, self.runtime = make_network(model, runtime, half=half, channels_last=channels_last,
-                                             gpu_graph=gpu_graph, onnx_cache=onnx_cache,
-                                             trial_calls=auto_trial_calls)
+        if motion == "auto":  # (as ExpressionEditor: the mesh path serves the bundled weights)
+            motion = "mesh" if from_bundled and mesh_weights_installed() else "dense"
+        if motion == "mesh":  # the editor network is not run: no runner to export or time
+            network, self.runtime = TorchNetwork(model), RuntimeChoice(
+                "mesh", "mesh", "mesh motion: landmark motion, mesh_flow and the mesh texture, eager torch on the "
+                "CPU (the editor network is not run)")
+        else:
+            network, self.runtime = make_network(model, runtime, half=half, channels_last=channels_last,
+                                                 gpu_graph=gpu_graph, onnx_cache=onnx_cache,
+                                                 trial_calls=auto_trial_calls)
         self.all_faces = bool(all_faces)
         self.max_faces = int(max_faces) if max_faces is not None else 4
         if self.max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
         self.editor = ExpressionEditor(device=str(self.device), video=True, max_crop_size=max_crop_size,
-                                       max_faces=self.max_faces, model=model, network=network)
+                                       max_faces=self.max_faces, model=model, network=network, motion=motion)
         params = smoothing if isinstance(smoothing, dict) else {}
         self.tracker = FaceTracker(**params) if smoothing is not False else None
         self.edits: list[AUEdit] = list(edits)
@@ -239,7 +252,7 @@ class RealtimeEngine:
         out, timings = located.frame, dict(located.timings)
         for face in located.faces:
             t0 = clock()
-            maps = self.editor.predict(face.crop.image, face.target_aus, face.current_aus)
+            maps = self.editor.predict(face.crop.image, face.target_aus, face.current_aus, face.crop.landmarks)
             if maps.flow.device.type == "cuda":
                 torch.cuda.synchronize(maps.flow.device)  # time the model, not the blend that waits for it
             t1 = clock()

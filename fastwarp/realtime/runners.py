@@ -188,7 +188,7 @@ class RuntimeChoice:
     """Which network runner the engine uses and why.
 
     Attributes:
-        runtime: ``"torch"`` or ``"onnx"``.
+        runtime: ``"torch"``, ``"onnx"`` or ``"mesh"`` (the mesh path: no editor network runs).
         runner: the runner's name (``torch``, ``torch-cuda-graph``, ``torch-compile``, ``onnx``).
         reason: one sentence, e.g. the start-up timings that decided ``auto``.
         measured_ms: median milliseconds per batch-1 call of each runtime timed (``auto``).
