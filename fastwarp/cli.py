@@ -321,6 +321,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     for name in BUNDLED_WEIGHTS:
         path = WEIGHTS_DIR / f"{name}.safetensors"
         print(f"bundled weights {name!r}: {path if path.is_file() else 'not installed'}")
+    from .expression_editor import MOTION_WEIGHTS, TEXTURE_WEIGHTS, mesh_weights_installed
+
+    print(f"mesh motion: {'installed' if mesh_weights_installed() else 'not installed'} "
+          f"({MOTION_WEIGHTS}.safetensors, {TEXTURE_WEIGHTS}.safetensors); the default motion is "
+          f"{'mesh' if mesh_weights_installed() else 'dense'}")
     print("AUs: " + " ".join(AU_NAMES))
     return 0
 

@@ -154,3 +154,13 @@ def test_console_script_entry_point(tmp_path):
     assert proc.stderr.strip() == f"fastwarp: error: image not found: {tmp_path / 'x.png'}"
     info = subprocess.run([sys.executable, "-m", "fastwarp.cli", "info"], capture_output=True, text=True)
     assert info.returncode == 0 and "backends: cpu=yes" in info.stdout
+
+
+def test_info_names_the_weights_and_the_default_motion(capsys):
+    from fastwarp.expression_editor import mesh_weights_installed
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "bundled weights 'base'" in out
+    assert ("mesh motion: installed" in out) == mesh_weights_installed()
+    assert f"the default motion is {'mesh' if mesh_weights_installed() else 'dense'}" in out
