@@ -78,7 +78,7 @@ COUPLED: tuple[tuple[str, ...], ...] = (
 class MotionTrainConfig:
     data: str = ".cache/dataset128"
     out: str = "runs/motion"
-    steps: int = 3000
+    steps: int = 8000
     batch: int = 256
     lr: float = 2e-3
     seed: int = 0
@@ -88,13 +88,13 @@ class MotionTrainConfig:
     au_noise: float = 0.3
     w_keep: float = 0.3
     w_raw: float = 0.1
-    w_balance: float = 0.3
-    w_data: float = 10.0
+    w_balance: float = 1.0
+    w_data: float = 5.0
     w_rigid: float = 30.0
-    w_reg: float = 1e-3
+    w_reg: float = 0.01
     every: int = 500
-    components: int = 48          # K, principal components of real motion
-    hidden: int = 128
+    components: int = 64          # K, principal components of real motion
+    hidden: int = 256
 
 
 def _coupling_matrix() -> torch.Tensor:
