@@ -43,7 +43,8 @@ from .landmarks import (
     RIGHT_EYE_OUTER,
 )
 
-__all__ = ["estimate_aus_torch", "eye_line_frame_torch", "feature_scores", "COMPOSITE_AUS"]
+__all__ = ["estimate_aus_torch", "eye_line_frame_torch", "eye_line_transform", "to_eye_line", "from_eye_line",
+           "feature_scores", "COMPOSITE_AUS"]
 
 
 def eye_line_frame_torch(landmarks: Tensor) -> Tensor:
@@ -62,15 +63,32 @@ def eye_line_frame_torch(landmarks: Tensor) -> Tensor:
         raise ValueError(f"landmarks must have shape [N, >=468, 2 or 3], got {tuple(landmarks.shape)}")
     if not landmarks.is_floating_point():
         raise ValueError(f"landmarks must be floating point, got {landmarks.dtype}")
+    return to_eye_line(landmarks, *eye_line_transform(landmarks))
+
+
+def eye_line_transform(landmarks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The similarity of :func:`eye_line_frame_torch`: ``(origin [N, 2], ex [N, 2], iod [N])``
+    with ``pixel = origin + iod * (q_x ex + q_y ey)``, ``ey = (-ex_y, ex_x)`` (the chin side)."""
     p = landmarks[..., :2]
     rc = 0.5 * (p[:, RIGHT_EYE_OUTER] + p[:, RIGHT_EYE_INNER])
     lc = 0.5 * (p[:, LEFT_EYE_OUTER] + p[:, LEFT_EYE_INNER])
     iod = torch.linalg.vector_norm(p[:, LEFT_EYE_OUTER] - p[:, RIGHT_EYE_OUTER], dim=-1)
     ex = (lc - rc) / torch.linalg.vector_norm(lc - rc, dim=-1, keepdim=True)
+    return 0.5 * (rc + lc), ex, iod
+
+
+def to_eye_line(landmarks: Tensor, origin: Tensor, ex: Tensor, iod: Tensor) -> Tensor:
+    """``landmarks`` ``[N, V, 2+]`` in the eye-line frame of :func:`eye_line_transform`'s output."""
     ey = torch.stack([-ex[:, 1], ex[:, 0]], dim=-1)
-    rel = p - 0.5 * (rc + lc)[:, None]
+    rel = landmarks[..., :2] - origin[:, None]
     q = torch.stack([(rel * ex[:, None]).sum(-1), (rel * ey[:, None]).sum(-1)], dim=-1)
     return q / iod[:, None, None]
+
+
+def from_eye_line(vectors: Tensor, ex: Tensor, iod: Tensor) -> Tensor:
+    """Displacements ``[N, V, 2]`` in the eye-line frame (IOD units) back to pixels."""
+    ey = torch.stack([-ex[:, 1], ex[:, 0]], dim=-1)
+    return (vectors[..., :1] * ex[:, None] + vectors[..., 1:] * ey[:, None]) * iod[:, None, None]
 
 
 def _features(q: Tensor) -> dict[str, Tensor]:

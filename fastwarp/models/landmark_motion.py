@@ -34,17 +34,11 @@ import torch
 from torch import Tensor, nn
 
 from ..au import AU_MAX, NUM_AUS
-from ..face.aus_torch import eye_line_frame_torch
-from ..face.landmarks import (
-    LEFT_EYE_INNER,
-    LEFT_EYE_OUTER,
-    NUM_LANDMARKS,
-    RIGHT_EYE_INNER,
-    RIGHT_EYE_OUTER,
-)
+from ..face.aus_torch import eye_line_transform, from_eye_line, to_eye_line
+from ..face.landmarks import NUM_LANDMARKS
 from .small_checkpoint import SmallModel
 
-__all__ = ["LandmarkMotion", "MotionConfig", "eye_line_transform"]
+__all__ = ["LandmarkMotion", "MotionConfig"]
 
 
 @dataclass
@@ -57,18 +51,6 @@ class MotionConfig:
     # The AU change the model was trained on, per AU (target - current is clamped to it).
     max_change: float = AU_MAX
     extra: dict = field(default_factory=dict)
-
-
-def eye_line_transform(landmarks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The similarity of :func:`~fastwarp.face.aus_torch.eye_line_frame_torch`, to map
-    displacements back: ``(origin [N, 2], ex [N, 2], iod [N])`` with
-    ``pixel = origin + iod * (q_x ex + q_y ey)``, ``ey = (-ex_y, ex_x)``."""
-    p = landmarks[..., :2]
-    rc = 0.5 * (p[:, RIGHT_EYE_OUTER] + p[:, RIGHT_EYE_INNER])
-    lc = 0.5 * (p[:, LEFT_EYE_OUTER] + p[:, LEFT_EYE_INNER])
-    iod = torch.linalg.vector_norm(p[:, LEFT_EYE_OUTER] - p[:, RIGHT_EYE_OUTER], dim=-1)
-    ex = (lc - rc) / torch.linalg.vector_norm(lc - rc, dim=-1, keepdim=True)
-    return 0.5 * (rc + lc), ex, iod
 
 
 class LandmarkMotion(SmallModel):
@@ -138,8 +120,6 @@ class LandmarkMotion(SmallModel):
             if a.shape != (n, NUM_AUS):
                 raise ValueError(f"{name} AUs must have shape [{n}, {NUM_AUS}], got {tuple(a.shape)}")
         lm = landmarks[..., :2].to(self.motion_basis.dtype)
-        q = eye_line_frame_torch(lm)
-        d = self.displacement_iod(q, current, target)
-        _, ex, iod = eye_line_transform(lm)
-        ey = torch.stack([-ex[:, 1], ex[:, 0]], dim=-1)
-        return (d[..., :1] * ex[:, None] + d[..., 1:] * ey[:, None]) * iod[:, None, None]
+        origin, ex, iod = eye_line_transform(lm)
+        d = self.displacement_iod(to_eye_line(lm, origin, ex, iod), current, target)
+        return from_eye_line(d, ex, iod)
