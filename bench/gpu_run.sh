@@ -1,42 +1,69 @@
 #!/usr/bin/env bash
-# One GPU session in one call: build the extension, run the CUDA + Triton op tests,
-# compute-sanitizer memcheck over the GPU kernels, then the GPU benchmarks and their ratio
-# table. Run in the repository root of a copy of the repo on the GPU machine:
+# One GPU lease in one call, sized for a 15-minute device budget that includes the machine's
+# start (2-4 min): about 9 minutes of command (GPU_RUN_BUDGET_S=540; give the call a
+# timeout_s of 570-600). Run in the repository root of a copy of the repo on the GPU machine:
 #
-#     OUT=/some/dir bash bench/gpu_run.sh
+#     OUT=/some/dir bash bench/gpu_run.sh                # first call: the prioritised run
+#     OUT=/some/dir bash bench/gpu_run.sh --full-tests   # optional second call: the whole CUDA suite
+#     bash bench/gpu_run.sh --dry-run                    # anywhere: rehearse, run nothing heavy
 #
-# Written for a remote H100/H200 with its own python3 (torch 2.11+cu130, Triton, nvcc,
-# compute-sanitizer) and no internet. Python packages it lacks are installed from
-# gpu_carry/wheels when that folder was carried along (`make gpu-carry` fills it here);
-# else the script says which are missing and goes on.
+# The prioritised run, most important first, each step under its own time limit:
+#   deps         test tools missing there, from gpu_carry/wheels (`make gpu-carry`; no internet there)
+#   build        pip install -e . for this GPU's architecture only (TORCH_CUDA_ARCH_LIST from
+#                nvidia-smi's compute_cap, else torch), MAX_JOBS=$(nproc)
+#   tests        correctness of every CUDA and Triton path at a few shapes: bench/gpu_tests.py's
+#                pairwise cover of the tests against the reference (~260 of ~2,300), then the
+#                CUDA cases of that cover again with the generic kernels (FASTWARP_CUDA_GENERIC=1)
+#   determinism  the deterministic-backward tests, every case
+#   memcheck     compute-sanitizer memcheck over bench/sanitize_cuda.py --quick (caching allocator off)
+#   bench        the headline benchmarks (issue 3's target groups: the copy, 32x3x256x256 bfloat16,
+#                warp_blend 8x3x512x512 with 128 px maps) with all the time left
+# --full-tests: deps, build, then every test marked needs_cuda or triton (pytest-xdist workers
+# where it is installed) with all the time left.
 #
-# Everything lands in $OUT (at most 8 files, so the lease tool brings all back):
-#   steps.txt        the machine, then one line per step: name, exit code, seconds
-#   build.log        pip install -e . (the build log; its tail is also printed)
-#   tests.log        pytest tests/test_ops.py tests/test_theta.py (CUDA + Triton tests)
-#   memcheck.log     compute-sanitizer memcheck over bench/sanitize_cuda.py
-#   bench.log        bench/run.py: pytest-benchmark, the comparison with the baseline
-#   <kind>-latest.json, <kind>-ratios.txt   the results and the ratio table
-# and the results also in bench/results/ of the copy. Each step runs under a time limit,
-# a failing step is recorded and the next one runs; the benchmarks get the time left of
-# GPU_RUN_BUDGET_S (they start no new benchmark past their share and keep what ran).
+# $OUT is written after EVERY step, so a call cut short still returns what finished:
+#   steps.txt    the machine, the plan (each step's time limit), then one line per step as it
+#                ends: name, exit code, seconds, and its summary (pytest's last line, memcheck's
+#                ERROR SUMMARY, the benchmarks' files)
+#   <step>.log   each step's whole output (deps' only in steps.txt: the lease returns 8 files)
+#   <key>-latest.json, <key>-ratios.txt   the benchmarks' results and ratio table (bench/run.py)
+# A step past its limit gets SIGINT (pytest still writes its summary and JSON), SIGKILL 20 s
+# later; a failing step is recorded and the next one runs (after a failed build, none does).
 #
-# Variables: OUT (default out/gpu), PYTHON (python3), GPU_RUN_BUDGET_S (530: ~9 min),
-#   BUILD_LIMIT_S (300), TESTS_LIMIT_S (120), MEMCHECK_LIMIT_S (100),
-#   GPU_RUN_SKIP ("tests memcheck": steps to leave out), GPU_TESTS_K (pytest -k of the
-#   tests step; default "cuda or triton"; empty: all of test_ops.py),
+# Variables: OUT (default out/gpu), PYTHON (python3), GPU_RUN_BUDGET_S (540),
+#   DEPS_LIMIT_S (30), BUILD_LIMIT_S (210), TESTS_LIMIT_S (120), DETERMINISM_LIMIT_S (30),
+#   MEMCHECK_LIMIT_S (60): the bench step (or the full suite) gets the rest, at least
+#   GPU_RUN_MIN_LAST_S (60); GPU_RUN_SKIP ("tests memcheck": steps to leave out),
 #   GPU_RUN_BASELINE=1 (record the benchmark baseline instead of comparing with it),
-#   BENCH_ARGS (more arguments for bench/run.py, e.g. "-k float32"),
-#   TORCH_CUDA_ARCH_LIST (default 9.0, Hopper), MAX_JOBS (default: nproc),
-#   FASTWARP_COMMIT (the commit the copy was made from, for the results, where the copy
-#   has no .git: e.g. FASTWARP_COMMIT=$(git rev-parse HEAD) written into the command).
+#   BENCH_K (pytest -k of the bench step; empty: every benchmark), BENCH_ARGS (more arguments
+#   for bench/run.py), GPU_TESTS_WORKERS (pytest-xdist workers of --full-tests, default 8),
+#   TORCH_CUDA_ARCH_LIST (default: this GPU's), MAX_JOBS (default: nproc),
+#   FASTWARP_COMMIT (the commit the copy was made from, where the copy has no .git).
+#   Rehearsal only: GPU_RUN_DRY_HANG=<step> makes that step's stand-in hang (its limit ends it),
+#   GPU_RUN_MIN_STEP_S (15: a step with less time left is skipped).
 set -u
 cd "$(dirname "$0")/.."
 
+MODE=quick
+DRY=0
+for arg in "$@"; do
+    case $arg in
+        --dry-run) DRY=1 ;;
+        --full-tests) MODE=full ;;
+        -h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "gpu_run.sh: unknown argument '$arg' (expected --dry-run, --full-tests or --help)" >&2; exit 2 ;;
+    esac
+done
+
 OUT=${OUT:-$PWD/out/gpu}
 PY=${PYTHON:-python3}
-BUDGET=${GPU_RUN_BUDGET_S:-530}
-START=$(date +%s)
+BUDGET=${GPU_RUN_BUDGET_S:-540}
+MIN_STEP=${GPU_RUN_MIN_STEP_S:-15}
+# A dry run keeps a virtual clock, each step taking its whole limit: the limits it prints
+# are those of a run whose every step ran out of time.
+DRY_ELAPSED=0
+now() { echo $(($(date +%s) + DRY_ELAPSED)); }
+START=$(now)
 DEADLINE=$((START + BUDGET))
 mkdir -p "$OUT"
 STEPS=$OUT/steps.txt
@@ -44,45 +71,101 @@ export PYTHONUNBUFFERED=1
 
 log() { echo "$*" | tee -a "$STEPS"; }
 
-# step NAME LIMIT_S COMMAND: runs COMMAND (a bash command line) with output to
-# $OUT/NAME.log, under min(LIMIT_S, time left) seconds, SIGINT first (pytest then still
-# writes its summary and JSON), SIGKILL 20 s later; records the exit code.
+# The plan: each step and its time limit; the last step gets the rest of the budget.
+if [[ $MODE == full ]]; then
+    NAMES=(deps build tests-full)
+    LIMITS=("${DEPS_LIMIT_S:-30}" "${BUILD_LIMIT_S:-210}")
+else
+    NAMES=(deps build tests determinism memcheck bench)
+    LIMITS=("${DEPS_LIMIT_S:-30}" "${BUILD_LIMIT_S:-210}" "${TESTS_LIMIT_S:-120}" "${DETERMINISM_LIMIT_S:-30}"
+            "${MEMCHECK_LIMIT_S:-60}")
+fi
+fixed=0
+for l in "${LIMITS[@]}"; do fixed=$((fixed + l)); done
+LIMITS+=($((BUDGET - fixed)))
+plan=""
+for i in "${!NAMES[@]}"; do plan+="${plan:+, }${NAMES[i]} ${LIMITS[i]} s"; done
+if ((LIMITS[-1] < ${GPU_RUN_MIN_LAST_S:-60})); then
+    echo "gpu_run.sh: the steps' limits ($plan) leave ${NAMES[-1]} under ${GPU_RUN_MIN_LAST_S:-60} s of GPU_RUN_BUDGET_S=$BUDGET" >&2
+    exit 2
+fi
+limit_of() { local i; for i in "${!NAMES[@]}"; do [[ ${NAMES[i]} == "$1" ]] && echo "${LIMITS[i]}"; done; }
+
+# step NAME COMMAND: runs COMMAND (a bash command line) with output to $OUT/NAME.log under
+# min(its limit, time left) seconds; appends its line to steps.txt at once. A dry run
+# writes the log and the line with a stand-in instead (`true`; GPU_RUN_DRY_HANG: a sleep).
 step() {
-    local name=$1 limit=$2 cmd=$3
+    local name=$1 cmd=$2 limit
+    limit=$(limit_of "$name")
     if [[ " ${GPU_RUN_SKIP:-} " == *" $name "* ]]; then
         log "step $name: skipped (GPU_RUN_SKIP)"
         return 0
     fi
-    local left=$((DEADLINE - $(date +%s)))
-    ((limit > left)) && limit=$left
-    if ((limit < 15)); then
-        log "step $name: skipped (no time left of GPU_RUN_BUDGET_S=$BUDGET)"
+    if [[ -n ${SKIP_REST:-} ]]; then
+        log "step $name: skipped ($SKIP_REST)"
         return 0
     fi
-    echo "=== $name (limit ${limit} s): $cmd"
-    local t0=$(date +%s)
-    timeout -s INT -k 20 "$limit" bash -c "$cmd" >"$OUT/$name.log" 2>&1
-    local rc=$?
-    local why=""
+    local left=$((DEADLINE - $(now)))
+    [[ $name == "${NAMES[-1]}" ]] && limit=$left  # the last step: all the time left
+    ((limit > left)) && limit=$left
+    if ((limit < MIN_STEP)); then
+        log "step $name: skipped (${left} s left of GPU_RUN_BUDGET_S=$BUDGET)"
+        return 0
+    fi
+    echo "=== $name (limit $limit s): $cmd"
+    local run=$cmd
+    if ((DRY)); then
+        run=true
+        [[ ${GPU_RUN_DRY_HANG:-} == "$name" ]] && run="sleep 600"
+        echo "dry run: would run: $cmd" >"$OUT/$name.log"
+    fi
+    local t0 rc why="" took
+    t0=$(date +%s)
+    timeout -s INT -k 20 "$limit" bash -c "$run" >>"$OUT/$name.log" 2>&1
+    rc=$?
+    took=$(($(date +%s) - t0))
     ((rc == 124 || rc == 137)) && why=" (time limit)"
-    log "step $name: rc=$rc$why, $(($(date +%s) - t0)) s"
+    if ((DRY)); then
+        why+=" (dry run: counted as its whole limit)"
+        DRY_ELAPSED=$((DRY_ELAPSED + limit - took))
+    fi
+    log "step $name: rc=$rc$why, $took s of $limit s$(summary "$name")"
     return $rc
 }
 
+# The line a step's log ends with that says how it went.
+summary() {
+    local f=$OUT/$1.log s=""
+    [[ -f $f ]] && ((!DRY)) || return 0
+    case $1 in
+        tests* | determinism) s=$(grep -E "^(=+ )?[0-9]+ (passed|failed|error|skipped|deselected)|no tests ran" "$f" | tail -n 2 | tr '\n' ';') ;;
+        memcheck) s=$(grep -E "ERROR SUMMARY|sanitize_cuda: [0-9]+ forward" "$f" | tail -n 2 | tr '\n' ';') ;;
+        bench) s=$(grep -E "^bench: (results in|.*regress|.*ratio\(s\))|passed|failed" "$f" | tail -n 2 | tr '\n' ';') ;;
+        build) s=$(grep -E "fastwarp backends:|^ERROR|error:" "$f" | tail -n 1) ;;
+    esac
+    [[ -n $s ]] && echo ": ${s%;}"
+}
+
 {
-    echo "gpu_run.sh at $(date -u +%FT%TZ), budget ${BUDGET} s"
+    echo "gpu_run.sh at $(date -u +%FT%TZ), mode $MODE$( ((DRY)) && echo ', DRY RUN (nothing heavy runs)'), budget $BUDGET s"
+    echo "plan: $plan"
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo "${FASTWARP_COMMIT:-unknown (no .git here: pass FASTWARP_COMMIT)}")"
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem,temperature.gpu,utilization.gpu \
-        --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
-    echo "python: $(command -v "$PY") $("$PY" -c 'import sys; print(sys.version.split()[0])' 2>&1)"
-    "$PY" -c 'import torch, triton; print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton.__version__}, cuda available: {torch.cuda.is_available()}")' 2>&1 | tail -1
-    echo "nvcc: $(nvcc --version 2>&1 | tail -1)"
-    echo "compute-sanitizer: $(compute-sanitizer --version 2>&1 | grep -i version | head -1)"
     echo "cpus: $(nproc), load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    if ((!DRY)); then
+        nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total,clocks.sm,clocks.mem,temperature.gpu \
+            --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+        echo "python: $(command -v "$PY") $("$PY" -c 'import sys; print(sys.version.split()[0])' 2>&1)"
+        "$PY" -c 'import torch, triton; print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), triton {triton.__version__}, cuda available: {torch.cuda.is_available()}")' 2>&1 | tail -1
+        echo "nvcc: $(nvcc --version 2>&1 | tail -1)"
+        echo "compute-sanitizer: $(compute-sanitizer --version 2>&1 | grep -i version | head -1)"
+    fi
 } | tee "$STEPS"
 
-# --- 1. Python packages the tests and benchmarks need (no internet here) -------------------
-missing=$("$PY" - <<'EOF'
+# --- deps: Python packages the tests and benchmarks need (no internet there) -----------------
+if ((DRY)); then
+    missing="(not checked in a dry run)"
+else
+    missing=$("$PY" - <<'EOF'
 import importlib.util, shutil
 need = {"numpy": "numpy", "pytest": "pytest", "pytest_benchmark": "pytest-benchmark", "setuptools": "setuptools"}
 missing = [pkg for mod, pkg in need.items() if importlib.util.find_spec(mod) is None]
@@ -91,64 +174,77 @@ if shutil.which("ninja") is None:
 print(" ".join(missing))
 EOF
 )
-if [[ -z "$missing" ]]; then
+fi
+if [[ -z $missing ]]; then
     log "step deps: rc=0, all present (numpy, pytest, pytest-benchmark, setuptools, ninja)"
-elif [[ -d gpu_carry/wheels ]]; then
-    log "deps missing: $missing; installing from gpu_carry/wheels"
-    step deps 60 "'$PY' -m pip install --no-index --find-links gpu_carry/wheels $missing"
-    tail -n 3 "$OUT/deps.log"
-    rm -f "$OUT/deps.log"  # keep $OUT to 8 files; the tail above says how it went
+elif ((DRY)) || [[ -d gpu_carry/wheels ]]; then
+    step deps "'$PY' -m pip install --no-index --find-links gpu_carry/wheels $missing"
+    tail -n 3 "$OUT/deps.log" | sed 's/^/  deps: /' | tee -a "$STEPS"
+    rm -f "$OUT/deps.log"  # $OUT returns 8 files at most; its tail is in steps.txt
 else
-    log "step deps: rc=1, MISSING: $missing and no gpu_carry/wheels to install them from (no internet here):" \
+    log "step deps: rc=1, MISSING: $missing and no gpu_carry/wheels to install them from (no internet there):" \
         "run \`make gpu-carry\` where pip works and carry gpu_carry/"
 fi
 
-# --- 2. build ------------------------------------------------------------------------------
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-$(nproc)}
-step build "${BUILD_LIMIT_S:-300}" \
-    "FASTWARP_FORCE_CUDA=1 '$PY' -m pip install --no-build-isolation --no-deps -v -e . &&
-     '$PY' -c 'import fastwarp; b = fastwarp.backends(); print(\"fastwarp backends:\", b); raise SystemExit(0 if b.get(\"cuda\") else 3)'"
-echo "--- build.log (tail)"
-grep -E "fastwarp build:|error:|^ERROR|Successfully installed" "$OUT/build.log" | head -n 10
-tail -n 12 "$OUT/build.log"
-
-# --- 3. CUDA and Triton tests --------------------------------------------------------------
-tests_k=${GPU_TESTS_K-cuda or triton}
-step tests "${TESTS_LIMIT_S:-120}" "'$PY' -m pytest tests/test_ops.py tests/test_theta.py -q -p no:cacheprovider ${tests_k:+-k '$tests_k'}"
-echo "--- tests.log (tail)"
-grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -n 20
-tail -n 3 "$OUT/tests.log"
-
-# --- 4. compute-sanitizer memcheck over the GPU kernels -------------------------------------
-# Without the caching allocator every tensor is its own allocation, so an access past a
-# tensor's end is seen (inside a cached block it would land in a neighbour).
-step memcheck "${MEMCHECK_LIMIT_S:-100}" \
-    "PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 99 --print-limit 20 \
-     '$PY' bench/sanitize_cuda.py"
-echo "--- memcheck.log (tail)"
-grep -E "ERROR SUMMARY|Invalid|out of bounds|not supported|not found|Error|sanitize_cuda:" "$OUT/memcheck.log" | tail -n 8 ||
-    tail -n 5 "$OUT/memcheck.log"
-
-# --- 5. GPU benchmarks ---------------------------------------------------------------------
-# The benchmarks stop starting new ones 45 s before their limit (a compilation or the
-# biggest case can take that long), so the JSON holds everything that ran.
-left=$((DEADLINE - $(date +%s) - 5))
-bench_budget=$((left - 45))
-((bench_budget < 10)) && bench_budget=10
-step bench "$left" \
-    "'$PY' bench/run.py --copy-to '$OUT' --bench-budget-s $bench_budget ${GPU_RUN_BASELINE:+--record-baseline} ${BENCH_ARGS:-}"
-bench_rc=$?
-echo "--- bench.log (tail)"
-grep -E "^bench:|regress|SKIPPED .*budget|passed|failed|error" "$OUT/bench.log" | tail -n 12
-ratios=$(ls -t "$OUT"/*-ratios.txt 2>/dev/null | head -1)
-if [[ -n "$ratios" ]]; then
-    echo "--- $(basename "$ratios"): the whole table is in that file; its summary:"
-    sed -n '/^summary/,$p' "$ratios"
+# --- build: this GPU's architecture only, all cores ---------------------------------------------
+if [[ -z ${TORCH_CUDA_ARCH_LIST:-} ]]; then
+    if ((DRY)); then
+        TORCH_CUDA_ARCH_LIST="<this GPU's compute_cap>"
+    else
+        TORCH_CUDA_ARCH_LIST=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' ')
+        [[ $TORCH_CUDA_ARCH_LIST =~ ^[0-9]+\.[0-9]+$ ]] ||
+            TORCH_CUDA_ARCH_LIST=$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())' 2>/dev/null)
+    fi
 fi
-if [[ -n "${GPU_RUN_BASELINE:-}" && $bench_rc -eq 0 ]]; then
-    log "baseline: bench/results/<kind>-baseline.json on the GPU machine is the same as $OUT/<kind>-latest.json:" \
-        "copy that into bench/results/<kind>-baseline.json and commit it"
+export TORCH_CUDA_ARCH_LIST MAX_JOBS=${MAX_JOBS:-$(nproc)}
+log "build: TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS"
+if ! step build "FASTWARP_FORCE_CUDA=1 '$PY' -m pip install --no-build-isolation --no-deps -v -e . &&
+     '$PY' -c 'import fastwarp; b = fastwarp.backends(); print(\"fastwarp backends:\", b); raise SystemExit(0 if b.get(\"cuda\") else 3)'"; then
+    SKIP_REST="the build failed: see build.log"
+    tail -n 12 "$OUT/build.log"
 fi
 
-echo "=== steps ($(($(date +%s) - START)) s in all)"
-grep "^step" "$STEPS"
+# --- the tests ---------------------------------------------------------------------------------
+pytest="'$PY' -m pytest -q -p no:cacheprovider -p gpu_tests"
+export PYTHONPATH=$PWD/bench${PYTHONPATH:+:$PYTHONPATH}  # bench/gpu_tests.py, the subset plugin
+op_tests="tests/test_ops.py tests/test_theta.py tests/test_mesh_flow.py"
+if [[ $MODE == full ]]; then
+    workers=""
+    if ((!DRY)) && "$PY" -c 'import xdist' 2>/dev/null && ((${GPU_TESTS_WORKERS:-8} > 1)); then
+        workers="-n ${GPU_TESTS_WORKERS:-8}"
+    fi
+    # A test module that cannot import there (a package the GPU image lacks) must not stop the rest.
+    step tests-full "$pytest tests -m 'needs_cuda or triton' --continue-on-collection-errors $workers"
+else
+    step tests "$pytest --gpu-subset core $op_tests; a=\$?;
+        echo '--- the CUDA cases again, generic kernels only (FASTWARP_CUDA_GENERIC=1)';
+        FASTWARP_CUDA_GENERIC=1 $pytest --gpu-subset core -k cuda $op_tests; b=\$?;
+        exit \$((a > b ? a : b))"
+    grep -E "^(FAILED|ERROR)" "$OUT/tests.log" 2>/dev/null | head -n 20
+
+    step determinism "$pytest --gpu-subset determinism $op_tests"
+
+    # Without the caching allocator every tensor is its own allocation, so an access past a
+    # tensor's end is seen (inside a cached block it would land in a neighbour).
+    step memcheck "PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 99 \
+        --print-limit 20 '$PY' bench/sanitize_cuda.py --quick"
+
+    # bench/run.py starts no benchmark in the last 45 s of its limit (a compilation or the
+    # biggest case can take that long), so its JSON holds everything that ran.
+    bench_budget=$((DEADLINE - $(now) - 45))
+    ((bench_budget < 10)) && bench_budget=10
+    bench_k=${BENCH_K-copy or 32x3x256x256-bfloat16 or warp_blend-forward-8x3x512x512-flow128}
+    step bench "'$PY' bench/run.py --copy-to '$OUT' --bench-budget-s $bench_budget ${GPU_RUN_BASELINE:+--record-baseline} \
+        ${bench_k:+-k '$bench_k'} ${BENCH_ARGS:-}"
+    ratios=$(ls -t "$OUT"/*-ratios.txt 2>/dev/null | head -n 1)
+    if [[ -n $ratios ]]; then
+        echo "--- $(basename "$ratios"): the whole table is in that file; its summary:"
+        sed -n '/^summary/,$p' "$ratios"
+    fi
+    if [[ -n ${GPU_RUN_BASELINE:-} ]] && grep -q "baseline recorded" "$OUT/bench.log" 2>/dev/null; then
+        log "baseline: bench/results/<key>-baseline.json there is $OUT/<key>-latest.json: copy it into" \
+            "bench/results/<key>-baseline.json here and commit it"
+    fi
+fi
+
+log "done: $(($(now) - START)) s of $BUDGET s"

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import gate
 import torch
 
 import fastwarp
@@ -66,8 +67,9 @@ def device() -> torch.device:
 
 
 def device_kind(dev: torch.device | None = None) -> str:
-    """Short name of the hardware, naming the results and baseline files: ``cpu``, or the
-    GPU's model (``h100``, ``h200``, ``a100``; else its name as a slug)."""
+    """Short name of the hardware: ``cpu``, or the GPU's model (``h100``, ``h200``,
+    ``a100``; else its name as a slug). The results and baseline files are named by the
+    finer ``environment()["machine_key"]`` (bench/gate.py)."""
     dev = dev or device()
     if dev.type == "cpu":
         return "cpu"
@@ -128,6 +130,7 @@ def environment() -> dict:
         "device_kind": device_kind(dev),
         "cpu": _cpu_model(),
         "cpus": os.cpu_count(),
+        "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "threads": torch.get_num_threads(),
         "gpu": None,
         "torch": torch.__version__,
@@ -145,6 +148,7 @@ def environment() -> dict:
         env.update(gpu=props.name, gpu_sms=props.multi_processor_count, gpu_memory_bytes=props.total_memory,
                    gpu_capability=f"{props.major}.{props.minor}",
                    driver=_run("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader") or None)
+    env["machine_key"] = gate.machine_key({"fastwarp_env": env})  # names the results and baseline files
     return env
 
 

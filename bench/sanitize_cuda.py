@@ -1,7 +1,7 @@
 """Runs fastwarp's GPU kernels once over small, awkward inputs, for compute-sanitizer.
 
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 99 \\
-        python3 bench/sanitize_cuda.py [--backends cuda triton]
+        python3 bench/sanitize_cuda.py [--backends cuda triton] [--quick]
 
 Every call goes forward and backward (all four gradients) for both ops and padding modes,
 in float32, bfloat16 and float64, on same-size and smaller (resolution-independent)
@@ -35,6 +35,11 @@ SHAPES = [  # (N, C, H, W, h, w)
     (1, 4, 64, 65, 32, 33),
 ]
 DTYPES = (torch.float32, torch.bfloat16, torch.float64)
+# --quick (bench/gpu_run.sh's first call): one resolution-independent odd shape with
+# channels_last, the 1x1 image and C=4 (the vectorised tiles), float32 and bfloat16 (the
+# shared-memory window and fixed-point paths; float64 has neither).
+QUICK_SHAPES = [SHAPES[1], SHAPES[2], SHAPES[4]]
+QUICK_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def inputs(shape, dtype, flow_kind, channels_last, gen, dev):
@@ -84,6 +89,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=available, help=f"default: {available}")
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of this script with backend cpu")
+    parser.add_argument("--quick", action="store_true", help="a small case: fewer shapes and dtypes (QUICK_SHAPES)")
     args = parser.parse_args(argv)
     dev = torch.device(args.device)
     if dev.type == "cpu":
@@ -96,9 +102,10 @@ def main(argv=None) -> int:
         args.backends = ["cuda"]
     gen = torch.Generator(device=dev).manual_seed(0)
     t0, calls = time.time(), 0
+    shapes, dtypes = (QUICK_SHAPES, QUICK_DTYPES) if args.quick else (SHAPES, DTYPES)
     for backend in args.backends:
         for shape, dtype, flow_kind, op, mode in itertools.product(
-                SHAPES, DTYPES, ("normal", "extreme"), ("warp", "warp_blend"), ("border", "zeros")):
+                shapes, dtypes, ("normal", "extreme"), ("warp", "warp_blend"), ("border", "zeros")):
             channels_last = shape[1] > 1 and shape[0] == 2 and flow_kind == "normal"
             tensors = inputs(shape, dtype, flow_kind, channels_last, gen, dev)
             # Where non-finite flows put NaN is the tests' business; here only their reads.
