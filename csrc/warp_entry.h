@@ -28,44 +28,60 @@ namespace fastwarp {
 // is an empty tensor of shape [0], a fresh one each (the schema's outputs must not alias).
 //
 // When flow, texture and mask are smaller than the image (resolution independence), the
-// kernels write their per-output-pixel gradients into H x W buffers (`*_hi`) and
-// finish() reduces each onto its h x w tensor with the backend's upsample_adjoint.
+// kernels write their per-output-pixel gradients into H x W buffers (`*_hi`, in the
+// accumulation dtype: float32 for half/bfloat16) and finish() reduces each onto its h x w
+// tensor with the backend's upsample_adjoint, still in that dtype, then rounds once to the
+// tensor's dtype: half precision sums in float32 until the final store, as the Triton
+// backend and the image gradient do.
 struct BackwardSetup {
   detail::Padding padding;
   at::ScalarType acc_type;  // float32 for half/bfloat16 inputs
   at::Tensor grad_flow, grad_texture, grad_mask;
-  at::Tensor flow_hi, texture_hi, mask_hi;  // defined only when the grid is smaller
+  at::Tensor flow_hi, texture_hi, mask_hi;  // defined only when the grid is smaller; acc_type
   at::Tensor options_source;
 
   at::Tensor none() const { return options_source.new_empty({0}); }
 
-  // Where the kernels write: the gradient itself, or its H x W buffer.
-  static const at::Tensor& target(const at::Tensor& grad, const at::Tensor& hi) { return hi.defined() ? hi : grad; }
-
   template <typename scalar_t, typename acc_t>
   detail::WarpGrads<scalar_t, acc_t> grads() const {
     detail::WarpGrads<scalar_t, acc_t> g{};
-    if (grad_flow.numel() > 0) {
-      g.flow = target(grad_flow, flow_hi).mutable_data_ptr<scalar_t>();
-      g.s_flow = strides4(target(grad_flow, flow_hi));
-    }
-    if (grad_texture.numel() > 0) {
-      g.texture = target(grad_texture, texture_hi).mutable_data_ptr<scalar_t>();
-      g.s_texture = strides4(target(grad_texture, texture_hi));
-    }
-    if (grad_mask.numel() > 0) {
-      g.mask = target(grad_mask, mask_hi).mutable_data_ptr<scalar_t>();
-      g.s_mask = strides4(target(grad_mask, mask_hi));
-    }
+    // The kernels write the gradient itself (scalar_t) or its H x W buffer (acc_t).
+    auto bind = [](const at::Tensor& grad, const at::Tensor& hi, scalar_t** p, acc_t** p_acc, detail::Strides4* s) {
+      if (grad.numel() == 0) return;
+      if (hi.defined()) {
+        *p_acc = hi.mutable_data_ptr<acc_t>();
+        *s = strides4(hi);
+      } else {
+        *p = grad.mutable_data_ptr<scalar_t>();
+        *s = strides4(grad);
+      }
+    };
+    bind(grad_flow, flow_hi, &g.flow, &g.flow_acc, &g.s_flow);
+    bind(grad_texture, texture_hi, &g.texture, &g.texture_acc, &g.s_texture);
+    bind(grad_mask, mask_hi, &g.mask, &g.mask_acc, &g.s_mask);
     return g;
   }
 
   // After the kernels: the h x w gradients from their H x W buffers.
   template <typename Backend>
   void finish() const {
-    if (flow_hi.defined()) Backend::upsample_adjoint(flow_hi, grad_flow);
-    if (texture_hi.defined()) Backend::upsample_adjoint(texture_hi, grad_texture);
-    if (mask_hi.defined()) Backend::upsample_adjoint(mask_hi, grad_mask);
+    reduce<Backend>(flow_hi, grad_flow);
+    reduce<Backend>(texture_hi, grad_texture);
+    reduce<Backend>(mask_hi, grad_mask);
+  }
+
+ private:
+  template <typename Backend>
+  static void reduce(const at::Tensor& hi, const at::Tensor& grad) {
+    if (!hi.defined()) return;
+    if (hi.scalar_type() == grad.scalar_type()) {
+      Backend::upsample_adjoint(hi, grad);
+      return;
+    }
+    // Half precision: the adjoint in the accumulation dtype, then one rounding.
+    at::Tensor lo = at::empty_like(grad, grad.options().dtype(hi.scalar_type()));
+    Backend::upsample_adjoint(hi, lo);
+    grad.copy_(lo);
   }
 };
 
@@ -86,7 +102,7 @@ inline BackwardSetup setup_backward(const char* op, const at::Tensor& grad_outpu
   s.grad_mask = (mask != nullptr && need[3]) ? at::empty_like(*mask) : s.none();
   if (flow.size(2) != image.size(2) || flow.size(3) != image.size(3)) {
     const int64_t N = image.size(0), H = image.size(2), W = image.size(3);
-    const auto opts = image.options().memory_format(image.suggest_memory_format());
+    const auto opts = image.options().dtype(s.acc_type).memory_format(image.suggest_memory_format());
     if (s.grad_flow.numel() > 0) s.flow_hi = at::empty({N, 2, H, W}, opts);
     if (s.grad_texture.numel() > 0) s.texture_hi = at::empty({N, image.size(1), H, W}, opts);
     if (s.grad_mask.numel() > 0) s.mask_hi = at::empty({N, 1, H, W}, opts);

@@ -296,8 +296,12 @@ FW_HOST_DEVICE void warp_forward_pixel(const WarpInputs<scalar_t>& in, scalar_t*
 // Gradient outputs of one backward call. grad_image is an accumulation buffer in acc_t
 // (float32 for half/bfloat16 inputs): the image gradient is a scatter of many taps.
 // flow, texture and mask receive the gradient at each output pixel (n, y, x): the
-// tensors' own gradients when their grid is the image's, else H x W buffers whose
-// upsample_adjoint_at gives the h x w gradients. A null pointer means not asked for.
+// tensors' own gradients (`flow`, `texture`, `mask`, scalar_t) when their grid is the
+// image's, else H x W buffers in acc_t (`flow_acc`, ..., same strides fields) whose
+// upsample_adjoint_at gives the h x w gradients. Half precision thus keeps one rule: every
+// sum in float32 until the final store (a per-pixel value rounded to half before the
+// adjoint sums it would add one rounding per term). A null pointer (both of a pair) means
+// not asked for; at most one of a pair is set.
 template <typename scalar_t, typename acc_t>
 struct WarpGrads {
   acc_t* image;
@@ -308,7 +312,25 @@ struct WarpGrads {
   Strides4 s_texture;
   scalar_t* mask;
   Strides4 s_mask;
+  acc_t* flow_acc;
+  acc_t* texture_acc;
+  acc_t* mask_acc;
+
+  FW_HOST_DEVICE bool want_flow() const { return flow != nullptr || flow_acc != nullptr; }
+  FW_HOST_DEVICE bool want_texture() const { return texture != nullptr || texture_acc != nullptr; }
+  FW_HOST_DEVICE bool want_mask() const { return mask != nullptr || mask_acc != nullptr; }
 };
+
+// Writes a per-pixel gradient: into the acc_t buffer when there is one, else rounded once
+// to the tensor's dtype.
+template <typename scalar_t, typename acc_t>
+FW_HOST_DEVICE void store_grad(scalar_t* p, acc_t* p_acc, int64_t offset, acc_t v) {
+  if (p_acc != nullptr) {
+    p_acc[offset] = v;
+  } else {
+    p[offset] = static_cast<scalar_t>(v);
+  }
+}
 
 // Backward of one output pixel (n, y, x). The image-gradient scatter goes through
 // `scatter(n, c, tap, valid, ty, tx, value)` (tap 0..3 = nw, ne, sw, se), so each backend
@@ -325,7 +347,8 @@ FW_HOST_DEVICE void warp_backward_pixel(const WarpInputs<scalar_t>& in, const sc
   const Taps<acc_t> t = make_taps<acc_t>(x, y, dx, dy, in.W, in.H, in.padding);
   acc_t m = acc_t(1);
   if (kBlend) m = lr.sample(in.mask + n * in.s_mask.n, in.s_mask.h, in.s_mask.w);
-  const bool need_values = g.flow != nullptr || (kBlend && g.mask != nullptr);
+  const bool want_flow = g.want_flow(), want_mask = kBlend && g.want_mask(), want_texture = kBlend && g.want_texture();
+  const bool need_values = want_flow || want_mask;
   const scalar_t* img_n = in.image + n * in.s_image.n;
   const scalar_t* go_px = grad_out + n * s_gout.n + y * s_gout.h + x * s_gout.w;
   acc_t gdx = acc_t(0), gdy = acc_t(0), gmask = acc_t(0);
@@ -335,11 +358,12 @@ FW_HOST_DEVICE void warp_backward_pixel(const WarpInputs<scalar_t>& in, const sc
     Quad<acc_t> q;
     if (need_values) q = load_quad<acc_t>(img_n + c * in.s_image.c, in.s_image.h, in.s_image.w, t);
     if (kBlend) {
-      if (g.texture != nullptr) {
-        g.texture[n * g.s_texture.n + c * g.s_texture.c + y * g.s_texture.h + x * g.s_texture.w] =
-            static_cast<scalar_t>(go * (acc_t(1) - m));
+      if (want_texture) {
+        store_grad(g.texture, g.texture_acc,
+                   n * g.s_texture.n + c * g.s_texture.c + y * g.s_texture.h + x * g.s_texture.w,
+                   go * (acc_t(1) - m));
       }
-      if (g.mask != nullptr) {
+      if (want_mask) {
         const acc_t tex = lr.sample(in.texture + n * in.s_texture.n + c * in.s_texture.c, in.s_texture.h,
                                     in.s_texture.w);
         gmask += go * (q.interpolate(t) - tex);
@@ -352,19 +376,17 @@ FW_HOST_DEVICE void warp_backward_pixel(const WarpInputs<scalar_t>& in, const sc
       scatter(n, c, 2, t.y.v1 && t.x.v0, t.y.i0 + 1, t.x.i0, w_sw * go);
       scatter(n, c, 3, t.y.v1 && t.x.v1, t.y.i0 + 1, t.x.i0 + 1, w_se * go);
     }
-    if (g.flow != nullptr) {
+    if (want_flow) {
       gdx += go * q.d_dx(t);
       gdy += go * q.d_dy(t);
     }
   }
-  if (g.flow != nullptr) {
-    scalar_t* gf = g.flow + n * g.s_flow.n + y * g.s_flow.h + x * g.s_flow.w;
-    gf[0] = static_cast<scalar_t>(gdx * t.x.grad * lr.sx);
-    gf[g.s_flow.c] = static_cast<scalar_t>(gdy * t.y.grad * lr.sy);
+  if (want_flow) {
+    const int64_t off = n * g.s_flow.n + y * g.s_flow.h + x * g.s_flow.w;
+    store_grad(g.flow, g.flow_acc, off, gdx * t.x.grad * lr.sx);
+    store_grad(g.flow, g.flow_acc, off + g.s_flow.c, gdy * t.y.grad * lr.sy);
   }
-  if (kBlend && g.mask != nullptr) {
-    g.mask[n * g.s_mask.n + y * g.s_mask.h + x * g.s_mask.w] = static_cast<scalar_t>(gmask);
-  }
+  if (want_mask) store_grad(g.mask, g.mask_acc, n * g.s_mask.n + y * g.s_mask.h + x * g.s_mask.w, gmask);
 }
 
 }  // namespace detail

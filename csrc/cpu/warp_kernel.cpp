@@ -10,7 +10,8 @@
 // The image gradient is a scatter, so it is summed race-free: a thread owns whole images
 // when the batch is large enough to keep every thread busy, else each thread accumulates
 // its rows into a private buffer that is summed afterwards. float16/bfloat16 compute and
-// accumulate in float32.
+// accumulate in float32 until the final store (with a smaller grid the per-pixel map
+// gradients stay float32 through the upsampling adjoint, see BackwardSetup).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -195,17 +196,21 @@ bool backward_rows_simd(const detail::WarpInputs<float>& in, const float* go, co
   }
   rg.flow_scale_x = source.flow_scale_x();
   rg.flow_scale_y = source.flow_scale_y();
+  // float32: the tensors' own gradients and the H x W buffers have one type; take whichever is set.
+  float* const g_flow = g.flow_acc != nullptr ? g.flow_acc : g.flow;
+  float* const g_mask = g.mask_acc != nullptr ? g.mask_acc : g.mask;
+  float* const g_texture = g.texture_acc != nullptr ? g.texture_acc : g.texture;
   for (int64_t y = y0; y < y1; ++y) {
     cpu::RowArgs a = row_args(in, n, y);
     source.rows(n, y, a, buf);
-    if (g.flow != nullptr) {
-      float* gf = g.flow + n * g.s_flow.n + y * g.s_flow.h;
+    if (g_flow != nullptr) {
+      float* gf = g_flow + n * g.s_flow.n + y * g.s_flow.h;
       rg.flow_x = {gf, g.s_flow.w};
       rg.flow_y = {gf + g.s_flow.c, g.s_flow.w};
     }
-    if (g.mask != nullptr) rg.mask = {g.mask + n * g.s_mask.n + y * g.s_mask.h, g.s_mask.w};
-    if (g.texture != nullptr) {
-      rg.texture = g.texture + n * g.s_texture.n + y * g.s_texture.h;
+    if (g_mask != nullptr) rg.mask = {g_mask + n * g.s_mask.n + y * g.s_mask.h, g.s_mask.w};
+    if (g_texture != nullptr) {
+      rg.texture = g_texture + n * g.s_texture.n + y * g.s_texture.h;
       rg.gt_s_c = g.s_texture.c;
       rg.gt_stride = g.s_texture.w;
     }
@@ -260,7 +265,9 @@ struct CpuBackend {
                                    .zero_()
                              : at::Tensor();
 
-    if (N * C * H * W > 0 && (need[0] || need[1] || need[2] || need[3])) {
+    // N * H * W, not N * C * H * W: with C == 0 the kernels still run and write the flow and
+    // mask gradients (0: no channel contributes), which are otherwise uninitialised memory.
+    if (N * H * W > 0 && (need[0] || need[1] || need[2] || need[3])) {
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_backward_cpu", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const auto in = warp_inputs<scalar_t>(image, flow, texture, mask, setup.padding);

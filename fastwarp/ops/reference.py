@@ -56,6 +56,8 @@ def upsample(t: Tensor, size: tuple[int, int]) -> Tensor:
     """
     if tuple(t.shape[-2:]) == tuple(size):
         return t
+    if t.numel() == 0:  # F.interpolate refuses a tensor with no channels; no values to resize
+        return t.reshape(*t.shape[:-2], *size)
     return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)
 
 

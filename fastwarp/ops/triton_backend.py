@@ -58,6 +58,60 @@ def _block(total: int) -> int:
     return _GPU_BLOCK
 
 
+# --- 32-bit indexing guard ---------------------------------------------------------------------
+# The kernels compute flat pixel/element indices (program_id * BLOCK + arange) and element
+# offsets (index * stride) in int32, as Triton does by default; past 2**31 they would wrap
+# and read or write the wrong elements, silently. Rather than 64-bit index math in every
+# kernel (int64 division and modulo on every pixel, for sizes the product never meets: 2**31
+# elements is 8 GiB of float32 in one tensor), the host refuses such calls before any launch
+# (check_int32_indexing); the CUDA backend's generic kernels index in 64 bits.
+
+#: The largest index or offset a kernel may compute in int32.
+INT32_MAX = 2**31 - 1
+
+
+def max_offset(t: Tensor, per_item: bool = False) -> int:
+    """The largest element offset of ``t`` from its first element: ``sum((size - 1) * |stride|)``
+    over its dimensions, or over all but the first (the batch) with ``per_item`` (0 for an
+    empty tensor). Reads only the shape and strides, so it works on meta and fake tensors."""
+    if t.numel() == 0:
+        return 0
+    dims = list(zip(t.shape, t.stride()))[1 if per_item else 0:]
+    return sum((size - 1) * abs(stride) for size, stride in dims)
+
+
+def int32_index_problem(total: int, block: int, tensors: dict[str, Tensor | None],
+                        values: dict[str, int] | None = None, per_item: bool = False) -> str | None:
+    """Why a launch over ``total`` pixels/elements in blocks of ``block`` would overflow int32:
+    a program's last flat index (``cdiv(total, block) * block - 1``), an element offset of
+    one of ``tensors`` (name -> tensor indexed with 32-bit offsets, None skipped; with
+    ``per_item`` only the offsets within one batch item count, for kernels that compute the
+    batch offset in int64), or one of ``values`` (name -> the largest other int32
+    intermediate a kernel computes) above :data:`INT32_MAX`. A phrase for an error message,
+    or None when everything fits. Shapes and strides only: nothing is allocated or read."""
+    last = triton.cdiv(total, block) * block - 1 if total > 0 else 0
+    if last > INT32_MAX:
+        return f"the launch covers {total} pixels/elements (flat indices up to {last})"
+    for name, t in tensors.items():
+        if t is not None and max_offset(t, per_item) > INT32_MAX:
+            within = " within one batch item" if per_item else ""
+            return f"{name} of shape {list(t.shape)} has element offsets{within} up to {max_offset(t, per_item)}"
+    for name, v in (values or {}).items():
+        if v > INT32_MAX:
+            return f"{name} reaches {v}"
+    return None
+
+
+def check_int32_indexing(op: str, total: int, block: int, values: dict[str, int] | None = None,
+                         per_item: bool = False, **tensors: Tensor | None) -> None:
+    """Raise ``ValueError`` before a launch whose indices or offsets would not fit in int32
+    (arguments as :func:`int32_index_problem`)."""
+    problem = int32_index_problem(total, block, tensors, values, per_item)
+    if problem is not None:
+        raise ValueError(f"{op}: backend='triton' indexes with 32-bit offsets, which must stay below 2^31, but "
+                         f"{problem}: use backend='cuda' (64-bit offsets) or smaller tensors")
+
+
 # --- per-pixel math (csrc/warp_math.h) ---------------------------------------------------------
 
 @triton.jit
@@ -353,6 +407,9 @@ def _forward(op: str, image: Tensor, flow: Tensor, texture: Tensor | None, mask:
     checks.check_warp_args(op, image, flow, texture, mask, padding_mode)
     out = output_like_image(image)
     N, C, H, W = image.shape
+    # Flat pixel index over the batch; the batch offset n * stride in int64, the rest in int32.
+    check_int32_indexing(op, N * H * W, _block(N * H * W), per_item=True, image=image, flow=flow, texture=texture,
+                         mask=mask, output=out)
     # warp has no texture and mask: the image stands in for them (never read).
     tex, msk = (texture, mask) if texture is not None else (image, image)
     _launch(wrap_triton(_forward_kernel), N * H * W if C else 0, image, flow, tex, msk, out,
@@ -361,7 +418,7 @@ def _forward(op: str, image: Tensor, flow: Tensor, texture: Tensor | None, mask:
     return out
 
 
-def _upsample_adjoint(grad_hi: Tensor, grad: Tensor) -> None:
+def _upsample_adjoint(op: str, grad_hi: Tensor, grad: Tensor) -> None:
     """``grad`` [N, K, h, w] = the adjoint of the upsampling applied to ``grad_hi`` [N, K, H, W]
     ((h, w) != (H, W)): one gather pass per upsampled axis, x first, then y (the summation
     order of ``upsample_adjoint_at``), the intermediate in ``grad_hi``'s (accumulation) dtype."""
@@ -375,6 +432,10 @@ def _upsample_adjoint(grad_hi: Tensor, grad: Tensor) -> None:
         dst = grad if j == len(passes) - 1 else src.new_empty(shape)
         # Both seen as [N, K, P, L] with L the reduced axis.
         s, d = (src, dst) if axis == 3 else (src.transpose(2, 3), dst.transpose(2, 3))
+        # The readers' window bound (2 i + 3) n_out, i < n_in, is an int32 product as well.
+        check_int32_indexing(op, d.numel(), _block(d.numel()),
+                             {"the upsampling adjoint's window bound": (2 * n_in + 1) * n_out},
+                             per_item=True, gradient_buffer=s, gradient=d)
         _launch(wrap_triton(_upsample_adjoint_kernel), d.numel(), s, *s.stride(), d, *d.stride(), d.shape[1],
                 d.shape[2], n_in, n_out, d.numel(), 2 * n_out // n_in + 8, F64=grad.dtype == torch.float64)
         src = dst
@@ -395,6 +456,11 @@ def _backward(op: str, grad_output: Tensor, image: Tensor, flow: Tensor, texture
     # Gradients not asked for are fresh empty tensors each (the schema's outputs must not alias).
     if total * C == 0 or not any(need):  # nothing to compute: zeros
         return tuple(torch.zeros_like(t) if wanted else image.new_empty((0,)) for t, wanted in zip(inputs, need))
+    # The inputs and the gradients (or their H x W buffers, at most [N, max(C, 2), H, W], dense)
+    # are indexed in int32 within a batch item; the deterministic records in 64 bits.
+    check_int32_indexing(op, total, _block(total), {"a gradient buffer's largest offset within one batch item":
+                                                    max(C, 2) * H * W - 1},
+                         per_item=True, grad_output=grad_output, image=image, flow=flow, texture=texture, mask=mask)
     grads = [torch.empty_like(t) if wanted else image.new_empty((0,)) for t, wanted in zip(inputs[1:], need[1:])]
     # Where the kernel writes the flow/texture/mask gradients: into them, or into H x W buffers.
     targets = [g if identity or g.numel() == 0 else
@@ -418,7 +484,7 @@ def _backward(op: str, grad_output: Tensor, image: Tensor, flow: Tensor, texture
             NEED_MASK=blend and need[3], DETERMINISTIC=deterministic)
     for g, target in zip(grads, targets):
         if target is not g:
-            _upsample_adjoint(target, g)
+            _upsample_adjoint(op, target, g)
     grad_image = image.new_empty((0,))
     if need[0]:
         if deterministic:

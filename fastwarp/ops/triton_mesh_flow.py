@@ -28,7 +28,7 @@ from torch.library import triton_op, wrap_triton
 
 from . import checks
 from .registration import mesh_flow_outputs, register_mesh_flow_autograd, register_op_autocast
-from .triton_backend import INTERPRET, _block, keep_opaque_when_interpreted
+from .triton_backend import INTERPRET, _block, check_int32_indexing, keep_opaque_when_interpreted
 
 __all__ = ["mesh_flow", "mesh_flow_backward"]
 
@@ -239,6 +239,10 @@ def _forward(vertices: Tensor, displacement: Tensor, triangles: Tensor, size: Se
         block, tris = min(2048, triton.next_power_of_2(H * W)), min(64, max(16, triton.next_power_of_2(T)))
     else:
         block, tris = _GPU_PIXELS, _GPU_TRIANGLES
+    # The batch offset is int64; a pixel's index, offsets within one image's flow and the
+    # triangles' offsets (the tiles' indices) are int32.
+    check_int32_indexing(op, H * W, block, {"the largest offset within one image's flow": 2 * H * W - 1,
+                                            "the largest triangle offset": 3 * (T + tris) - 1})
     wrap_triton(_mesh_flow_forward_kernel)[(triton.cdiv(H * W, block), N)](
         vertices.contiguous(), displacement.contiguous(), triangles.long().contiguous(), _limits(vertices), flow,
         index, V, T, H, W, F64=vertices.dtype == torch.float64, BLOCK=block, TRIS=tris)
@@ -259,9 +263,10 @@ def _backward(grad_flow: Tensor, vertices: Tensor, displacement: Tensor, triangl
     grad_d = torch.zeros((N, V, 2), dtype=acc, device=vertices.device)
     if N * T * H * W > 0 and any(need) and _runs(grad_flow, vertices, displacement, triangles, triangle_index):
         v, d, tri = vertices.contiguous(), displacement.contiguous(), triangles.long().contiguous()
+        block = _block(H * W)
+        check_int32_indexing(op, H * W, block, {"the largest offset within one image's flow": 2 * H * W - 1})
         limits = _limits(vertices)
         sums = torch.zeros((N, T, 6), dtype=acc, device=vertices.device)
-        block = _block(H * W)
         wrap_triton(_mesh_flow_sums_kernel)[(triton.cdiv(H * W, block), N)](
             grad_flow.contiguous(), v, d, tri, limits, triangle_index.contiguous(), sums, V, T, H, W,
             F64=vertices.dtype == torch.float64, BLOCK=block)

@@ -25,7 +25,8 @@ from torch.library import triton_op, wrap_triton
 
 from . import checks
 from .registration import register_op_autocast, register_op_autograd, theta_output_like_image
-from .triton_backend import _acc, _axis, _launch, _quad, _strides, _tap_masks, _weights, keep_opaque_when_interpreted
+from .triton_backend import (_acc, _axis, _block, _launch, _quad, _strides, _tap_masks, _weights,
+                             check_int32_indexing, keep_opaque_when_interpreted)
 
 __all__ = ["warp_theta", "warp_blend_theta"]
 
@@ -266,9 +267,11 @@ def _forward(op: str, image: Tensor, flow: Tensor, texture: Tensor | None, mask:
     coef, values = _coefficients(op, theta, flow)
     if not values or out.numel() == 0:
         return out
-    out.copy_(image)
     N, C, H, W = image.shape
     h, w = flow.shape[2:]
+    # One launch per image (n a 32-bit argument): offsets over the whole tensors in int32.
+    check_int32_indexing(op, H * W, _block(H * W), image=image, flow=flow, texture=texture, mask=mask, output=out)
+    out.copy_(image)
     tex, msk = (texture, mask) if texture is not None else (flow, flow)
     for n, t in enumerate(values):
         x0, x1, y0, y1 = _footprint_box(t, h, w, H, W)
@@ -295,6 +298,9 @@ def _backward(op: str, grad_output: Tensor, image: Tensor, flow: Tensor, texture
     acc_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
     if not values or total * C == 0 or not any(need):
         return tuple(torch.zeros_like(t) if wanted else image.new_empty((0,)) for t, wanted in zip(inputs, need))
+    # The batch index and the records' slots are int64; offsets within an image int32.
+    check_int32_indexing(op, total, _block(total), per_item=True, grad_output=grad_output, image=image, flow=flow,
+                         texture=texture, mask=mask)
     need_grid = any(need[1:])
     dev = image.device
     empty = image.new_empty((0,))
