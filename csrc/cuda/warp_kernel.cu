@@ -63,8 +63,6 @@ using detail::Strides4;
 using detail::Strides4i;
 
 constexpr int kThreads = 256;
-constexpr int64_t kHalo = 2;                      // window margin around the displaced tile, pixels
-constexpr int64_t kMaxWindowBytes = 32 * 1024;    // shared memory for the backward's window
 constexpr int64_t kMaxTableBytes = 48 * 1024;     // shared memory for the adjoint's weight table
 constexpr int64_t kMaxTiledSide = int64_t(1) << 30;
 
@@ -101,7 +99,8 @@ Strides4i strides4i(const at::Tensor& t) {  // only after offsets_fit_int32(t)
                    static_cast<int32_t>(t.stride(2)), static_cast<int32_t>(t.stride(3))};
 }
 
-// Tiles of kThreads pixels: 16 x 16, narrower for W < 16, wider and shorter for small H.
+// Tiles of kThreads pixels (detail::tile_shape): 16 x 16, narrower for W < 16, wider and
+// shorter for small H.
 struct Tiling {
   int tw, th;
   int64_t tiles_x, tiles_y, blocks;
@@ -109,19 +108,11 @@ struct Tiling {
 };
 
 Tiling tiling(int64_t N, int64_t H, int64_t W) {
-  const auto pow2_at_least = [](int64_t v) {
-    int64_t p = 1;
-    while (p < v && p < kThreads) p <<= 1;
-    return p;
-  };
+  static_assert(detail::kTileThreads == kThreads, "the tiled kernels' block size");
+  const detail::TileShape shape = detail::tile_shape(H, W);
   Tiling t{};
-  t.tw = static_cast<int>(std::min<int64_t>(16, pow2_at_least(W)));
-  t.th = kThreads / t.tw;
-  const int64_t h2 = pow2_at_least(H);
-  if (t.th > h2) {
-    t.th = static_cast<int>(h2);
-    t.tw = kThreads / t.th;
-  }
+  t.tw = shape.tw;
+  t.th = shape.th;
   t.tiles_x = (W + t.tw - 1) / t.tw;
   t.tiles_y = (H + t.th - 1) / t.th;
   t.usable = H <= kMaxTiledSide && W <= kMaxTiledSide && t.tiles_x <= std::numeric_limits<int32_t>::max() &&
@@ -173,16 +164,13 @@ void launch_backward_tiled(const detail::WarpInputs<scalar_t>& in, const scalar_
                            const detail::WarpGrads<scalar_t, acc_t>& g, typename Accum::word* acc, Strides4 s_acc,
                            Accum accum, bool window, bool acc_channels_last, const Tiling& tl,
                            cudaStream_t stream) {
-  detail::WindowParams wp{0, 0, false, false};
-  int64_t smem = 0;
-  if (window && acc != nullptr && in.C > 0) {
-    const int64_t wh = std::min<int64_t>(tl.th + 2 * kHalo, in.H), ww = std::min<int64_t>(tl.tw + 2 * kHalo, in.W);
-    const int64_t bytes = in.C * wh * ww * static_cast<int64_t>(sizeof(typename Accum::word));
-    if (bytes <= kMaxWindowBytes) {
-      wp = detail::WindowParams{static_cast<int32_t>(wh), static_cast<int32_t>(ww), true, acc_channels_last};
-      smem = bytes;
-    }
-  }
+  // detail::window_params: the tile plus a 2-pixel halo, within a 32 KiB budget.
+  const int64_t word_bytes = static_cast<int64_t>(sizeof(typename Accum::word));
+  const detail::WindowParams wp = window && acc != nullptr
+                                      ? detail::window_params(tl.tw, tl.th, in.H, in.W, in.C, word_bytes,
+                                                              acc_channels_last)
+                                      : detail::WindowParams{0, 0, false, false};
+  const int64_t smem = wp.enabled ? in.C * wp.wh * wp.ww * word_bytes : 0;
   detail::warp_backward_tiled_kernel<scalar_t, acc_t, kBlend, Accum>
       <<<static_cast<unsigned int>(tl.blocks), dim3(tl.tw, tl.th), smem, stream>>>(
           in, go, s_go, g, acc, s_acc, accum, wp, static_cast<int32_t>(tl.tiles_x), static_cast<int32_t>(tl.tiles_y));
