@@ -17,7 +17,7 @@ from .ops import BACKENDS, Warp, WarpBlend, backends, mesh_flow, reference, reso
 
 __version__ = "0.1.0"
 __all__ = ["warp", "warp_blend", "mesh_flow", "Warp", "WarpBlend", "reference", "backends", "BACKENDS", "resolve_backend",
-           "AU_NAMES", "ExpressionEditor", "__version__"]
+           "AU_NAMES", "ExpressionEditor", "ExprEdit", "PRESETS", "__version__"]
 
 
 def __getattr__(name: str):
@@ -27,4 +27,8 @@ def __getattr__(name: str):
         from .expression_editor import ExpressionEditor
 
         return ExpressionEditor
+    if name in ("ExprEdit", "PRESETS"):  # expression presets (fastwarp.presets)
+        from . import presets
+
+        return getattr(presets, name)
     raise AttributeError(f"module 'fastwarp' has no attribute {name!r}")

@@ -71,28 +71,50 @@ def parse_au_edit(spec: str) -> tuple[str, float, bool]:
     return name, value, relative
 
 
-def apply_au_edits(current: Sequence[float] | np.ndarray, edits: Iterable[tuple[str, float, bool]]) -> np.ndarray:
-    """Target AU vector: ``current`` (shape ``[17]``, 0..5) with ``edits`` applied.
+def apply_au_edits(current: Sequence[float] | np.ndarray, edits: Iterable) -> np.ndarray:
+    """Target AU vector: ``current`` (shape ``[17]``, 0..5) with ``edits`` applied in order.
 
-    Absolute edits replace the AU's value; relative edits add to it. The result is
-    clipped to 0..5. AUs that are not edited keep their current value.
+    ``edits`` mixes ``(name, value, relative)`` AU triples and expression edits
+    (:class:`fastwarp.presets.ExprEdit`, ``(preset, intensity)``) in one list. Absolute AU
+    edits replace the AU's value; relative ones add to its value so far. An expression edit
+    sets each AU its preset names to ``current + intensity * (full - current)`` (from the
+    face's ``current`` value, whatever earlier items set) and leaves the other AUs as earlier
+    items set them. Later items win where they set the same AU. The result is clipped to
+    0..5; AUs no edit names keep their current value.
+
+    Raises:
+        ValueError: ``current`` is not ``[17]``, an unknown AU or preset, an intensity
+            outside 0..1.
     """
-    target = np.asarray(current, dtype=np.float32).copy()
-    if target.shape != (NUM_AUS,):
-        raise ValueError(f"current AUs must have shape ({NUM_AUS},), got {target.shape}")
-    for name, value, relative in edits:
+    cur = np.asarray(current, dtype=np.float32)
+    if cur.shape != (NUM_AUS,):
+        raise ValueError(f"current AUs must have shape ({NUM_AUS},), got {cur.shape}")
+    target = cur.copy()
+    for edit in edits:
+        apply = getattr(edit, "apply", None)
+        if callable(apply):  # an expression edit (fastwarp.presets.ExprEdit); duck-typed: no import circle
+            target = np.asarray(apply(cur, target), dtype=np.float32)
+            continue
+        name, value, relative = edit
         i = AU_INDEX[normalize_au_name(name)]
         target[i] = target[i] + value if relative else value
     return np.clip(target, 0.0, AU_MAX)
 
 
-def clamped_edits(current: Sequence[float] | np.ndarray, edits: Iterable[tuple[str, float, bool]]) -> list[str]:
+def au_edits_only(edits: Iterable) -> list[tuple[str, float, bool]]:
+    """The ``(name, value, relative)`` AU triples of a mixed edit list (expression edits,
+    which have an ``apply`` method, left out), in order."""
+    return [e for e in edits if not callable(getattr(e, "apply", None))]
+
+
+def clamped_edits(current: Sequence[float] | np.ndarray, edits: Iterable) -> list[str]:
     """One line for each edit whose target :func:`apply_au_edits` clamps: a relative change
     that would leave 0..5, the range the models were trained on (e.g. ``"AU12: 4.1 +2.5 is
-    beyond 0..5, clamped to 5"``). Empty when nothing is clamped."""
+    beyond 0..5, clamped to 5"``). Empty when nothing is clamped. Expression edits (whose
+    values lie in 0..5 by construction) are skipped."""
     cur = np.asarray(current, dtype=np.float32)
     out = []
-    for name, value, relative in edits:
+    for name, value, relative in au_edits_only(edits):
         name = normalize_au_name(name)
         if not relative:
             continue

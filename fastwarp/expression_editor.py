@@ -376,7 +376,8 @@ class ExpressionEditor:
     @staticmethod
     def aus(crop: FaceCrop, edits: Iterable[AUEdit]) -> tuple[np.ndarray, np.ndarray]:
         """``(current, target)`` AU vectors, float32 ``[17]`` in 0..5: the geometric
-        estimate from the crop's landmarks, and it with ``edits`` applied
+        estimate from the crop's landmarks, and it with ``edits`` (AU triples and
+        :class:`~fastwarp.presets.ExprEdit` expression edits, in order) applied
         (:func:`fastwarp.au.apply_au_edits`) and made consistent with how the estimator reads
         them (:func:`fastwarp.face.aus.consistent_targets`: a jaw drop parts the lips, a
         closing eye does not widen)."""
@@ -460,8 +461,10 @@ class ExpressionEditor:
         Args:
             frame_bgr: ``[H, W, 3]`` uint8 BGR (OpenCV).
             edits: ``(AU name, value, relative)`` triples, e.g. from
-                :func:`fastwarp.au.parse_au_edit`; absolute values set the AU, relative
-                ones add to the face's current estimate.
+                :func:`fastwarp.au.parse_au_edit` (absolute values set the AU, relative
+                ones add to the face's current estimate), and expression edits
+                :class:`~fastwarp.presets.ExprEdit` (``ExprEdit("smile", 0.8)``, see
+                docs/presets.md), in one list; later items win where they set the same AU.
         Returns:
             :class:`FrameEdit`; with no face, the frame comes back unchanged.
         """
