@@ -20,6 +20,8 @@ from typing import Iterable
 
 import numpy as np
 
+from .._native_log import quiet_native_stderr
+
 NUM_LANDMARKS = 478
 
 
@@ -212,7 +214,8 @@ class FaceMesh:
 
     Use as a context manager or call :meth:`close`. With ``static_image_mode=False``
     MediaPipe tracks across calls, which is faster for consecutive video frames but
-    assumes they come from one video.
+    assumes they come from one video. MediaPipe's native log lines on stderr are hidden
+    (:func:`fastwarp._native_log.show_native_logs` lets them through).
 
     Args:
         static_image_mode: detect the face afresh on every image.
@@ -232,15 +235,28 @@ class FaceMesh:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
         if not 0.0 <= min_detection_confidence <= 1.0:
             raise ValueError(f"min_detection_confidence must be in 0..1, got {min_detection_confidence}")
-        import mediapipe as mp  # lazy: pulls in TFLite and protobuf
+        # The graph logs from C++ straight to fd 2 while it starts (TFLite's XNNPACK line, absl's
+        # "Feedback manager" warnings) and when its landmark subgraph first runs on a face:
+        # hidden until then (fastwarp's -v shows them).
+        self._first_face_seen = False
+        with quiet_native_stderr():
+            import mediapipe as mp  # lazy: pulls in TFLite and protobuf
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=static_image_mode,
-            max_num_faces=max_faces,
-            refine_landmarks=True,
-            min_detection_confidence=min_detection_confidence,
-            min_tracking_confidence=min_tracking_confidence,
-        )
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=static_image_mode,
+                max_num_faces=max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=min_detection_confidence,
+                min_tracking_confidence=min_tracking_confidence,
+            )
+            self._wait_until_started()
+
+    def _wait_until_started(self) -> None:
+        # start_run() returns before the graph's threads have opened its calculators (and
+        # logged while doing it): wait for them inside the quiet window.
+        graph = getattr(self._mesh, "_graph", None)
+        if graph is not None:
+            graph.wait_until_idle()
 
     def detect(self, image_bgr: np.ndarray) -> list[np.ndarray]:
         """Landmarks of every face found, largest (by landmark bounding box) first.
@@ -260,7 +276,12 @@ class FaceMesh:
 
         h, w = img.shape[:2]
         rgb = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2RGB)
-        result = self._mesh.process(rgb)
+        if self._first_face_seen:
+            result = self._mesh.process(rgb)
+        else:
+            with quiet_native_stderr():
+                result = self._mesh.process(rgb)
+            self._first_face_seen = bool(result.multi_face_landmarks)
         faces = []
         for face in result.multi_face_landmarks or ():
             arr = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
@@ -280,7 +301,9 @@ class FaceMesh:
         """
         if self._mesh is None:
             raise RuntimeError("FaceMesh is closed")
-        self._mesh.reset()
+        with quiet_native_stderr():  # the graph restarts, and logs as it did at first
+            self._mesh.reset()
+            self._wait_until_started()
 
     def close(self) -> None:
         """Release the MediaPipe graph; safe to call twice."""

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -192,7 +193,8 @@ class EditorNet(nn.Module):
 
         Raises:
             FileNotFoundError: either file is missing.
-            ValueError: the config or the weights do not match the architecture.
+            ValueError: the config or the weights do not match the architecture, or the
+                weights file is not safetensors (corrupt, truncated).
         """
         base = resolve_weights(path)
         weights, config = base.with_suffix(".safetensors"), base.with_suffix(".json")
@@ -205,8 +207,16 @@ class EditorNet(nn.Module):
         except (json.JSONDecodeError, TypeError) as exc:
             raise ValueError(f"invalid editor config {config}: {exc}") from exc
         model = cls(cfg)
-        state = load_file(str(weights), device=str(map_location))
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except SafetensorError as exc:
+            raise ValueError(f"cannot read weights {weights}: {exc} (not a safetensors file, or a truncated one)"
+                             ) from exc
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # a tensor of another shape: the weights of another config
+            detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+            raise ValueError(f"weights {weights} do not match the config {config}: {detail}") from exc
         if missing or unexpected:
             raise ValueError(f"weights {weights} do not match the config: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
