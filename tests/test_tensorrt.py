@@ -1,24 +1,29 @@
 """TensorRT engines (fastwarp.export.tensorrt, ``fastwarp export --format tensorrt``).
 
-Building and running an engine needs NVIDIA TensorRT 10 and a CUDA GPU. fastwarp's
-development and CI machines cannot install TensorRT, so the tests of the real build and
-run skip there, saying so; they are written for a machine that has both and have not run
-yet. What runs everywhere: the error path (one clear message naming what is missing,
-exit status 1, nothing written, nothing exported first), argument checks, and that
-fastwarp imports without TensorRT.
+Building and running an engine needs NVIDIA TensorRT 10 or 11 and a CUDA GPU. fastwarp's
+development and CI machines have no GPU, and TensorRT's libraries (the ``-libs`` wheels)
+come only from pypi.nvidia.com, so the tests of the real build and run skip there, saying
+so; they are written for a machine that has both and have not run yet. What runs
+everywhere: the error path (one clear message naming what is missing, exit status 1,
+nothing written, nothing exported first), argument checks, that fastwarp imports without
+TensorRT, the builder's two precision modes against fake TensorRT modules, the float16
+graph of TensorRT 11 (in ONNX Runtime), and, where the PyPI ``tensorrt-cu*-bindings``
+wheel is installed (requirements-tensorrt-api.txt), every TensorRT name the builder and
+runner use, checked against the real bindings imported over stub libraries.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from fastwarp import cli
-from fastwarp.export import tensorrt as fw_trt
 from fastwarp.export import INPUT_NAMES, OUTPUT_NAMES
+from fastwarp.export import tensorrt as fw_trt
 from fastwarp.export.tensorrt import TensorRTUnavailableError
 
 _REASON = fw_trt.unavailable_reason()
@@ -62,7 +67,7 @@ def test_unavailable_reason_names_what_is_missing(monkeypatch, package, gpu):
     reason = fw_trt.unavailable_reason()
     assert ("the tensorrt Python package" in reason) == (not package)
     assert ("a CUDA GPU (torch sees none" in reason) == (not gpu)
-    assert "cannot install TensorRT" in reason
+    assert "TensorRT 10 or 11" in reason and "tensorrt-cu12 or tensorrt-cu13" in reason
     assert "trtexec --onnx=fastwarp.onnx --fp16" in reason
     assert "\n" not in reason
 
@@ -80,6 +85,8 @@ def test_trtexec_command_gives_the_dynamic_batch_profile():
     assert "--optShapes=image:2x3x128x128,aus:2x17,source_aus:2x17" in cmd
     assert "--maxShapes=image:8x3x128x128,aus:8x17,source_aus:8x17" in cmd
     assert cmd.endswith("--saveEngine=m.engine")
+    strong = fw_trt.trtexec_command("m.onnx", "m.engine", strongly_typed=True)
+    assert strong.startswith("trtexec --onnx=m.onnx --stronglyTyped ") and "--fp16" not in strong
 
 
 def test_cli_tensorrt_error_is_one_line_and_writes_nothing(tmp_path, capsys, no_tensorrt):
@@ -88,7 +95,7 @@ def test_cli_tensorrt_error_is_one_line_and_writes_nothing(tmp_path, capsys, no_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("fastwarp: error: TensorRT engines need NVIDIA TensorRT 10")
     assert "missing here: the tensorrt Python package" in err
-    assert "cannot install TensorRT" in err and "trtexec --onnx=" in err
+    assert "tensorrt-cu12 or tensorrt-cu13" in err and "trtexec --onnx=" in err
     assert not any(tmp_path.iterdir())
 
 
@@ -178,6 +185,380 @@ def test_export_tensorrt_argument_errors(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["in.onnx"]
 
 
+# --- the builder's two precision modes, against fake TensorRT modules --------------------
+
+class _Flags:
+    """A TensorRT enum: members as attributes, int() as TensorRT's pybind11 enums."""
+
+    def __init__(self, **members: int) -> None:
+        for name, value in members.items():
+            setattr(self, name, value)
+
+
+def _fake_tensorrt(*, fp16_flag: bool, built: bytes | None = b"serialized engine"):
+    """A module with the TensorRT names build_engine uses (tests/test_tensorrt.py's API
+    check holds the real bindings to the same names), recording the calls. TensorRT 10
+    has BuilderFlag.FP16; 11 only NetworkDefinitionCreationFlag.STRONGLY_TYPED."""
+    import types
+
+    calls: list[tuple] = []
+
+    class Tensor:
+        def __init__(self, name, shape):
+            self.name, self.shape = name, shape
+
+    class Network:
+        num_inputs = 3
+
+        def get_input(self, i):
+            return [Tensor("image", (-1, 3, 128, 128)), Tensor("aus", (-1, 17)), Tensor("source_aus", (-1, 17))][i]
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            calls.append(("parse_from_file", path))
+            return True
+
+        def get_error(self, i):
+            raise AssertionError("no errors")
+
+    class Profile:
+        def set_shape(self, name, low, opt, high):
+            calls.append(("set_shape", name, low, opt, high))
+
+    class Config:
+        def set_flag(self, flag):
+            calls.append(("set_flag", flag))
+
+        def set_memory_pool_limit(self, pool, size):
+            calls.append(("set_memory_pool_limit", pool, size))
+
+        def add_optimization_profile(self, profile):
+            calls.append(("add_optimization_profile",))
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls.append(("create_network", flags))
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return built
+
+    class ILogger:
+        Severity = _Flags(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
+
+        def __init__(self):
+            pass
+
+    builder_flags = _Flags(FP16=0, TF32=1) if fp16_flag else _Flags(TF32=1, DEBUG=2)
+    trt = types.SimpleNamespace(
+        __version__="10.16.1.11" if fp16_flag else "11.4.0.106", Builder=Builder, OnnxParser=Parser,
+        ILogger=ILogger, BuilderFlag=builder_flags, MemoryPoolType=_Flags(WORKSPACE=0),
+        NetworkDefinitionCreationFlag=_Flags(EXPLICIT_BATCH=0, STRONGLY_TYPED=1) if fp16_flag
+        else _Flags(STRONGLY_TYPED=0))
+    return trt, calls
+
+
+def _onnx_with_weights(path, dtype: str):
+    """An ONNX file with one initializer of ``dtype`` ("float16" or "float32")."""
+    onnx = pytest.importorskip("onnx", reason="writing an ONNX file needs onnx (requirements.txt)")
+    import numpy as np
+    from onnx import numpy_helper
+
+    _onnx_stub(path, 18)
+    model = onnx.load(str(path))
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(3, dtype), "w"))
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("version", [10, 11])
+def test_build_engine_precision_mode_by_feature(tmp_path, monkeypatch, version):
+    trt, calls = _fake_tensorrt(fp16_flag=version == 10)
+    monkeypatch.setattr(fw_trt, "_import_tensorrt", lambda: trt)
+    graph = _onnx_with_weights(tmp_path / "in.onnx", "float32" if version == 10 else "float16")
+    out = fw_trt.build_engine(graph, tmp_path / "m.engine", max_batch=4, opt_batch=2, workspace_bytes=1 << 20)
+    assert out.read_bytes() == b"serialized engine"
+    if version == 10:  # weakly typed, the FP16 flag
+        assert fw_trt.precision_mode(trt) == fw_trt.FP16_FLAG
+        assert ("create_network", 0) in calls and ("set_flag", trt.BuilderFlag.FP16) in calls
+    else:  # no FP16 flag: strongly typed, the float16 graph's own types
+        assert fw_trt.precision_mode(trt) == fw_trt.STRONGLY_TYPED
+        assert ("create_network", 1 << trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) in calls
+        assert not [c for c in calls if c[0] == "set_flag"]
+    assert ("set_shape", "image", (1, 3, 128, 128), (2, 3, 128, 128), (4, 3, 128, 128)) in calls
+    assert ("set_shape", "aus", (1, 17), (2, 17), (4, 17)) in calls
+    assert ("set_memory_pool_limit", trt.MemoryPoolType.WORKSPACE, 1 << 20) in calls
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "m.engine"]
+
+
+def test_strongly_typed_build_refuses_a_float32_graph(tmp_path, monkeypatch):
+    trt, calls = _fake_tensorrt(fp16_flag=False)
+    monkeypatch.setattr(fw_trt, "_import_tensorrt", lambda: trt)
+    graph = _onnx_with_weights(tmp_path / "in.onnx", "float32")
+    with pytest.raises(ValueError, match=r"TensorRT 11\.4\.0\.106 builds strongly typed .* is a float32 graph: "
+                                         r"export a float16 one"):
+        fw_trt.build_engine(graph, tmp_path / "m.engine")
+    assert calls == [] and [p.name for p in tmp_path.iterdir()] == ["in.onnx"]
+
+
+def test_precision_mode_needs_one_of_the_features():
+    trt, _ = _fake_tensorrt(fp16_flag=False)
+    del trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    with pytest.raises(TensorRTUnavailableError, match="neither BuilderFlag.FP16 nor .*STRONGLY_TYPED"):
+        fw_trt.precision_mode(trt)
+
+
+def test_failed_build_writes_nothing(tmp_path, monkeypatch):
+    trt, _ = _fake_tensorrt(fp16_flag=True, built=None)
+    monkeypatch.setattr(fw_trt, "_import_tensorrt", lambda: trt)
+    graph = _onnx_with_weights(tmp_path / "in.onnx", "float32")
+    (tmp_path / "m.engine").write_bytes(b"previous")
+    with pytest.raises(RuntimeError, match="TensorRT could not build the engine"):
+        fw_trt.build_engine(graph, tmp_path / "m.engine")
+    assert (tmp_path / "m.engine").read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "m.engine"]
+
+
+@pytest.mark.parametrize("version", [10, 11])
+def test_export_tensorrt_exports_the_graph_the_builder_needs(tmp_path, monkeypatch, version):
+    trt, _ = _fake_tensorrt(fp16_flag=version == 10)
+    monkeypatch.setattr(fw_trt, "_import_tensorrt", lambda: trt)
+    monkeypatch.setattr(fw_trt, "unavailable_reason", lambda: None)
+    exported = []
+
+    def fake_export(kind):
+        def export(path, model=None, *, opset):
+            exported.append((kind, opset))
+            return _onnx_with_weights(path, "float32" if kind == "float32" else "float16")
+        return export
+
+    monkeypatch.setattr(fw_trt, "export_onnx", fake_export("float32"))
+    monkeypatch.setattr(fw_trt, "export_onnx_fp16", fake_export("float16"))
+    fw_trt.export_tensorrt(tmp_path / "m.engine", max_batch=2)
+    assert exported == [("float32" if version == 10 else "float16", 18)]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.engine"]
+
+
+# --- TensorRT 11's float16 graph (runs on the CPU in ONNX Runtime) -----------------------
+
+@pytest.fixture(scope="module")
+def fp16_graph(tmp_path_factory):
+    pytest.importorskip("onnxscript", reason="the export needs onnxscript (requirements.txt)")
+    return fw_trt.export_onnx_fp16(tmp_path_factory.mktemp("fp16") / "editor.onnx")
+
+
+def test_float16_graph_is_typed_for_a_strongly_typed_build(fp16_graph):
+    import onnx
+
+    from fastwarp.export import check_onnx_graph
+
+    check_onnx_graph(fp16_graph)  # opset, names: what TensorRT's parser needs
+    model = onnx.load(str(fp16_graph))
+    onnx.checker.check_model(model, full_check=True)  # types consistent through the graph
+    assert fw_trt.onnx_is_float16(fp16_graph)
+    io = [*model.graph.input, *model.graph.output]
+    assert [(v.name, v.type.tensor_type.elem_type) for v in io] == [
+        (n, onnx.TensorProto.FLOAT) for n in (*INPUT_NAMES, *OUTPUT_NAMES)]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    floats = {}
+    for t in model.graph.initializer:
+        floats.setdefault(t.data_type, []).append(t.name)
+    # Every weight float16 except InstanceNorm's scale and shift (kept float32, as norms).
+    norm_inputs = {i for n in model.graph.node if n.op_type == "InstanceNormalization" for i in n.input[1:]}
+    assert norm_inputs and set(floats[onnx.TensorProto.FLOAT]) == norm_inputs
+    assert len(floats[onnx.TensorProto.FLOAT16]) > 50
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    fp16 = set(floats[onnx.TensorProto.FLOAT16])
+    assert convs and all(n.input[1] in fp16 for n in convs)
+
+
+def test_float16_graph_matches_pytorch_float32(fp16_graph):
+    # ONNX Runtime on the CPU runs the float16 weights (upcasting ops it has no float16
+    # kernel for); the bundled weights in float32 differ by float16's rounding. Measured
+    # here: mean |diff| output 0.008, texture 0.014, flow 4e-4 px; max texture 0.24.
+    import onnxruntime as ort
+
+    from fastwarp.export.graph import ExportGraph, example_inputs, float_cpu_copy
+    from fastwarp.models import EditorNet
+
+    session = ort.InferenceSession(str(fp16_graph), providers=["CPUExecutionProvider"])
+    model = float_cpu_copy(EditorNet.load()).eval()
+    inputs = example_inputs(model, 3, seed=1)
+    got = session.run(list(OUTPUT_NAMES), {k: v.numpy() for k, v in zip(INPUT_NAMES, inputs)})
+    with torch.no_grad():
+        want = ExportGraph(model)(*inputs)
+    diff = {n: (torch.from_numpy(g) - w).abs() for n, g, w in zip(OUTPUT_NAMES, got, want)}
+    assert all(g.dtype == "float32" for g in got)
+    assert diff["output"].mean() < 0.02 and diff["texture"].mean() < 0.03, {k: float(v.mean()) for k, v in diff.items()}
+    assert diff["flow"].max() < 0.05 and diff["mask"].max() < 0.01, {k: float(v.max()) for k, v in diff.items()}
+    assert diff["output"].max() < 0.15 and diff["texture"].max() < 0.4
+    # ... and it is float16: not the float32 graph's agreement (about 1e-5).
+    assert diff["texture"].mean() > 1e-4
+
+
+def test_float16_graph_needs_opset_18():
+    with pytest.raises(ValueError, match="float16 graph needs opset 18 or 19"):
+        fw_trt.export_onnx_fp16("unused.onnx", opset=17)
+    with pytest.raises(ValueError, match=r"opset must be in 16\.\.19"):
+        fw_trt.export_onnx_fp16("unused.onnx", opset=20)
+
+
+# --- the API surface: every TensorRT name fastwarp uses, in the real bindings -------------
+
+# The objects fastwarp's TensorRT code calls methods on, by the variable names it gives them.
+_OBJECTS = {"builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser", "config": "IBuilderConfig",
+            "profile": "IOptimizationProfile", "tensor": "ITensor", "self._runtime": "Runtime",
+            "self.engine": "ICudaEngine", "self.context": "IExecutionContext"}
+# Names the code reaches only where the feature exists (precision_mode decides).
+_OPTIONAL = {"BuilderFlag.FP16"}
+
+_DESCRIBE = r"""
+import importlib, json, sys
+try:
+    trt = importlib.import_module("tensorrt")
+except ImportError:
+    trt = importlib.import_module("tensorrt_bindings")
+from fastwarp.export.tensorrt import precision_mode
+out = {"version": trt.__version__, "precision_mode": precision_mode(trt), "names": {}}
+for name in dir(trt):
+    obj = getattr(trt, name)
+    members = getattr(obj, "__members__", None)
+    out["names"][name] = sorted(members) if members is not None else sorted(dir(obj)) if isinstance(obj, type) else []
+out["names"]["ILogger.Severity"] = sorted(trt.ILogger.Severity.__members__)
+print(json.dumps(out))
+"""
+
+
+def _stub_libraries(folder, so_path) -> dict[str, str]:
+    """Stub libnvinfer/libnvinfer_plugin/libnvonnxparser for the bindings' ``tensorrt.so``
+    (their C entry points returning NULL), so the bindings import on a machine without
+    TensorRT's libraries. Returns the environment to import them with."""
+    import os
+    import re
+    import shutil
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("building stub TensorRT libraries needs a C compiler (cc)")
+    ldd = subprocess.run(["ldd", str(so_path)], capture_output=True, text=True, check=False).stdout
+    needed = re.findall(r"^\s*(lib(?:nvinfer|nvinfer_plugin|nvonnxparser)\.so\.\d+) => not found", ldd,
+                        re.MULTILINE)
+    symbols = {"createInferBuilder_INTERNAL", "createInferRefitter_INTERNAL", "createInferRuntime_INTERNAL",
+               "getPluginRegistry", "getBuilderPluginRegistry", "initLibNvInferPlugins",
+               "createNvOnnxParser_INTERNAL", "createNvOnnxParserRefitter_INTERNAL", "getNvOnnxParserVersion"}
+    nm = shutil.which("nm")
+    if nm:  # the entry points this version of the bindings imports
+        undefined = subprocess.run([nm, "-D", "--undefined-only", str(so_path)], capture_output=True, text=True,
+                                   check=False).stdout
+        symbols |= {m for m in re.findall(r"\bU (\w+)$", undefined, re.MULTILINE)
+                    if m.startswith(("create", "get", "init")) and "Py" not in m}
+    source = folder / "stub.c"
+    source.write_text("".join(f"void *{s}(void) {{ return 0; }}\n" for s in sorted(symbols)))
+    for lib in needed:
+        subprocess.run([cc, "-shared", "-fPIC", "-o", str(folder / lib), f"-Wl,-soname,{lib}", str(source)],
+                       check=True, capture_output=True)
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(folder), env.get("LD_LIBRARY_PATH")) if p)
+    return env
+
+
+@pytest.fixture(scope="module")
+def tensorrt_api(tmp_path_factory):
+    """Every name the installed TensorRT bindings export (JSON from a subprocess): the
+    ``tensorrt`` package where it imports, else the PyPI ``tensorrt-cu*-bindings`` wheel
+    imported over stub libraries (requirements-tensorrt-api.txt)."""
+    import importlib.util
+    import json
+    import os
+
+    env = dict(os.environ)
+    spec = importlib.util.find_spec("tensorrt_bindings")
+    if spec is None and importlib.util.find_spec("tensorrt") is None:
+        pytest.skip("neither tensorrt nor its PyPI bindings wheel is installed "
+                    "(pip install --no-deps -r requirements-tensorrt-api.txt)")
+    if spec is not None:
+        so = next(iter(Path(spec.origin).parent.glob("tensorrt*.so")), None)
+        if so is None:
+            pytest.skip(f"no tensorrt*.so in {Path(spec.origin).parent}")
+        if "not found" in subprocess.run(["ldd", str(so)], capture_output=True, text=True, check=False).stdout:
+            env = _stub_libraries(tmp_path_factory.mktemp("trt-stubs"), so)
+    result = subprocess.run([sys.executable, "-c", _DESCRIBE], capture_output=True, text=True, env=env, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def _names_used() -> tuple[set[str], set[tuple[str, str]]]:
+    """From fastwarp's TensorRT code (its tokens: not docstrings, strings or comments): the
+    dotted ``trt.X.Y`` names, and the ``(class, attribute)`` pairs of the methods and
+    properties called on TensorRT objects."""
+    import io
+    import re
+    import tokenize
+
+    tokens = tokenize.generate_tokens(io.StringIO(Path(fw_trt.__file__).read_text()).readline)
+    code = " ".join(t.string for t in tokens if t.type in (tokenize.NAME, tokenize.OP))
+    dotted = {m.replace(" . ", ".") for m in re.findall(r"(?<!\. )\btrt \. ([A-Za-z_]\w*(?: \. [A-Za-z_]\w*)*)", code)}
+    attrs = set()
+    for var, cls in _OBJECTS.items():
+        pattern = r"(?<!\. )\b" + re.escape(var).replace(r"\.", r" \. ") + r" \. ([A-Za-z_]\w*)"
+        attrs |= {(cls, attr) for attr in re.findall(pattern, code)}
+    return dotted, attrs
+
+
+def test_the_source_scan_finds_the_calls():
+    # The scan itself: what it must see in build_engine and TensorRTRunner.
+    dotted, attrs = _names_used()
+    assert {"Builder", "OnnxParser", "Runtime", "BuilderFlag.FP16", "NetworkDefinitionCreationFlag.STRONGLY_TYPED",
+            "MemoryPoolType.WORKSPACE", "TensorIOMode.INPUT", "ILogger.Severity.ERROR"} <= dotted
+    assert {("Builder", "create_network"), ("Builder", "build_serialized_network"),
+            ("OnnxParser", "parse_from_file"), ("IBuilderConfig", "set_flag"), ("IOptimizationProfile", "set_shape"),
+            ("Runtime", "deserialize_cuda_engine"), ("ICudaEngine", "get_tensor_profile_shape"),
+            ("IExecutionContext", "set_tensor_address"), ("IExecutionContext", "execute_async_v3"),
+            ("IExecutionContext", "set_input_shape")} <= attrs
+
+
+def test_tensorrt_api_surface(tensorrt_api):
+    names = tensorrt_api["names"]
+    dotted, attrs = _names_used()
+    missing = []
+    for path in sorted(dotted):
+        head, *rest = path.split(".")
+        scopes = [names.get(head)] + [names.get(".".join([head, *rest[:i]])) for i in range(1, len(rest))]
+        if any(scope is None or part not in scope for scope, part in zip(scopes, [head, *rest][1:])) or (
+                head not in names):
+            missing.append(path)
+    for cls, attr in sorted(attrs):
+        if cls not in names or attr not in names[cls]:
+            missing.append(f"{cls}.{attr}")
+    mode = tensorrt_api["precision_mode"]
+    optional = {p for p in missing if p in _OPTIONAL}
+    assert sorted(set(missing) - optional) == [], f"TensorRT {tensorrt_api['version']} lacks these names fastwarp uses"
+    # The feature detection matches the bindings: TensorRT 11 has no FP16 flag.
+    assert (mode == fw_trt.FP16_FLAG) == ("FP16" in names["BuilderFlag"])
+    if mode == fw_trt.STRONGLY_TYPED:
+        assert "STRONGLY_TYPED" in names["NetworkDefinitionCreationFlag"]
+    if int(tensorrt_api["version"].split(".")[0]) >= 11:
+        assert mode == fw_trt.STRONGLY_TYPED and optional == {"BuilderFlag.FP16"}
+    # DataTypes the runner maps to torch dtypes.
+    assert {"FLOAT", "HALF", "INT32", "INT8", "BOOL"} <= set(names["DataType"])
+    assert "LINEAR" in names["TensorFormat"] and {"INPUT", "OUTPUT"} <= set(names["TensorIOMode"])
+
+
 # --- with TensorRT and a CUDA GPU (skipped where either is missing) -----------------------
 
 MAX_BATCH = 4
@@ -196,10 +577,12 @@ def engine(tmp_path_factory):
 @needs_tensorrt
 def test_engine_matches_pytorch_float32(engine):
     # fp16 inside the engine against float32 PyTorch: about fp16's precision over a few
-    # dozen layers. These tolerances are estimates, not yet calibrated on a TensorRT machine.
+    # dozen layers. Not yet calibrated on a TensorRT machine: the bounds are about 1.5x the
+    # float16 graph's error in ONNX Runtime (test_float16_graph_matches_pytorch_float32:
+    # max output 0.08, texture 0.24 on random inputs).
     worst = fw_trt.engine_parity(engine, batch_sizes=(1, 3, MAX_BATCH))
     assert set(worst) == set(OUTPUT_NAMES)
-    assert worst["output"] <= 3e-2 and worst["texture"] <= 3e-2 and worst["mask"] <= 2e-2, worst
+    assert worst["output"] <= 0.15 and worst["texture"] <= 0.4 and worst["mask"] <= 2e-2, worst
     assert worst["flow"] <= 0.1, worst  # pixels
 
 
@@ -266,3 +649,25 @@ def test_failed_build_keeps_the_existing_engine(tmp_path):
         fw_trt.build_engine(junk, out)
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.onnx", "m.engine"]
+
+
+@needs_tensorrt
+def test_realtime_tensorrt_runtime_builds_once_and_matches_pytorch(tmp_path):
+    # The real-time engine's runner: auto takes TensorRT here, builds the cached engine once,
+    # and its maps match float32 PyTorch within fp16's error.
+    from fastwarp.export.graph import example_inputs
+    from fastwarp.models import EditorNet
+    from fastwarp.realtime.runners import TensorRTNetwork, make_network
+
+    model = EditorNet.load(map_location="cuda")
+    net, choice = make_network(model, "auto", engine_cache=tmp_path)
+    assert isinstance(net, TensorRTNetwork) and choice.runtime == choice.runner == "tensorrt", choice.reason
+    assert [p.suffix for p in tmp_path.iterdir()] == [".engine"]
+    assert make_network(model, "tensorrt", engine_cache=tmp_path)[0].path == net.path  # reused
+    image, aus, source = (t.cuda() for t in example_inputs(model, 1, seed=2))
+    with torch.no_grad():
+        want = model.float()(image, aus, source)
+    got = net(image, aus, source)
+    assert got.flow.is_cuda and got.flow.dtype == torch.float32
+    for name, tol in (("flow", 0.1), ("texture", 0.4), ("mask", 2e-2)):
+        assert float((getattr(got, name) - getattr(want, name)).abs().max()) <= tol, name

@@ -1,25 +1,33 @@
 """TensorRT engines of the editor network: build an fp16 engine from the ONNX graph of
-:mod:`fastwarp.export.onnx` and run it on torch CUDA tensors (the real-time issue).
+:mod:`fastwarp.export.onnx` and run it on torch CUDA tensors (the real-time engine's
+``runtime="tensorrt"``, ``fastwarp export --format tensorrt``).
 
-Needs NVIDIA TensorRT 10 (the ``tensorrt`` Python package) and a CUDA GPU. fastwarp's
-development and CI machines cannot install TensorRT (no GPU; the GPU machines have no
-TensorRT either, docs/design.md "Machines"), so this module has not run there: it is written
-against TensorRT 10's documented Python API, and its tests skip, saying so, where TensorRT
-is missing. Where it is missing every entry point raises :class:`TensorRTUnavailableError`
-naming what is missing; ``import fastwarp.export.tensorrt`` itself never imports TensorRT.
+Needs NVIDIA TensorRT 10 or 11 (the ``tensorrt`` Python package: ``tensorrt-cu12`` or
+``tensorrt-cu13`` with its ``-libs`` and ``-bindings``) and a CUDA GPU. Where either is
+missing every entry point raises :class:`TensorRTUnavailableError` naming what is missing;
+``import fastwarp.export.tensorrt`` itself never imports TensorRT. fastwarp's development
+and CI machines have no GPU, and the ``-libs`` wheels (``libnvinfer``) come only from
+pypi.nvidia.com, so the build and run have not run there; CI imports the PyPI
+``-bindings`` wheel against stub libraries and checks every TensorRT name this module
+uses against it (tests/test_tensorrt.py).
 
 The engine (:func:`build_engine`, ``fastwarp export --format tensorrt``):
 
-- parsed by TensorRT's ONNX parser from a graph of :func:`fastwarp.export.onnx.export_onnx`,
-  opset 16..19 (the parser reads opset 20's bilinear GridSample as nearest);
-- ``BuilderFlag.FP16``: TensorRT may run any layer in float16 where it is faster; the
-  inputs and outputs stay float32, as in the ONNX graph;
+- parsed by TensorRT's ONNX parser from a graph of :func:`fastwarp.export.onnx.export_onnx`
+  or :func:`export_onnx_fp16`, opset 16..19 (the parser reads opset 20's bilinear
+  GridSample as nearest);
+- fp16, chosen by what the installed TensorRT has (:func:`precision_mode`), not by its
+  version string: where ``BuilderFlag.FP16`` exists (TensorRT 10) a float32 graph is built
+  with that flag (TensorRT may run any layer in float16 where it is faster); where it does
+  not (TensorRT 11 removed weakly typed builds) a float16 graph of
+  :func:`export_onnx_fp16` is built as a strongly typed network
+  (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: each layer runs in the graph's types).
+  Either way the inputs and outputs stay float32;
 - one optimisation profile: batch 1 .. ``max_batch``, tuned for ``opt_batch``; the other
   dimensions are the graph's static ones (``S = 128`` for the bundled weights).
 
-An engine is specific to the GPU model and the TensorRT version that built it. TensorRT 11
-removed ``BuilderFlag.FP16`` (weakly typed builds): :func:`build_engine` refuses it with
-that reason; :class:`TensorRTRunner` needs only the runtime API that 10 and 11 share.
+An engine is specific to the GPU model and the TensorRT version that built it (the
+real-time engine's cache keys its engines by both, :mod:`fastwarp.realtime.runners`).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .._io import atomic_path
 from ..au import AU_NAMES
@@ -40,7 +48,9 @@ from .graph import INPUT_NAMES, OUTPUT_NAMES, DEFAULT_OPSET, ExportGraph, check_
 from .onnx import check_onnx_graph, export_onnx
 
 __all__ = ["TensorRTUnavailableError", "EngineOutputs", "TensorRTRunner", "build_engine", "engine_parity",
-           "unavailable_reason", "trtexec_command", "DEFAULT_MAX_BATCH", "export_tensorrt"]
+           "unavailable_reason", "missing_requirements", "trtexec_command", "DEFAULT_MAX_BATCH", "export_tensorrt",
+           "export_onnx_fp16", "onnx_is_float16", "precision_mode", "tensorrt_version", "FP16_FLAG",
+           "STRONGLY_TYPED"]
 
 DEFAULT_MAX_BATCH = 32
 
@@ -73,32 +83,42 @@ def _has_cuda_gpu() -> bool:
 
 
 def trtexec_command(onnx: str | os.PathLike = "fastwarp.onnx", engine: str | os.PathLike = "fastwarp.engine", *,
-                    max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int = 1, image_size: int = 128) -> str:
+                    max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int = 1, image_size: int = 128,
+                    strongly_typed: bool = False) -> str:
     """The ``trtexec`` command line that builds the same fp16 engine as :func:`build_engine`
-    from an ONNX file (for machines with TensorRT's tools but without its Python package)."""
+    from an ONNX file (for machines with TensorRT's tools but without its Python package):
+    ``--fp16`` on a float32 graph (TensorRT 10), or ``strongly_typed`` (``--stronglyTyped``)
+    on a float16 graph of :func:`export_onnx_fp16` (TensorRT 11, which has no ``--fp16``)."""
 
     def shapes(n: int) -> str:
         return f"image:{n}x3x{image_size}x{image_size},aus:{n}x{len(AU_NAMES)},source_aus:{n}x{len(AU_NAMES)}"
 
-    return (f"trtexec --onnx={onnx} --fp16 --minShapes={shapes(1)} --optShapes={shapes(opt_batch)} "
-            f"--maxShapes={shapes(max_batch)} --saveEngine={engine}")
+    return (f"trtexec --onnx={onnx} {'--stronglyTyped' if strongly_typed else '--fp16'} --minShapes={shapes(1)} "
+            f"--optShapes={shapes(opt_batch)} --maxShapes={shapes(max_batch)} --saveEngine={engine}")
 
 
-def unavailable_reason() -> str | None:
-    """Why TensorRT engines cannot be built or run here (one line naming what is missing:
-    the ``tensorrt`` package and/or a CUDA GPU), or None where both are present. Does not
-    import TensorRT."""
+def missing_requirements() -> list[str]:
+    """What TensorRT engines need and this machine lacks: ``"the tensorrt Python package"``
+    and/or ``"a CUDA GPU (...)"``; empty where both are present. Does not import TensorRT."""
     missing = []
     if not _has_tensorrt_package():
         missing.append("the tensorrt Python package")
     if not _has_cuda_gpu():
         cpu_build = torch.version.cuda is None
         missing.append("a CUDA GPU (torch sees none" + ("; this torch is a CPU-only build" if cpu_build else "") + ")")
+    return missing
+
+
+def unavailable_reason() -> str | None:
+    """Why TensorRT engines cannot be built or run here (one line naming what is missing:
+    the ``tensorrt`` package and/or a CUDA GPU, and what to do instead), or None where both
+    are present. Does not import TensorRT."""
+    missing = missing_requirements()
     if not missing:
         return None
-    return (f"TensorRT engines need NVIDIA TensorRT 10 and a CUDA GPU; missing here: {' and '.join(missing)}. "
-            "fastwarp's development and CI machines cannot install TensorRT, so this path is not tested there. "
-            "Export ONNX instead (fastwarp export --format onnx -o fastwarp.onnx) and build the fp16 engine where "
+    return (f"TensorRT engines need NVIDIA TensorRT 10 or 11 and a CUDA GPU; missing here: {' and '.join(missing)}. "
+            "Install tensorrt-cu12 or tensorrt-cu13 (its -libs wheel comes from pypi.nvidia.com) on a GPU machine, "
+            "or export ONNX instead (fastwarp export --format onnx -o fastwarp.onnx) and build the fp16 engine where "
             f"TensorRT is installed: {trtexec_command()}")
 
 
@@ -123,6 +143,42 @@ def _import_tensorrt():
     return trt
 
 
+def tensorrt_version() -> str:
+    """The installed TensorRT's version string (e.g. ``"11.4.0.106"``).
+
+    Raises:
+        TensorRTUnavailableError: no TensorRT 10+ or no CUDA GPU here.
+    """
+    return str(_import_tensorrt().__version__)
+
+
+#: :func:`precision_mode`'s answers.
+FP16_FLAG, STRONGLY_TYPED = "fp16-flag", "strongly-typed"
+
+
+def precision_mode(trt=None) -> str:
+    """How this TensorRT builds an fp16 engine, by feature rather than version string:
+    :data:`FP16_FLAG` (``"fp16-flag"``) where ``BuilderFlag.FP16`` exists (TensorRT 10: a
+    float32 graph, the flag lets TensorRT pick float16 per layer), else
+    :data:`STRONGLY_TYPED` (``"strongly-typed"``) where
+    ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` exists (TensorRT 11: a float16 graph of
+    :func:`export_onnx_fp16`, run in its own types).
+
+    Args:
+        trt: the ``tensorrt`` module (default: import it).
+    Raises:
+        TensorRTUnavailableError: no TensorRT 10+ or no CUDA GPU here (``trt`` not given),
+            or a TensorRT with neither feature.
+    """
+    trt = _import_tensorrt() if trt is None else trt
+    if hasattr(trt.BuilderFlag, "FP16"):
+        return FP16_FLAG
+    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        return STRONGLY_TYPED
+    raise TensorRTUnavailableError(f"TensorRT {getattr(trt, '__version__', '?')} has neither BuilderFlag.FP16 nor "
+                                   "NetworkDefinitionCreationFlag.STRONGLY_TYPED: fastwarp cannot build fp16 with it")
+
+
 def _logger(trt):
     """A TensorRT logger that prints warnings and errors to stderr and keeps the errors, so
     a failed build can say why."""
@@ -145,6 +201,89 @@ def _logger(trt):
     return Logger()
 
 
+# --- the float16 graph (TensorRT 11) ----------------------------------------------------
+
+class _Float16Graph(nn.Module):
+    """:class:`ExportGraph` of a float16 copy of the model between float32 inputs and
+    outputs; InstanceNorm stays float32 (its statistics over a 128 x 128 map lose too much
+    in float16, as NVIDIA's AutoCast also keeps normalisations in float32)."""
+
+    def __init__(self, model: EditorNet) -> None:
+        super().__init__()
+        self.net = ExportGraph(model.half())  # (not "graph": torch.fx modules have one)
+        for module in model.modules():
+            if isinstance(module, nn.InstanceNorm2d):
+                module.float()
+                module.register_forward_pre_hook(lambda m, args: (args[0].float(),))
+                module.register_forward_hook(lambda m, args, out: out.half())
+
+    def forward(self, image: Tensor, aus: Tensor, source_aus: Tensor) -> tuple[Tensor, ...]:
+        return tuple(t.float() for t in self.net(image.half(), aus.half(), source_aus.half()))
+
+
+def export_onnx_fp16(path: str | os.PathLike, model: EditorNet | None = None, *, opset: int = DEFAULT_OPSET) -> Path:
+    """Write ``model`` (default: the bundled weights) as a float16 ONNX graph at ``path``:
+    the graph of :func:`fastwarp.export.onnx.export_onnx` (same names, shapes, dynamic
+    batch) with float16 weights and arithmetic, InstanceNorm in float32, float32 inputs and
+    outputs (a ``Cast`` after each input and before each output). TensorRT 11 builds it as
+    a strongly typed fp16 engine (:func:`build_engine`).
+
+    Args:
+        path: the ``.onnx`` file; written to a temporary file and renamed.
+        model: a :class:`EditorNet` (copied; the caller's module is not changed).
+        opset: 18 or 19 (torch.export's exporter; the TorchScript exporter of 16 and 17
+            would run float16 kernels on the CPU to trace).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: ``opset`` outside 18..19. ImportError: ``onnx`` or ``onnxscript`` missing.
+    """
+    import warnings
+
+    from .onnx import _ReferenceWarp, _require
+
+    check_opset(opset)
+    if opset < 18:
+        raise ValueError(f"the float16 graph needs opset 18 or 19 (torch.export's exporter), got {opset}")
+    _require("onnx", "onnxscript")
+    model = float_cpu_copy(model if model is not None else EditorNet.load())
+    path = Path(path)
+    with _ReferenceWarp(model) as m, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+        inputs = example_inputs(m, 2)
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        program = torch.onnx.export(_Float16Graph(m), inputs, dynamo=True, verbose=False, opset_version=opset,
+                                    input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                                    dynamic_shapes={name: {0: batch} for name in INPUT_NAMES})
+        with atomic_path(path) as tmp:
+            program.save(str(tmp))
+    return path
+
+
+def onnx_is_float16(path: str | os.PathLike) -> bool:
+    """Whether the ONNX graph at ``path`` holds float16 weights (a graph of
+    :func:`export_onnx_fp16`) rather than float32 ones only.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not an ONNX model. ImportError: no ``onnx``.
+    """
+    from .onnx import _require
+
+    _require("onnx")
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {path}")
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ValueError(f"{path} is not an ONNX model: {exc}") from exc
+    return any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+
+
 # --- build -------------------------------------------------------------------------------
 
 def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *,
@@ -152,9 +291,14 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
                  workspace_bytes: int | None = None) -> Path:
     """Build an fp16 TensorRT engine from ``onnx_path`` and write it to ``engine_path``.
 
+    With ``BuilderFlag.FP16`` (TensorRT 10) the network is weakly typed and the flag set;
+    without it (TensorRT 11) the network is strongly typed and takes its precision from the
+    graph, which must then be float16 (:func:`export_onnx_fp16`; see :func:`precision_mode`).
+
     Args:
-        onnx_path: a graph of :func:`fastwarp.export.onnx.export_onnx` (opset 16..19, dynamic
-            batch; :func:`fastwarp.export.export_tensorrt` exports and checks it).
+        onnx_path: a graph of :func:`fastwarp.export.onnx.export_onnx` (TensorRT 10) or
+            :func:`export_onnx_fp16` (TensorRT 11); opset 16..19, dynamic batch
+            (:func:`fastwarp.export.export_tensorrt` exports and checks it).
         engine_path: the serialized engine; written to a temporary file and renamed, so a
             failed build leaves nothing behind.
         max_batch: largest batch the engine accepts (its optimisation profile: 1..max_batch).
@@ -165,10 +309,10 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
         ``engine_path``.
 
     Raises:
-        TensorRTUnavailableError: no TensorRT 10 or no CUDA GPU here, or TensorRT 11+ (no
-            ``BuilderFlag.FP16``).
-        ValueError: bad batch sizes; the parser rejected the graph; an input whose batch is
-            fixed or whose other dimensions are dynamic.
+        TensorRTUnavailableError: no TensorRT 10+ or no CUDA GPU here.
+        ValueError: bad batch sizes; a float32 graph for a strongly typed build; the parser
+            rejected the graph; an input whose batch is fixed or whose other dimensions are
+            dynamic.
         RuntimeError: TensorRT could not build the engine (with its logged errors).
     """
     if max_batch < 1:
@@ -176,21 +320,25 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     if not 1 <= opt_batch <= max_batch:
         raise ValueError(f"opt_batch must be in 1..max_batch ({max_batch}), got {opt_batch}")
     trt = _import_tensorrt()
-    if not hasattr(trt.BuilderFlag, "FP16"):
-        raise TensorRTUnavailableError(
-            f"TensorRT {trt.__version__} has no BuilderFlag.FP16 (TensorRT 11 removed weakly typed builds): "
-            "fastwarp builds its fp16 engine with TensorRT 10.x; with 11, convert the ONNX graph to float16 "
-            "(NVIDIA ModelOpt AutoCast) and build it strongly typed with trtexec")
+    mode = precision_mode(trt)
+    if mode == STRONGLY_TYPED and not onnx_is_float16(onnx_path):
+        raise ValueError(f"TensorRT {trt.__version__} builds strongly typed networks (no BuilderFlag.FP16), which run "
+                         f"in the graph's own types, and {onnx_path} is a float32 graph: export a float16 one "
+                         "(fastwarp.export.tensorrt.export_onnx_fp16, or fastwarp export --format tensorrt without "
+                         "--onnx)")
     logger = _logger(trt)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    # TensorRT 10: explicit batch is the only mode, flags 0; 11: strongly typed.
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if mode == STRONGLY_TYPED else 0
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise ValueError(f"TensorRT's ONNX parser rejected {onnx_path}: " + ("; ".join(errors) or "no reason given"))
 
     config = builder.create_builder_config()
-    config.set_flag(trt.BuilderFlag.FP16)
+    if mode == FP16_FLAG:
+        config.set_flag(trt.BuilderFlag.FP16)
     if workspace_bytes is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
     profile = builder.create_optimization_profile()
@@ -382,7 +530,8 @@ def export_tensorrt(path: str | os.PathLike, model: EditorNet | None = None, *,
                     onnx_path: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
                     max_batch: int = 32, opt_batch: int = 1) -> Path:
     """Build an fp16 TensorRT engine of ``model`` (default: the bundled weights) at ``path``,
-    through the ONNX graph of :func:`export_onnx` (see this module).
+    through the ONNX graph of :func:`export_onnx` (TensorRT 10, ``BuilderFlag.FP16``) or of
+    :func:`export_onnx_fp16` (TensorRT 11, strongly typed; see this module).
 
     Args:
         path: the engine file; written to a temporary file and renamed, so a failed build
@@ -390,7 +539,7 @@ def export_tensorrt(path: str | os.PathLike, model: EditorNet | None = None, *,
         model: the :class:`FaceEditor` to export (not with ``onnx_path``).
         onnx_path: build from this existing ONNX file (checked with :func:`check_onnx_graph`)
             instead of exporting ``model``.
-        opset: ONNX opset of the export, 16..19.
+        opset: ONNX opset of the export, 16..19 (18..19 where the graph is float16).
         max_batch: the engine accepts batches 1..max_batch.
         opt_batch: the batch TensorRT tunes its kernels for.
 
@@ -398,10 +547,11 @@ def export_tensorrt(path: str | os.PathLike, model: EditorNet | None = None, *,
         The path written.
 
     Raises:
-        TensorRTUnavailableError: no TensorRT 10 or no CUDA GPU here (the
-            message names what is missing; checked before anything is exported).
+        TensorRTUnavailableError: no TensorRT 10+ or no CUDA GPU here (the message names
+            what is missing; checked before anything is exported).
         ValueError: bad arguments (opset, batch sizes, ``model`` with ``onnx_path``), an
-            ONNX file TensorRT would misread, or a graph TensorRT's parser rejects.
+            ONNX file TensorRT would misread, a float32 ``onnx_path`` for TensorRT 11, or a
+            graph TensorRT's parser rejects.
         FileNotFoundError: ``onnx_path`` does not exist.
         RuntimeError: TensorRT could not build the engine.
     """
@@ -421,6 +571,7 @@ def export_tensorrt(path: str | os.PathLike, model: EditorNet | None = None, *,
         raise TensorRTUnavailableError(reason)
     if onnx_path is not None:
         return build_engine(onnx_path, path, max_batch=max_batch, opt_batch=opt_batch)
+    export = export_onnx_fp16 if precision_mode() == STRONGLY_TYPED else export_onnx
     with tempfile.TemporaryDirectory(prefix="fastwarp-trt-") as tmp:
-        onnx_file = export_onnx(Path(tmp) / "editor.onnx", model, opset=opset)
+        onnx_file = export(Path(tmp) / "editor.onnx", model, opset=opset)
         return build_engine(onnx_file, path, max_batch=max_batch, opt_batch=opt_batch)

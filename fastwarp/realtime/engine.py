@@ -23,9 +23,11 @@ path's own code); the package adds (one module each):
   ends (and its filter starts afresh) when its face is lost or jumps.
 - **Network runners** (:mod:`.runners`, :func:`make_network`): eager PyTorch; on a GPU float16 +
   channels_last under a CUDA graph (or ``torch.compile(mode="reduce-overhead")``); on the
-  CPU also ONNX Runtime on :func:`fastwarp.export.export_onnx`'s graph (cached on disk).
+  CPU also ONNX Runtime on :func:`fastwarp.export.export_onnx`'s graph (cached on disk); on a
+  GPU a TensorRT engine (given, or built once into a cache from the exported graph), which
+  ``runtime="auto"`` takes where TensorRT is installed.
   The networks' flow, texture and mask are applied at crop resolution by
-  :func:`fastwarp.warp_blend` in every case. ``runtime="auto"`` runs torch and ONNX
+  :func:`fastwarp.warp_blend` in every case. On a CPU ``runtime="auto"`` runs torch and ONNX
   Runtime in turn on the first faces of the stream and keeps the faster
   (:attr:`RealtimeStats.runtime_reason` says which and why).
 - **Per-stage timings** (:mod:`.stats`, :class:`RealtimeStats`): decode, landmarks, crop, model, blend
@@ -70,7 +72,7 @@ from .sources import VideoSource
 from .stats import RealtimeStats
 from .threads import StreamThreads
 from .tracking import FaceTracker
-from .runners import RuntimeChoice, default_weights, make_network
+from .runners import RUNTIMES, RuntimeChoice, default_weights, make_network
 
 __all__ = ["RealtimeEngine", "FrameResult", "FaceResult"]
 
@@ -123,7 +125,9 @@ class RealtimeEngine:
         weights: bundled name ("base", "lite") or checkpoint path; default
             :func:`default_weights` ("lite" on a CPU where installed, else "base").
         device: "cpu" or "cuda" (default: CUDA where fastwarp's CUDA kernels run).
-        runtime: "auto", "torch" or "onnx" (see :func:`make_network`).
+        runtime: "auto", "torch", "onnx" or "tensorrt" (see :func:`make_network` and
+            :func:`~fastwarp.realtime.runners.select_runtime`: "auto" takes TensorRT on a GPU
+            where it is installed).
         all_faces: edit every face found (up to ``max_faces``) instead of the largest.
         max_faces: the most faces FaceMesh tracks (default 4: the largest of up to four
             faces is found; 1 is faster, about 5 ms a frame on 2 CPU cores, as FaceMesh then
@@ -133,17 +137,24 @@ class RealtimeEngine:
         max_crop_size: largest crop side (see :class:`~fastwarp.expression_editor.ExpressionEditor`).
         half, channels_last, gpu_graph: the GPU runner (see :func:`make_network`).
         onnx_cache: where ONNX exports are cached.
+        engine: a TensorRT engine file of these weights (``runtime="tensorrt"`` or ``"auto"``);
+            default: one built once into ``engine_cache`` (see
+            :func:`~fastwarp.realtime.runners.cached_engine`).
+        engine_cache: where built TensorRT engines are kept.
         auto_trial_calls: with ``runtime="auto"`` on a CPU, the faces each runtime edits
             before the faster is kept (:class:`AutoNetwork`).
         model: an already loaded :class:`~fastwarp.models.EditorNet` (``weights`` ignored).
         motion: ``"mesh"``, ``"dense"`` or ``"auto"`` (mesh for the bundled weights where
             the mesh-path weights are installed, dense for another checkpoint or ``model``;
             see :class:`~fastwarp.expression_editor.ExpressionEditor`); with mesh motion the
-            editor network is not run, so ``runtime`` is moot (``stats.runtime`` is ``"mesh"``).
+            editor network is not run, so ``runtime`` is moot (``stats.runtime`` is ``"mesh"``)
+            and ``runtime="tensorrt"`` or an ``engine`` is refused (ValueError: TensorRT runs
+            the dense path, ``motion="dense"``).
     Raises:
         FileNotFoundError / ValueError: weights missing or invalid; a bad ``runtime``,
-            ``gpu_graph`` or ``max_faces``. ImportError: ``runtime="onnx"`` without ONNX
-            Runtime.
+            ``gpu_graph`` or ``max_faces``; ``runtime="tensorrt"`` with mesh motion or on the
+            CPU. ImportError: ``runtime="onnx"`` without ONNX Runtime.
+            TensorRTUnavailableError: ``runtime="tensorrt"`` without TensorRT or a CUDA GPU.
 
     Use as a context manager, or call :meth:`close`.
     """
@@ -153,7 +164,8 @@ class RealtimeEngine:
                  max_faces: int | None = None, smoothing: bool | dict = True, max_crop_size: int = 512,
                  half: bool | None = None, channels_last: bool | None = None, gpu_graph: str = "cuda-graph",
                  onnx_cache: str | os.PathLike | None = None, auto_trial_calls: int = 4,
-                 model: EditorNet | None = None, motion: str = "auto") -> None:
+                 model: EditorNet | None = None, motion: str = "auto", engine: str | os.PathLike | None = None,
+                 engine_cache: str | os.PathLike | None = None) -> None:
         self.device = torch.device(device or default_device())
         from_bundled = model is None and (weights is None or is_bundled(str(weights)))
         if model is None:
@@ -164,6 +176,11 @@ class RealtimeEngine:
             model = model.to(self.device).eval()
         if motion == "auto":  # (as ExpressionEditor: the mesh path serves the bundled weights)
             motion = "mesh" if from_bundled and mesh_weights_installed() else "dense"
+        if runtime not in RUNTIMES:  # (checked here too: mesh motion never calls make_network)
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if motion == "mesh" and (runtime == "tensorrt" or engine is not None):
+            raise ValueError("runtime='tensorrt' runs the editor network, which mesh motion does not run: "
+                             "use motion='dense' (--motion dense) with TensorRT")
         if motion == "mesh":  # the editor network is not run: no runner to export or time
             network, self.runtime = TorchNetwork(model), RuntimeChoice(
                 "mesh", "mesh", "mesh motion: landmark motion, mesh_flow and the mesh texture, eager torch on the "
@@ -171,7 +188,8 @@ class RealtimeEngine:
         else:
             network, self.runtime = make_network(model, runtime, half=half, channels_last=channels_last,
                                                  gpu_graph=gpu_graph, onnx_cache=onnx_cache,
-                                                 trial_calls=auto_trial_calls)
+                                                 trial_calls=auto_trial_calls, engine=engine,
+                                                 engine_cache=engine_cache)
         self.all_faces = bool(all_faces)
         self.max_faces = int(max_faces) if max_faces is not None else 4
         if self.max_faces < 1:
