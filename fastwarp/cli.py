@@ -1,57 +1,69 @@
 """The ``fastwarp`` command: edit the expression of a face in a photo or a video.
 
     fastwarp edit IMAGE --au AU12=3 --au AU25=1 -o OUT.png [--side-by-side CMP.png]
+    fastwarp edit IMAGE --expr smile=0.8 --expr brows_up=0.5 -o OUT.png
     fastwarp video IN.mp4 --au AU12=+2 -o OUT.mp4
     fastwarp webcam --au AU12=3 [--camera 0|IN.mp4] [--show] [--virtual-cam] [-o OUT.mp4] [--stats]
+    fastwarp presets
     fastwarp info
+    fastwarp app [--host 127.0.0.1] [--port 7860]
     fastwarp export --format onnx -o fastwarp.onnx
 
 ``--au NAME=VALUE`` sets an AU to an absolute intensity (0..5); ``NAME=+D`` / ``NAME=-D``
-changes the face's current (estimated) intensity by D. Errors print one line and exit
-non-zero; outputs are written to a temporary file and renamed, so a failed run never
-leaves a partial output.
+changes the face's current (estimated) intensity by D. ``--expr NAME=S`` moves a preset's AUs
+(:mod:`fastwarp.presets`) a fraction S of the way to it; later flags win. Errors print one line,
+``fastwarp: error: ...``, and exit 1 (2 for a malformed command line); outputs are written
+to a temporary file and renamed, so a failed run never leaves a partial output. On success
+stderr stays quiet: ``-v`` (before or after the command) lets MediaPipe's, TensorFlow
+Lite's and FFmpeg's own log lines through.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .au import AU_NAMES, clamped_edits, parse_au_edit
+from ._native_log import quiet_native_stderr, show_native_logs
+from .au import AU_NAMES, au_edits_only, clamped_edits, parse_au_edit
+from .cli_io import (  # EXIT_USAGE, side_by_side: part of this module's API
+    EXIT_ERROR,
+    EXIT_USAGE,  # noqa: F401
+    CLIError,
+    UsageParser,
+    check_device,
+    check_image_output,
+    check_input,
+    check_output,
+    one_line,
+    output_file,
+    side_by_side,
+    write_image,
+)
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+
+class _EditAction(argparse.Action):
+    """``--au`` and ``--expr`` append ``(flag, text)`` to one list, keeping the flags' order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), (self.const, values)])
 
 
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status EXIT_ERROR."""
-
-
-def _edits(specs: list[str]) -> list[tuple[str, float, bool]]:
+def _edits(specs: list[tuple[str, str]]) -> list:
+    """In command-line order: ``(AU, value, relative)`` for ``--au``, ExprEdit for ``--expr``."""
     if not specs:
-        raise CLIError("no edit requested: give at least one --au NAME=VALUE (e.g. --au AU12=3)")
+        raise CLIError("no edit requested: give at least one --au NAME=VALUE (e.g. --au AU12=3) "
+                       "or --expr NAME=S (e.g. --expr smile=0.8; see: fastwarp presets)")
+    from .presets import parse_expr_edit
+
     try:
-        return [parse_au_edit(s) for s in specs]
+        return [parse_au_edit(text) if flag == "au" else parse_expr_edit(text) for flag, text in specs]
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-
-
-def _check_input(path: Path, what: str) -> None:
-    if not path.exists():
-        raise CLIError(f"{what} not found: {path}")
-    if not path.is_file():
-        raise CLIError(f"{what} is not a file: {path}")
-
-
-def _check_image_output(path: Path) -> None:
-    import cv2
-
-    if not cv2.haveImageWriter(str(path)):
-        raise CLIError(f"cannot write images of type '{path.suffix or '(none)'}': {path} (use .png or .jpg)")
 
 
 def _au_summary(current: np.ndarray, target: np.ndarray) -> str:
@@ -59,36 +71,18 @@ def _au_summary(current: np.ndarray, target: np.ndarray) -> str:
     return ", ".join(changed) if changed else "no AU changed"
 
 
-def side_by_side(before: np.ndarray, after: np.ndarray, labels=("input", "edited")) -> np.ndarray:
-    """Input and output next to each other with a caption strip, ``[H + 28, 2W, 3]`` uint8."""
-    import cv2
-
-    h, w = before.shape[:2]
-    strip = np.full((28, 2 * w, 3), 255, np.uint8)
-    for i, text in enumerate(labels):
-        cv2.putText(strip, text, (i * w + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([strip, np.hstack([before, after])])
-
-
-def _write_image(path: Path, image: np.ndarray) -> None:
-    import cv2
-
-    from ._io import atomic_path
-
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), image):
-            raise CLIError(f"could not write {path}")
-
-
 def cmd_edit(args: argparse.Namespace) -> int:
     import cv2
 
-    edits = _edits(args.au)
+    edits = _edits(args.edits)
     image_path, out_path = Path(args.image), Path(args.output)
-    _check_input(image_path, "image")
-    _check_image_output(out_path)
+    check_input(image_path, "image")
+    check_image_output(out_path)
+    check_output(out_path)
     if args.side_by_side:
-        _check_image_output(Path(args.side_by_side))
+        check_image_output(Path(args.side_by_side))
+        check_output(Path(args.side_by_side))
+    check_device(args.device)
     frame = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
     if frame is None:
         raise CLIError(f"cannot read image {image_path}: not an image OpenCV can decode")
@@ -110,10 +104,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
         print(f"edited {image_path}: {_au_summary(result.current_aus, result.target_aus)}")
     for note in clamped_edits(result.current_aus, edits):
         print(f"note: {note}")
-    _write_image(out_path, result.frame)
+    write_image(out_path, result.frame)
     print(f"wrote {out_path.resolve()}")
     if args.side_by_side:
-        _write_image(Path(args.side_by_side), side_by_side(frame, result.frame))
+        write_image(Path(args.side_by_side), side_by_side(frame, result.frame))
         print(f"wrote {Path(args.side_by_side).resolve()} (input | edited)")
     return 0
 
@@ -137,30 +131,36 @@ def _open_source(spec: int | Path):
     from .realtime import StreamError, VideoSource
 
     try:
-        return VideoSource(spec)
+        with quiet_native_stderr():  # FFmpeg's complaints about a file it cannot decode
+            source = VideoSource(spec)
     except StreamError as exc:
         raise CLIError(str(exc)) from None
+    if isinstance(spec, Path) and (source.width <= 0 or source.height <= 0):  # OpenCV opens a text file named .jpg
+        source.close()
+        raise CLIError(f"cannot read video {spec}: no decodable frame")
+    return source
 
 
 def _make_engine(args: argparse.Namespace, edits, weights):
     from .realtime import RealtimeEngine
 
-    smoothing = False if args.no_smooth else True
+    smoothing = not args.no_smooth
     try:
         return RealtimeEngine(edits, weights, args.device, runtime=args.runtime, all_faces=args.all_faces,
                               max_faces=args.max_faces, smoothing=smoothing, max_crop_size=args.max_crop_size,
-                              gpu_graph=args.gpu_graph, motion=args.motion)
-    except (OSError, ValueError, ImportError) as exc:  # (FileNotFoundError: weights)
+                              gpu_graph=args.gpu_graph, motion=args.motion, engine=args.engine)
+    except (OSError, ValueError, ImportError, RuntimeError) as exc:  # (FileNotFoundError: weights; TensorRT)
         raise CLIError(str(exc)) from None
 
 
-def _file_sink(path: Path, source, fourcc: str):
+def _file_sink(path: Path, source, fourcc: str, out_path: Path):
+    """The video writer of the temporary file ``path`` that becomes ``out_path``."""
     from .realtime import SinkError, VideoFileSink
 
     try:
         return VideoFileSink(path, source.fps, (source.width, source.height), fourcc)
-    except SinkError as exc:
-        raise CLIError(str(exc)) from None
+    except SinkError as exc:  # named by the path the user gave, not the temporary file's
+        raise CLIError(str(exc).replace(str(path), str(out_path))) from None
 
 
 def _summary(stats) -> str:
@@ -180,15 +180,16 @@ def _stream_failed(stats, out_path: Path | None) -> int:
 def cmd_video(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ._io import atomic_path
     from .realtime import FrameSizeError, SinkError
 
-    edits = _edits(args.au)
+    edits = _edits(args.edits)
     in_path, out_path = Path(args.input), Path(args.output)
-    _check_input(in_path, "video")
-    with _open_source(in_path) as source:
-        with _make_engine(args, edits, args.weights or "base") as engine, atomic_path(out_path) as tmp:
-            sink = _file_sink(tmp, source, args.fourcc)
+    check_input(in_path, "video")
+    check_output(out_path)
+    check_device(args.device)
+    with _open_source(in_path) as source:  # noqa: SIM117 (the source must be open before the engine is made)
+        with _make_engine(args, edits, args.weights or "base") as engine, output_file(out_path) as tmp:
+            sink = _file_sink(tmp, source, args.fourcc, out_path)
             bar = tqdm(total=source.frame_count, unit="frame", desc="fastwarp video", disable=args.quiet)
 
             def progress(result) -> None:
@@ -218,9 +219,12 @@ def cmd_video(args: argparse.Namespace) -> int:
     return _stream_failed(stats, out_path) if stats.error else 0
 
 
-def _show_window(controls, engine):
+def _show_window(controls, engine, expressions=()):
     """The --show callback: the edited frame with the AU targets and frames/s drawn on it;
-    keys change the targets (LiveControls); returns False to stop."""
+    keys change the targets (LiveControls), applied after the ``--expr`` ``expressions``;
+    returns False to stop."""
+    expressions = list(expressions)
+    prefix = " ".join(f"{e.name}={e.intensity:g}" for e in expressions)
     import collections
 
     import cv2
@@ -233,7 +237,7 @@ def _show_window(controls, engine):
         stamps.append(time.perf_counter())
         fps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
         view = result.frame.copy()
-        lines = [controls.describe(), f"{fps:.1f} frames/s, {len(result.faces)} face(s) edited"]
+        lines = [(prefix + " " if prefix and controls.enabled else "") + controls.describe(), f"{fps:.1f} frames/s, {len(result.faces)} face(s) edited"]
         for i, text in enumerate(lines):
             y = 22 + 22 * i
             cv2.putText(view, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
@@ -241,7 +245,7 @@ def _show_window(controls, engine):
         cv2.imshow(window, view)
         action = controls.handle_key(cv2.waitKey(1))
         if action == "changed":
-            engine.set_edits(controls.edits())
+            engine.set_edits(expressions + controls.edits() if controls.enabled else [])
         if action == "quit" or cv2.getWindowProperty(window, cv2.WND_PROP_VISIBLE) < 1:
             return False
         return True
@@ -250,18 +254,18 @@ def _show_window(controls, engine):
 
 
 def cmd_webcam(args: argparse.Namespace) -> int:
-    import contextlib
-
-    from ._io import atomic_path
     from .realtime import FrameSizeError, LiveControls, SinkError, VirtualCamSink
 
-    edits = [] if args.show and not args.au else _edits(args.au)
+    edits = [] if args.show and not args.edits else _edits(args.edits)
     spec = _camera_spec(args.camera)
     if isinstance(spec, Path):
-        _check_input(spec, "video")
+        check_input(spec, "video")
     out_path = Path(args.output) if args.output else None
     if not (out_path or args.show or args.virtual_cam or args.stats):
         raise CLIError("nothing to do: give -o OUT.mp4, --show or --virtual-cam (or --stats to only measure)")
+    if out_path:
+        check_output(out_path)
+    check_device(args.device)
     if args.show:
         _check_display()
     sinks, vcam = [], None
@@ -279,13 +283,13 @@ def cmd_webcam(args: argparse.Namespace) -> int:
         if args.show:
             import cv2
 
-            controls = LiveControls(edits)
+            controls = LiveControls(au_edits_only(edits))
             print(controls.HELP)
-            on_frame = _show_window(controls, engine)
+            on_frame = _show_window(controls, engine, [e for e in edits if hasattr(e, "apply")])
             cleanup.callback(cv2.destroyAllWindows)
-        tmp = cleanup.enter_context(atomic_path(out_path)) if out_path else None
+        tmp = cleanup.enter_context(output_file(out_path)) if out_path else None
         if tmp is not None:
-            sinks.append(_file_sink(tmp, source, args.fourcc))
+            sinks.append(_file_sink(tmp, source, args.fourcc, out_path))
         if vcam is not None:
             sinks.append(vcam)
             print(f"sending to virtual camera {vcam.device}")
@@ -307,6 +311,13 @@ def cmd_webcam(args: argparse.Namespace) -> int:
         print(f"wrote {out_path.resolve()}")
     print(stats.format() if args.stats else f"runtime: {stats.runtime_reason}")
     return _stream_failed(stats, out_path) if stats.error else 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .presets import format_presets
+
+    print(format_presets())
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -347,6 +358,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CLIError(f"--max-batch must be at least 1, got {args.max_batch}")
         if not 1 <= args.opt_batch <= args.max_batch:
             raise CLIError(f"--opt-batch must be in 1..--max-batch ({args.max_batch}), got {args.opt_batch}")
+        check_output(out_path)
         from .export.tensorrt import export_tensorrt
         from .models import EditorNet
         from .export.tensorrt import TensorRTUnavailableError, engine_parity
@@ -355,7 +367,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             model = None if args.onnx else EditorNet.load(args.weights)
             export_tensorrt(out_path, model, onnx_path=args.onnx, opset=opset, max_batch=args.max_batch,
                             opt_batch=args.opt_batch)
-        except (TensorRTUnavailableError, FileNotFoundError, ValueError, ImportError, RuntimeError) as exc:
+        except (TensorRTUnavailableError, OSError, ValueError, ImportError, RuntimeError) as exc:
             raise CLIError(str(exc)) from None
         print(f"wrote {out_path.resolve()} (TensorRT fp16 engine, batch 1..{args.max_batch}, tuned for "
               f"{args.opt_batch}; runs only on this GPU model with this TensorRT version)")
@@ -370,30 +382,57 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CLIError("--onnx is the input of --format tensorrt; --format onnx exports the weights")
     if out_path.suffix != ".onnx":
         raise CLIError(f"the ONNX output must end in .onnx, got {out_path}")
+    check_output(out_path)
     from .export.onnx import export_onnx, onnx_parity
     from .models import EditorNet
 
     try:
         model = EditorNet.load(args.weights)
         export_onnx(out_path, model, opset=opset)
-    except (FileNotFoundError, ValueError, ImportError) as exc:
+    except (OSError, ValueError, ImportError) as exc:  # (FileNotFoundError: weights; OSError: writing)
         raise CLIError(str(exc)) from None
     print(f"wrote {out_path.resolve()} (opset {opset}, dynamic batch)")
     if args.check:
-        worst = onnx_parity(out_path, model)
+        try:
+            worst = onnx_parity(out_path, model)
+        except (ImportError, ValueError, RuntimeError) as exc:  # (onnxruntime's errors are RuntimeErrors)
+            raise CLIError(f"wrote {out_path}, but could not run it with ONNX Runtime: {exc}") from None
         print("max |onnxruntime - pytorch|: " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise CLIError("the web app needs gradio: pip install 'fastwarp[app]' (or make app)")
+    check_device(args.device)
+    from .app import launch
+
+    print(f"fastwarp app: loading the models, then serving http://{args.host}:{args.port} (Ctrl-C stops it)")
+    try:
+        launch(args.host, args.port, args.weights, args.device, share=args.share)
+    except (OSError, ValueError) as exc:  # (a port in use; FileNotFoundError: weights)
+        raise CLIError(str(exc)) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastwarp", description="Edit facial expressions by Action Units.")
+    p = UsageParser(prog="fastwarp", description="Edit facial expressions by Action Units.")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="let MediaPipe's, TensorFlow Lite's and FFmpeg's own log lines through to stderr")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--au", action="append", default=[], metavar="NAME=VALUE",
-                        help="target AU: absolute (AU12=3) or relative to the face (AU12=+2); repeatable")
-        sp.add_argument("-o", "--output", required=True, help="output file")
-        sp.add_argument("--weights", default=None, help="bundled weights name (base, lite) or a checkpoint path without suffix (default: base)")
+    def common(sp: argparse.ArgumentParser, output: str = "output file", live: str = "",
+               weights: str = "default: base") -> None:
+        sp.add_argument("--au", action=_EditAction, dest="edits", const="au", default=[], metavar="NAME=VALUE",
+                        help="target AU: absolute (AU12=3) or relative to the face (AU12=+2); repeatable" + live)
+        sp.add_argument("--expr", action=_EditAction, dest="edits", const="expr", default=[], metavar="NAME=S",
+                        help="named expression at intensity S in 0..1 (smile=0.8; see: fastwarp presets); "
+                             "repeatable, mixed with --au in command-line order (later flags win)" + live)
+        sp.add_argument("-o", "--output", required=not live, default=None, help=output)
+        sp.add_argument("--weights", default=None,
+                        help=f"bundled weights name (base, lite) or a checkpoint path without suffix ({weights})")
         sp.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
         sp.add_argument("--motion", default="auto", choices=("auto", "mesh", "dense"),
                         help="mesh: landmark motion through the face mesh (the default where its weights are "
@@ -410,9 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     def stream(sp: argparse.ArgumentParser, runtime: str) -> None:
         sp.add_argument("--fourcc", default="mp4v", help="output codec (default mp4v)")
         sp.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
-        sp.add_argument("--runtime", default=runtime, choices=("auto", "torch", "onnx"),
-                        help=f"network runtime on the CPU: auto runs torch and ONNX Runtime in turn on the first "
-                             f"faces and keeps the faster (default {runtime})")
+        sp.add_argument("--runtime", default=runtime, choices=("auto", "torch", "onnx", "tensorrt"),
+                        help=f"network runtime: on the CPU auto runs torch and ONNX Runtime in turn on the first "
+                             f"faces and keeps the faster; on a GPU auto takes tensorrt where TensorRT is installed, "
+                             f"else torch; tensorrt needs --motion dense (default {runtime})")
+        sp.add_argument("--engine", default=None, metavar="FILE",
+                        help="tensorrt: an engine of these weights (fastwarp export --format tensorrt); default: "
+                             "one built once into the cache")
         sp.add_argument("--all-faces", action="store_true", help="edit every face, not only the largest")
         sp.add_argument("--max-faces", type=int, default=4,
                         help="the most faces to look for (default 4; 1 is faster but keeps the first face found)")
@@ -430,24 +473,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("webcam", help="edit a camera (or a video file standing in for one) in real time")
     w.add_argument("--camera", default="0", help="camera index, or a video file played as a camera (default 0)")
-    w.add_argument("--au", action="append", default=[], metavar="NAME=VALUE",
-                   help="target AU: absolute (AU12=3) or relative to the face (AU12=+2); repeatable "
-                        "(optional with --show: set them live)")
-    w.add_argument("-o", "--output", default=None, help="also write the edited video here (e.g. out.mp4)")
+    common(w, "also write the edited video here (e.g. out.mp4)", " (optional with --show: the keys set AUs "
+           "live, after the --expr edits)", "default: lite on a CPU where installed, else base")
     w.add_argument("--show", action="store_true", help="preview window; keys change the AU targets live")
     w.add_argument("--virtual-cam", action="store_true",
                    help="send the edited video to a virtual camera (pyvirtualcam; v4l2loopback on Linux)")
-    w.add_argument("--weights", default=None,
-                   help="bundled weights name (base, lite) or a checkpoint path without suffix "
-                        "(default: lite on a CPU where installed, else base)")
-    w.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
-    w.add_argument("--motion", default="auto", choices=("auto", "mesh", "dense"),
-                   help="mesh: landmark motion through the face mesh (the default where its weights are "
-                        "installed); dense: the editor network's own flow")
-    w.add_argument("--max-crop-size", type=int, default=512,
-                   help="largest side of the face crop the networks see (their input is resized from it; the output keeps every face at full detail)")
     stream(w, "auto")
     w.set_defaults(func=cmd_webcam)
+
+    sub.add_parser("presets", help="list the named expressions of --expr (name, AUs at full strength, "
+                                   "description) and what AUs cannot express").set_defaults(func=cmd_presets)
 
     i = sub.add_parser("info", help="version, available kernel backends, default weights")
     i.set_defaults(func=cmd_info)
@@ -466,15 +501,30 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--check", action="store_true",
                    help="also run it (ONNX Runtime, or TensorRT) and print the largest difference from PyTorch")
     x.set_defaults(func=cmd_export)
+    a = sub.add_parser("app", help="a local web app (Gradio): edit a photo with sliders, or your webcam")
+    a.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    a.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    a.add_argument("--weights", default=None, help="bundled weights name (base, lite) or a checkpoint path without suffix (default: base)")
+    a.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
+    a.add_argument("--share", action="store_true", help="also a public gradio.live link (off by default)")
+    a.set_defaults(func=cmd_app)
+    for sp in sub.choices.values():  # -v after the command too (SUPPRESS: it does not undo a -v before it)
+        sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_native_logs(args.verbose)
+    if not args.verbose:
+        import logging
+
+        # torch.onnx's exporter warns about every torchvision op it cannot register.
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         return args.func(args)
     except CLIError as exc:
-        print(f"fastwarp: error: {exc}", file=sys.stderr)
+        print(f"fastwarp: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("fastwarp: interrupted; no output written", file=sys.stderr)

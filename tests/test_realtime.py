@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -597,7 +598,7 @@ def test_gpu_runner_float16_cuda_graph_matches_cpu(tiny_weights):
     from fastwarp.realtime import make_network
 
     model = EditorNet.load(tiny_weights)
-    gpu_net, choice = make_network(EditorNet.load(tiny_weights, map_location="cuda"), "auto")
+    gpu_net, choice = make_network(EditorNet.load(tiny_weights, map_location="cuda"), "torch")  # (auto: TensorRT where installed)
     assert choice.runner == "torch-cuda-graph", choice.reason
     gen = torch.Generator().manual_seed(3)
     for _ in range(2):  # replayed with new inputs
@@ -651,3 +652,239 @@ def test_engine_with_mesh_motion_runs_no_network_and_edits_only_inside_the_ring(
         assert (np.abs(r.frame.astype(int) - frame).max(-1) > 8).mean() > 0.005  # the smile is visible
     with RealtimeEngine([parse_au_edit("AU12=3")], "lite", "cpu", motion="dense", runtime="torch") as dense:
         assert dense.runtime.runtime == "torch" and dense.editor.mesh_motion is None
+
+
+# --- runtime selection: TensorRT (issue 13, item 9) ----------------------------------------
+# No GPU needed: TensorRT's presence and the GPU are what fastwarp.export.tensorrt sees
+# (patched), the device is a torch.device; the engine's build is faked where it would run.
+
+@pytest.fixture
+def trt_machine(monkeypatch):
+    """Set what fastwarp sees: ``trt_machine(package=..., gpu=...)``."""
+    from fastwarp.export import tensorrt as fw_trt
+
+    def set_(*, package: bool, gpu: bool) -> None:
+        monkeypatch.setattr(fw_trt, "_has_tensorrt_package", lambda: package)
+        monkeypatch.setattr(fw_trt, "_has_cuda_gpu", lambda: gpu)
+    return set_
+
+
+@pytest.mark.parametrize("package", [True, False])
+def test_auto_takes_tensorrt_only_on_a_gpu_with_tensorrt(trt_machine, package):
+    from fastwarp.realtime.runners import select_runtime
+
+    trt_machine(package=package, gpu=True)
+    runtime, why = select_runtime("auto", "cuda")
+    assert runtime == ("tensorrt" if package else "torch")
+    if not package:
+        assert "without TensorRT (the tensorrt Python package missing)" in why
+    # The CPU never gets TensorRT, installed or not: auto times torch and ONNX Runtime.
+    assert select_runtime("auto", "cpu")[0] == "auto"
+    assert select_runtime("torch", "cuda")[0] == "torch" and select_runtime("onnx", "cpu")[0] == "onnx"
+
+
+@pytest.mark.parametrize("package, gpu, missing", [
+    (False, True, "missing here: the tensorrt Python package \\("),
+    (True, False, "missing here: a CUDA GPU \\(torch sees none"),
+    (False, False, "missing here: the tensorrt Python package and a CUDA GPU"),
+])
+def test_tensorrt_runtime_names_what_is_missing(trt_machine, package, gpu, missing):
+    from fastwarp.export.tensorrt import TensorRTUnavailableError
+    from fastwarp.realtime.runners import select_runtime
+
+    trt_machine(package=package, gpu=gpu)
+    for device in ("cuda", "cpu"):
+        with pytest.raises(TensorRTUnavailableError, match=f"^runtime='tensorrt' needs NVIDIA TensorRT 10 or 11 "
+                                                           f"and a CUDA GPU; {missing}") as exc:
+            select_runtime("tensorrt", device)
+        assert "\n" not in str(exc.value) and "runtime='torch'" in str(exc.value)
+    with pytest.raises(TensorRTUnavailableError, match=missing):  # an engine asks for TensorRT too
+        select_runtime("auto", "cuda", engine="m.engine")
+
+
+def test_tensorrt_runtime_argument_errors(trt_machine):
+    from fastwarp.realtime.runners import select_runtime
+
+    trt_machine(package=True, gpu=True)
+    assert select_runtime("tensorrt", "cuda") == ("tensorrt", "runtime='tensorrt'")
+    assert select_runtime("auto", "cuda:0", engine="m.engine")[0] == "tensorrt"
+    with pytest.raises(ValueError, match="runtime='tensorrt' runs on a CUDA GPU, but the model is on cpu: "
+                                         "use device='cuda'"):
+        select_runtime("tensorrt", "cpu")
+    with pytest.raises(ValueError, match=r"a TensorRT engine \(m.engine\) runs with runtime='tensorrt', not "
+                                         r"runtime='torch'"):
+        select_runtime("torch", "cuda", engine="m.engine")
+    with pytest.raises(ValueError, match="runtime must be one of auto, torch, onnx, tensorrt, got 'trt'"):
+        select_runtime("trt", "cuda")
+    with pytest.raises(ValueError, match="runtime='onnx' runs ONNX Runtime on the CPU"):
+        select_runtime("onnx", "cuda")
+
+
+def test_tensorrt_runtime_on_this_machine(tiny_weights):
+    # Unpatched: what a user of a machine without TensorRT or a GPU gets, before any work.
+    from fastwarp.export.tensorrt import TensorRTUnavailableError, missing_requirements
+    from fastwarp.realtime.runners import make_network
+
+    if not missing_requirements():
+        pytest.skip("TensorRT and a CUDA GPU are present here: no error to see")
+    with pytest.raises(TensorRTUnavailableError, match="^runtime='tensorrt' needs NVIDIA TensorRT 10 or 11"):
+        make_network(EditorNet.load(tiny_weights), "tensorrt")
+    with pytest.raises(TensorRTUnavailableError, match="^runtime='tensorrt' needs"):
+        RealtimeEngine(SMILE, str(tiny_weights), "cpu", runtime="tensorrt", motion="dense")
+
+
+def test_tensorrt_with_mesh_motion_is_refused(tiny_weights, trt_machine):
+    # Mesh motion runs no editor network, so there is nothing for TensorRT to run.
+    trt_machine(package=True, gpu=True)
+    for kwargs in ({"runtime": "tensorrt"}, {"engine": "m.engine"}):
+        with pytest.raises(ValueError, match="^runtime='tensorrt' runs the editor network, which mesh motion does "
+                                             "not run: use motion='dense'"):
+            RealtimeEngine(SMILE, str(tiny_weights), "cpu", motion="mesh", **kwargs)
+    with pytest.raises(ValueError, match="runtime must be one of"):  # checked with mesh motion too
+        RealtimeEngine(SMILE, str(tiny_weights), "cpu", motion="mesh", runtime="fast")
+
+
+@pytest.fixture
+def fake_trt_build(monkeypatch):
+    """cached_engine with TensorRT's parts faked: version, GPU name, the ONNX export and the
+    build (which writes ``engine bytes`` in two writes, or fails after the first with
+    ``fail=True``). Returns the list of builds."""
+    from fastwarp.export import tensorrt as fw_trt
+
+    builds = []
+    state = {"gpu": "NVIDIA H200", "version": "11.4.0.106", "fail": False}
+
+    def build_engine(onnx_file, path, *, max_batch, opt_batch):
+        builds.append((Path(onnx_file).name, Path(path), max_batch, opt_batch))
+        with open(path, "wb") as f:
+            f.write(b"engine ")
+            f.flush()
+            if state["fail"]:
+                raise RuntimeError("TensorRT could not build the engine: out of memory")
+            f.write(b"bytes")
+        return Path(path)
+
+    def export(path, model=None, *, opset):
+        Path(path).write_bytes(b"onnx")
+        return Path(path)
+
+    monkeypatch.setattr(fw_trt, "tensorrt_version", lambda: state["version"])
+    monkeypatch.setattr(fw_trt, "precision_mode", lambda trt=None: fw_trt.STRONGLY_TYPED)
+    monkeypatch.setattr(fw_trt, "export_onnx_fp16", export)
+    monkeypatch.setattr(fw_trt, "build_engine", build_engine)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: state["gpu"])
+    return builds, state
+
+
+def test_engine_cache_builds_once_per_key(tiny_weights, tmp_path, fake_trt_build):
+    from fastwarp.realtime.runners import _model_digest, cached_engine, engine_cache_name
+
+    builds, state = fake_trt_build
+    model = EditorNet.load(tiny_weights)
+    path = cached_engine(model, tmp_path)
+    digest = _model_digest(model)
+    assert path == tmp_path / f"editor-{digest}-nvidia-h200-trt11.4.0.106-s128-b1.1.4-opset18.engine"
+    assert path.read_bytes() == b"engine bytes" and len(builds) == 1
+    assert builds[0][0] == "editor.onnx" and builds[0][2:] == (4, 1)  # the exported graph, batch 1..4 tuned for 1
+    assert cached_engine(model, tmp_path) == path and len(builds) == 1  # reused
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no ONNX or temporary file left
+    # Every part of the key builds another engine: GPU, TensorRT version, weights, shapes.
+    state["gpu"] = "NVIDIA GeForce RTX 4090"
+    assert "nvidia-geforce-rtx-4090" in cached_engine(model, tmp_path).name and len(builds) == 2
+    state["version"] = "10.16.1.11"
+    assert "-trt10.16.1.11-" in cached_engine(model, tmp_path).name and len(builds) == 3
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    assert _model_digest(model) != digest and cached_engine(model, tmp_path).name.startswith(
+        f"editor-{_model_digest(model)}-") and len(builds) == 4
+    assert "-b1.2.8-" in cached_engine(model, tmp_path, batch=(1, 2, 8)).name and builds[-1][2:] == (8, 2)
+    names = {engine_cache_name(digest, "GPU", "11.4", image_size=s, batch=b, opset=o)
+             for s, b, o in [(128, (1, 1, 4), 18), (256, (1, 1, 4), 18), (128, (1, 1, 4), 19), (128, (1, 1, 2), 18)]}
+    assert len(names) == 4 and len(list(tmp_path.iterdir())) == 5
+    with pytest.raises(ValueError, match=r"batch profile must start at 1, got \(2, 2, 4\)"):
+        cached_engine(model, tmp_path, batch=(2, 2, 4))
+
+
+def test_engine_cache_write_is_atomic(tiny_weights, tmp_path, fake_trt_build):
+    from fastwarp.realtime.runners import cached_engine
+
+    builds, state = fake_trt_build
+    model = EditorNet.load(tiny_weights)
+    state["fail"] = True  # the build dies after writing part of the engine
+    with pytest.raises(RuntimeError, match="out of memory"):
+        cached_engine(model, tmp_path)
+    written = builds[0][1]
+    assert written.parent == tmp_path and written.name.startswith(".") and ".tmp" in written.name
+    assert list(tmp_path.iterdir()) == []  # neither the partial engine nor its temporary file
+    state["fail"] = False  # the next start builds it afresh, under its name only when complete
+    path = cached_engine(model, tmp_path)
+    assert path.read_bytes() == b"engine bytes" and builds[1][1] != path
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_tensorrt_runner_wraps_the_engine_outputs(tiny_weights, monkeypatch):
+    # TensorRTNetwork's glue without a GPU: the runner faked, the model's device faked.
+    import types
+
+    from fastwarp.export import tensorrt as fw_trt
+    from fastwarp.export.tensorrt import EngineOutputs
+    from fastwarp.realtime.runners import TensorRTNetwork
+
+    model = EditorNet.load(tiny_weights)
+    with pytest.raises(ValueError, match="runtime='tensorrt' runs on a CUDA GPU, but the model is on cpu"):
+        TensorRTNetwork(model, engine="m.engine")
+
+    class Runner:
+        image_size = 128
+
+        def __init__(self, path, device):
+            self.path, self.device = path, device
+
+        def __call__(self, image, aus, source_aus):
+            n = image.shape[0]
+            return EngineOutputs(image, torch.full((n, 2, 128, 128), 2.0), torch.zeros(n, 3, 128, 128),
+                                 torch.ones(n, 1, 128, 128))
+
+    class OnGpu:  # what TensorRTNetwork reads of a model: its device and input side
+        config = model.config
+
+        def parameters(self):
+            return iter([types.SimpleNamespace(device=torch.device("cuda", 0))])
+
+    monkeypatch.setattr(fw_trt, "TensorRTRunner", Runner)
+    net = TensorRTNetwork(OnGpu(), engine="m.engine")
+    assert (net.device, net.dtype, net.size, net.path) == (torch.device("cuda", 0), torch.float32, 128, Path("m.engine"))
+    maps = net(torch.zeros(1, 3, 128, 128), torch.zeros(1, 17), torch.zeros(1, 17))
+    assert maps._fields == ("flow", "texture", "mask") and float(maps.flow[0, 0, 0, 0]) == 2.0
+    assert float(maps.mask.min()) == 1.0 and "TensorRTNetwork(m.engine" in repr(net)
+    Runner.image_size = 256
+    with pytest.raises(ValueError, match="takes 256 px images, the model 128 px"):
+        TensorRTNetwork(OnGpu(), engine="m.engine")
+
+
+@needs_faces
+@pytest.mark.parametrize("args, message", [
+    (["--runtime", "tensorrt", "--motion", "mesh"], (r"runtime='tensorrt' runs the editor network, which mesh motion "
+                                                    r"does not run: use motion='dense' \(--motion dense\)")),
+    (["--runtime", "torch", "--engine", "{tmp}/m.engine", "--motion", "dense"],
+     r"a TensorRT engine \(.*m\.engine\) runs with runtime='tensorrt', not runtime='torch'"),
+])
+def test_cli_tensorrt_runtime_errors(tmp_path, capsys, trt_machine, tiny_weights, args, message):
+    trt_machine(package=True, gpu=True)
+    out = tmp_path / "out.mp4"
+    argv = ["video", str(VIDEOS / MAIN_VIDEO), "--au", "AU12=2", "-o", str(out), "--weights", str(tiny_weights),
+            "--device", "cpu"] + [a.format(tmp=tmp_path) for a in args]
+    assert main(argv) == 1
+    _one_error_line(capsys, message)
+    assert not out.exists()
+
+
+@needs_faces
+def test_cli_tensorrt_runtime_without_tensorrt(tmp_path, capsys, trt_machine, tiny_weights):
+    trt_machine(package=False, gpu=False)
+    out = tmp_path / "out.mp4"
+    assert main(["video", str(VIDEOS / MAIN_VIDEO), "--au", "AU12=2", "-o", str(out), "--weights", str(tiny_weights),
+                 "--runtime", "tensorrt", "--motion", "dense"]) == 1
+    _one_error_line(capsys, r"^fastwarp: error: runtime='tensorrt' needs NVIDIA TensorRT 10 or 11 and a CUDA GPU; "
+                            r"missing here: the tensorrt Python package and a CUDA GPU")
+    assert not out.exists()

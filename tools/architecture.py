@@ -29,8 +29,8 @@ DOCS = ROOT / "docs"
 #: Layers of the picture, top to bottom (a module's layer is its first dotted part after
 #: ``fastwarp``): the entry points, the pipelines, the networks and face steps, the ops.
 LAYERS = {
-    "cli": 0, "export": 1, "realtime": 1, "expression_editor": 2, "models": 3, "face": 3, "images": 3,
-    "ops": 4, "au": 4, "_io": 4,
+    "cli": 0, "app": 0, "cli_io": 1, "export": 1, "realtime": 1, "expression_editor": 2, "models": 3, "face": 3,
+    "images": 3, "presets": 4, "ops": 4, "au": 4, "_io": 4, "_native_log": 4,
 }
 
 
