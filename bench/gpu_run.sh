@@ -60,9 +60,11 @@ PY=${PYTHON:-python3}
 BUDGET=${GPU_RUN_BUDGET_S:-540}
 MIN_STEP=${GPU_RUN_MIN_STEP_S:-15}
 # A dry run keeps a virtual clock, each step taking its whole limit: the limits it prints
-# are those of a run whose every step ran out of time.
+# are those of a run whose every step ran out of time (the rehearsal's own seconds do not
+# count, so its plan is the same on a loaded machine).
 DRY_ELAPSED=0
-now() { echo $(($(date +%s) + DRY_ELAPSED)); }
+DRY_T0=$(date +%s)
+now() { if ((DRY)); then echo $((DRY_T0 + DRY_ELAPSED)); else date +%s; fi; }
 START=$(now)
 DEADLINE=$((START + BUDGET))
 mkdir -p "$OUT"
@@ -127,7 +129,7 @@ step() {
     ((rc == 124 || rc == 137)) && why=" (time limit)"
     if ((DRY)); then
         why+=" (dry run: counted as its whole limit)"
-        DRY_ELAPSED=$((DRY_ELAPSED + limit - took))
+        DRY_ELAPSED=$((DRY_ELAPSED + limit))
     fi
     log "step $name: rc=$rc$why, $took s of $limit s$(summary "$name")"
     return $rc
