@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -54,6 +55,9 @@ _DRIVER = textwrap.dedent("""
                 os.dup2(f, fd)
                 os.close(f)
             sys.argv = ["fastwarp", *argv]
+            if os.environ.get("FASTWARP_TEST_DROP_ROOT") and os.geteuid() == 0:
+                os.setgid(65534)  # nobody: root writes into read-only directories
+                os.setuid(65534)
             try:
                 code = main()
             except SystemExit as exc:
@@ -70,16 +74,18 @@ _DRIVER = textwrap.dedent("""
 """)
 
 
-def _run_forked(cases: list[list[str]], tmp_path: Path) -> list[dict]:
+def _run_forked(cases: list[list[str]], tmp_path: Path, env: dict | None = None) -> list[dict]:
     """``fastwarp ARGV`` for every case: ``[{"rc", "out", "err"}]``."""
+    env = env or ENV
     if not hasattr(os, "fork"):  # one fresh process per case
-        procs = [subprocess.run(_fastwarp() + argv, capture_output=True, text=True, env=ENV, check=False)
+        procs = [subprocess.run(_fastwarp() + argv, capture_output=True, text=True, env=env, check=False)
                  for argv in cases]
         return [{"rc": p.returncode, "out": p.stdout, "err": p.stderr} for p in procs]
     logs = tmp_path / "logs"
     logs.mkdir()
+    logs.chmod(0o777)  # (the children may run as nobody: FASTWARP_TEST_DROP_ROOT)
     proc = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps(cases), str(logs)], capture_output=True,
-                          text=True, env=ENV, check=False)
+                          text=True, env=env, check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -182,18 +188,26 @@ def test_no_gpu_message_names_the_fix(inputs, tmp_path):
     assert line.endswith("use --device cpu")
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
-                    reason="root writes into a read-only directory: this needs an unprivileged user")
-def test_read_only_output_directory(inputs, tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
+@pytest.mark.skipif(not hasattr(os, "geteuid") or not hasattr(os, "fork"),
+                    reason="needs POSIX users and fork (the child drops root to test a read-only directory)")
+def test_read_only_output_directory(faces_dir):
+    # Root writes into read-only directories: as root, the forked child runs as nobody
+    # (FASTWARP_TEST_DROP_ROOT), so the directories it touches are world-readable ones.
+    base = Path(tempfile.mkdtemp(prefix="fastwarp-ro-"))
     try:
-        (result,) = _run_forked([f"edit {inputs['photo']} --au AU12=2 -o {locked}/o.png".split()], tmp_path)
+        base.chmod(0o755)
+        logs_parent = base / "run"
+        logs_parent.mkdir()
+        logs_parent.chmod(0o777)
+        locked = base / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        (result,) = _run_forked([f"edit {faces_dir / PHOTO} --au AU12=2 -o {locked}/o.png".split()], logs_parent,
+                                {**ENV, "FASTWARP_TEST_DROP_ROOT": "1"})
+        _assert_one_error_line(result, r"cannot write .*locked/o\.png: the directory .*locked is not writable")
+        assert not list(locked.iterdir())
     finally:
-        locked.chmod(0o755)
-    _assert_one_error_line(result, r"cannot write .*locked/o\.png: the directory .*locked is not writable")
-    assert not list(locked.iterdir())
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.slow
