@@ -105,13 +105,8 @@ __global__ void __launch_bounds__(kTileThreads)
     for (int32_t e = tid; e < win_size; e += kTileThreads) win[e] = word(0);
     __syncthreads();
     if (tid == 0) {
-      float tx = 0.0f, ty = 0.0f, tc = 0.0f;
-      for (int i = 0; i < kWarps; ++i) {
-        tx += s_sum[0][i];
-        ty += s_sum[1][i];
-        tc += s_sum[2][i];
-      }
-      const float mdx = tc > 0.0f ? tx / tc : 0.0f, mdy = tc > 0.0f ? ty / tc : 0.0f;
+      float mdx, mdy;
+      tile_mean_flow(s_sum, &mdx, &mdy);
       s_origin[0] = window_origin(tp.y0, blockDim.y, mdy, wp.wh, in.H);
       s_origin[1] = window_origin(tp.x0, blockDim.x, mdx, wp.ww, in.W);
     }

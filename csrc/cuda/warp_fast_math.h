@@ -264,6 +264,20 @@ FW_HOST_DEVICE void window_displacement(const WarpInputs<scalar_t>& in, int64_t 
   *dy = isfinite(fy) ? fminf(fmaxf(fy, -ly), ly) : 0.0f;
 }
 
+// A tile's mean flow (mdx, mdy) from its warps' partial sums of dx, dy and of the pixels
+// counted (sums[0..2][0..warps)), added in warp order; (0, 0) where no pixel counted.
+template <int kWarps>
+FW_HOST_DEVICE void tile_mean_flow(const float (&sums)[3][kWarps], float* mdx, float* mdy) {
+  float sx = 0.0f, sy = 0.0f, sc = 0.0f;
+  for (int i = 0; i < kWarps; ++i) {
+    sx += sums[0][i];
+    sy += sums[1][i];
+    sc += sums[2][i];
+  }
+  *mdx = sc > 0.0f ? sx / sc : 0.0f;
+  *mdy = sc > 0.0f ? sy / sc : 0.0f;
+}
+
 // Where a block's shared-memory window of the image gradient starts along one axis.
 // The block's tile covers [tile0, tile0 + tile_len); displaced by the tile's mean flow its
 // taps cover about [floor(tile0 + mean), floor(tile0 + mean) + tile_len]; the window (win_len

@@ -245,13 +245,8 @@ void backward_grid(const WarpInputs<scalar_t>& in, const scalar_t* go, const Str
         for (int k = 0; k < 3; ++k) sums[k][warp] = warp_sum(lanes[k]);
       }
       std::fill(win.begin(), win.end(), word(0));
-      float sx = 0.0f, sy = 0.0f, sc = 0.0f;
-      for (int i = 0; i < kWarps; ++i) {
-        sx += sums[0][i];
-        sy += sums[1][i];
-        sc += sums[2][i];
-      }
-      const float mdx = sc > 0.0f ? sx / sc : 0.0f, mdy = sc > 0.0f ? sy / sc : 0.0f;
+      float mdx, mdy;
+      tile_mean_flow(sums, &mdx, &mdy);
       scatter.window = win.data();
       scatter.wy0 = window_origin(tp.y0, th, mdy, wp.wh, in.H);
       scatter.wx0 = window_origin(tp.x0, tw, mdx, wp.ww, in.W);
