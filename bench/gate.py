@@ -33,6 +33,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ratios import by_group
+
 # Words of a CPU model name that do not tell models apart (its clock is in the model).
 _CPU_NOISE = re.compile(r"\((?:r|tm)\)|[®™]|\bcpu\b|\bprocessor\b|\b\d+-core\b|@.*$", re.IGNORECASE)
 # Ratio stats the gate can use (a ratio of spreads means nothing).
@@ -144,21 +146,13 @@ def decide(results_dir: Path, machine_info: dict) -> Gate:
 
 # --- the ratio gate ----------------------------------------------------------------------------
 
-def _by_group(data: dict) -> dict[str, dict[str, dict]]:
-    groups: dict[str, dict[str, dict]] = {}
-    for bench in data.get("benchmarks", []):
-        provider = bench.get("extra_info", {}).get("provider") or bench.get("params", {}).get("provider")
-        groups.setdefault(bench.get("group") or bench["name"], {})[provider or bench["name"]] = bench
-    return groups
-
-
 def ratios(data: dict, stat: str = "median") -> dict[tuple[str, str, str], float]:
     """``{(group, provider, versus): versus's stat / provider's stat}`` for every ratio the
     gate judges, all from one run: each ``fastwarp-*`` provider against ``reference`` in
     the op groups, and ``composite`` against ``chain`` in the composite groups."""
     stat = stat if stat in _RATIO_STATS else "median"
     found = {}
-    for group, providers in _by_group(data).items():
+    for group, providers in by_group(data).items():
         pairs = [(p, "reference") for p in providers if p.startswith("fastwarp-")]
         if group.startswith("composite "):
             pairs.append(("composite", "chain"))

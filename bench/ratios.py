@@ -183,8 +183,8 @@ def load(path: str) -> dict:
 
 def by_group(data: dict) -> dict[str, dict[str, dict]]:
     groups: dict[str, dict[str, dict]] = defaultdict(dict)
-    for bench in data["benchmarks"]:
-        groups[bench["group"] or bench["name"]][_provider(bench)] = bench
+    for bench in data.get("benchmarks", []):
+        groups[bench.get("group") or bench["name"]][_provider(bench)] = bench
     return groups
 
 
