@@ -168,11 +168,9 @@ class PhotoEditor:
         composite. No AU change: the photo itself, bit for bit."""
         with self.lock:
             t0 = time.perf_counter()
-            current, target = self.editor.aus(photo.crop, list(edits))
-            maps = self.editor.predict(photo.crop.image, target, current, photo.crop.landmarks)
-            out = self.editor.blend(photo.frame, photo.crop, maps)
+            result = self.editor.edit_crop(photo.frame, photo.crop, list(edits))
             ms = (time.perf_counter() - t0) * 1e3
-        return out, target, ms
+        return result.frame, result.target_aus, ms
 
 
 class LiveEditor:

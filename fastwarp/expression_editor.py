@@ -471,7 +471,14 @@ class ExpressionEditor:
         faces = self.detect(frame_bgr)
         if not faces:
             return FrameEdit(frame=frame_bgr.copy(), face_found=False)
-        crop = self.crop(frame_bgr, faces[0])
+        return self.edit_crop(frame_bgr, self.crop(frame_bgr, faces[0]), edits)
+
+    @torch.no_grad()
+    def edit_crop(self, frame_bgr: np.ndarray, crop: FaceCrop, edits: Iterable[AUEdit]) -> FrameEdit:
+        """:meth:`edit` of a face already found and cropped (:meth:`detect`, :meth:`crop`):
+        targets, maps and composite only, so one photo can be edited again and again without
+        running FaceMesh (the web app's sliders). Returns a :class:`FrameEdit` with
+        ``face_found=True``; no AU change returns the frame bit for bit."""
         current, target = self.aus(crop, edits)
         maps = self.predict(crop.image, target, current, crop.landmarks)
         return FrameEdit(frame=self.blend(frame_bgr, crop, maps), face_found=True, current_aus=current,
