@@ -4,6 +4,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/warp_simd.h"
+
 // `import fastwarp._C` loads this library, which runs the static registrations below;
 // the module itself is empty (no pybind11 glue, as in pytorch/extension-cpp).
 extern "C" {
@@ -14,6 +16,9 @@ PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(fastwarp, m) {
+  // How many CPU kernel calls chose the vectorised (AVX2) path so far in this process: tests
+  // that compare it with the scalar path (FASTWARP_CPU_SIMD=0) check that it really ran.
+  m.def("_cpu_simd_calls() -> int", [] { return fastwarp::cpu::simd_calls(); });
   m.def("warp(Tensor image, Tensor flow, str padding_mode=\"border\") -> Tensor");
   m.def(
       "warp_backward(Tensor grad_output, Tensor image, Tensor flow, str padding_mode, bool[2] output_mask) "

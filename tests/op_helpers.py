@@ -136,10 +136,32 @@ def outputs_with_and_without_simd(script: str, tmp_path: Path) -> tuple[list, li
     import subprocess
     import sys
 
+    import pytest
+
+    if not cpu_has_avx2_fma():
+        pytest.skip("this CPU has no AVX2 + FMA: fastwarp's vectorised CPU kernels cannot run here")
+    # After the script, how many kernel calls chose the vectorised path (it must be > 0 with
+    # SIMD on, or the comparison compared the scalar path with itself; 0 with it off).
+    epilogue = "\nimport torch as _t, fastwarp as _f\nprint('SIMD_CALLS', _t.ops.fastwarp._cpu_simd_calls())\n"
     outputs = {}
     for simd in ("1", "0"):
         path = tmp_path / f"simd{simd}.pt"
         env = dict(os.environ, FASTWARP_CPU_SIMD=simd, PYTHONPATH=str(Path(__file__).parent))
-        subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
+        run = subprocess.run([sys.executable, "-c", script + epilogue, str(path)], check=True, env=env,
+                             capture_output=True, text=True)
+        calls = int(run.stdout.rsplit("SIMD_CALLS", 1)[1].split()[0])
+        assert (calls > 0) == (simd == "1"), f"FASTWARP_CPU_SIMD={simd}: {calls} kernel calls ran vectorised"
         outputs[simd] = torch.load(path)
     return outputs["1"], outputs["0"]
+
+
+def cpu_has_avx2_fma() -> bool:
+    """Whether this CPU has AVX2 and FMA (what fastwarp's vectorised CPU kernels need), from
+    /proc/cpuinfo (Linux; False elsewhere)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    line = next((ln for ln in flags.splitlines() if ln.startswith("flags")), "")
+    words = set(line.split())
+    return {"avx2", "fma"} <= words

@@ -122,8 +122,11 @@ class RowSource {
 // Whether the vectorised row kernels serve this call.
 template <typename scalar_t>
 bool use_simd(const detail::WarpInputs<scalar_t>& in) {
-  return std::is_same<scalar_t, float>::value && cpu::simd_available() &&
-         cpu::offsets_fit_int32(in.H, in.W, in.s_image.h, in.s_image.w) && cpu::offsets_fit_int32(in.H, in.W, in.W, 1);
+  const bool simd = std::is_same<scalar_t, float>::value && cpu::simd_available() &&
+                    cpu::offsets_fit_int32(in.H, in.W, in.s_image.h, in.s_image.w) &&
+                    cpu::offsets_fit_int32(in.H, in.W, in.W, 1);
+  if (simd) cpu::note_simd_call();
+  return simd;
 }
 
 // channels_last image (channels contiguous per pixel): the NHWC row kernels, vectorised

@@ -12,6 +12,8 @@
 #include <immintrin.h>
 #include <stdlib.h>
 
+#include <atomic>
+
 namespace fastwarp {
 namespace cpu {
 
@@ -23,6 +25,13 @@ bool simd_available() {
   }();
   return ok;
 }
+
+namespace {
+std::atomic<int64_t> g_simd_calls{0};
+}  // namespace
+
+void note_simd_call() { g_simd_calls.fetch_add(1, std::memory_order_relaxed); }
+int64_t simd_calls() { return g_simd_calls.load(std::memory_order_relaxed); }
 
 #define FW_AVX2 __attribute__((target("avx2,fma"))) static inline
 

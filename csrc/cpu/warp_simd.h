@@ -21,6 +21,12 @@ namespace cpu {
 // FASTWARP_CPU_SIMD=0 (the scalar path only: for tests and comparisons).
 bool simd_available();
 
+// Counts the kernel calls that chose the vectorised path (note_simd_call, from the host
+// code's choice), so tests that compare the two paths can check that one of them really
+// ran vectorised: torch.ops.fastwarp._cpu_simd_calls().
+void note_simd_call();
+int64_t simd_calls();
+
 // A strided row of W float values: element x at p[x * stride].
 struct RowIn {
   const float* p;

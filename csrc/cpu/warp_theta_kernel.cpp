@@ -85,6 +85,7 @@ void forward_impl(const detail::ThetaInputs<img_t, map_t>& in, at::Tensor& out, 
   img_t* o = out.mutable_data_ptr<img_t>();
   const Strides4 so = strides4(out);
   const bool simd = theta_simd(in, so, dense);
+  if (simd) cpu::note_simd_call();
   for (int64_t n = 0; n < in.N; ++n) {
     const double* t = in.theta + 6 * n;
     const auto gm = detail::GridMap<acc_t>::make(t);
