@@ -14,7 +14,7 @@ DEMO_IMAGE ?= $(FACES)/images/st_people_0.png
 DEMO_AUS   ?= --au AU12=3 --au AU25=1
 SOURCES := setup.py pyproject.toml requirements.txt $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*/*.cuh)
 
-.PHONY: demo app test bench bench-baseline gpu-carry gpu-dry-run cuda-check install install-eval install-trt-api install-app clean
+.PHONY: demo app test bench bench-baseline gpu-carry gpu-prebuilt gpu-dry-run cuda-check wheel-cuda install install-eval install-trt-api install-app clean
 
 install: $(VENV)/.installed
 
@@ -99,9 +99,26 @@ gpu-carry: install
 		$$($(PIP) freeze | grep -i -E '^($(GPU_CARRY_PKGS))==')
 	ls gpu_carry/wheels
 
+# fastwarp._C for the lent GPU machine (Python 3.12, torch 2.11.0+cu130, sm_90), built here
+# without a GPU (tools/gpu_prebuilt.sh): carry gpu_prebuilt/ along and bench/gpu_run.sh uses
+# it instead of its build step where it matches (Python, torch, GPU, the tree's sources).
+gpu-prebuilt:
+	bash tools/gpu_prebuilt.sh
+
 # nvcc compile check of every .cu file (no GPU needed).
 cuda-check: install
 	PYTHON=$(PY) bash tools/cuda_check.sh
+
+# The wheel WITH the CUDA kernels, built without a GPU (tools/wheel_cuda.sh): its own venv
+# (.venv-cuda) with PyPI's CUDA build of torch 2.13.0 (about 3 GB with its nvidia-* wheels),
+# the machine's nvcc (same CUDA major version), CUDA_ARCHS (default 8.0+PTX;9.0;the newest the
+# nvcc knows); then installed into a clean venv (.venv-cuda-check) and checked by
+# tools/check_cuda_wheel.py: imports without a GPU, build_info() names the kernels and archs,
+# every op has a CUDA kernel. The wheel goes to dist/, the report to dist/wheel-cuda.txt.
+# Not part of `make test` (downloads and a 20+ minute build on 2 cores).
+CUDA_ARCHS ?=
+wheel-cuda:
+	CUDA_ARCHS="$(CUDA_ARCHS)" bash tools/wheel_cuda.sh
 
 clean:
 	rm -rf build *.egg-info fastwarp/_C*.so $(OUT)

@@ -33,6 +33,23 @@ def _cuda_decision() -> tuple[bool, str]:
     return True, f"torch {torch.__version__} with CUDA {torch.version.cuda}, nvcc at {CUDA_HOME}"
 
 
+def _cuda_archs() -> str:
+    """The architectures the CUDA kernels are built for, as ``"8.0;9.0;12.1+PTX"``, read from
+    the nvcc flags torch's build will use (TORCH_CUDA_ARCH_LIST, or torch's default)."""
+    try:
+        from torch.utils.cpp_extension import _get_cuda_arch_flags
+
+        flags = _get_cuda_arch_flags()
+    except Exception:  # noqa: BLE001  (a private helper: fall back to what was asked)
+        return os.environ.get("TORCH_CUDA_ARCH_LIST", "unknown").replace(" ", ";")
+    cubins, ptx = [], []
+    for flag in flags:
+        for part in flag.split(",code=")[1:]:
+            kind, num = part.strip("[]").split("_", 1)
+            (cubins if kind == "sm" else ptx).append(f"{num[:-1]}.{num[-1]}")
+    return ";".join(sorted(set(cubins), key=float) + [f"{a}+PTX" for a in sorted(set(ptx), key=float)])
+
+
 def extensions():
     use_cuda, why = _cuda_decision()
     debug = _flag("FASTWARP_DEBUG")
@@ -42,6 +59,9 @@ def extensions():
     cxx = opt + ["-fopenmp"]  # the C++ standard is torch's own choice (C++20 for torch 2.13)
     kwargs = dict(extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
     if use_cuda:
+        archs = _cuda_archs()
+        # fastwarp.build_info() reports them (torch.ops.fastwarp._cuda_archs).
+        cxx.append(f'-DFASTWARP_CUDA_ARCHS="{archs}"')
         sources += sorted(glob.glob("csrc/cuda/*_kernel.cu"))
         kwargs["extra_compile_args"]["nvcc"] = opt + ["--expt-relaxed-constexpr", "-lineinfo"]
         ext = CUDAExtension("fastwarp._C", sources, **kwargs)

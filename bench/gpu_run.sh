@@ -10,7 +10,9 @@
 # The prioritised run, most important first, each step under its own time limit:
 #   deps         test tools missing there, from gpu_carry/wheels (`make gpu-carry`; no internet there)
 #   build        pip install -e . for this GPU's architecture only (TORCH_CUDA_ARCH_LIST from
-#                nvidia-smi's compute_cap, else torch), MAX_JOBS=$(nproc)
+#                nvidia-smi's compute_cap, else torch), MAX_JOBS=$(nproc); or, where a carried
+#                gpu_prebuilt/ (`make gpu-prebuilt`) matches this machine's Python, torch, GPU
+#                and the tree's sources, its fastwarp._C copied in (seconds, not minutes)
 #   tests        correctness of every CUDA and Triton path at a few shapes: bench/gpu_tests.py's
 #                pairwise cover of the tests against the reference (~260 of ~2,300), then the
 #                CUDA cases of that cover again with the generic kernels (FASTWARP_CUDA_GENERIC=1)
@@ -199,9 +201,39 @@ if [[ -z ${TORCH_CUDA_ARCH_LIST:-} ]]; then
     fi
 fi
 export TORCH_CUDA_ARCH_LIST MAX_JOBS=${MAX_JOBS:-$(nproc)}
-log "build: TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS"
-if ! step build "FASTWARP_FORCE_CUDA=1 '$PY' -m pip install --no-build-isolation --no-deps -v -e . &&
-     '$PY' -c 'import fastwarp; b = fastwarp.backends(); print(\"fastwarp backends:\", b); raise SystemExit(0 if b.get(\"cuda\") else 3)'"; then
+
+# gpu_prebuilt/ (make gpu-prebuilt, carried along): fastwarp._C built elsewhere for this
+# machine's Python, torch and GPU from these very sources; used instead of the build where
+# all of that matches (PREBUILT_WHY says why not).
+prebuilt_ok() {
+    local m=gpu_prebuilt/manifest.txt field
+    [[ -f $m ]] || { PREBUILT_WHY="no gpu_prebuilt/ (make gpu-prebuilt, then carry it)"; return 1; }
+    field() { sed -n "s/^$1=//p" "$m"; }
+    PREBUILT_TAG=$(field python_tag)
+    local here_tag here_torch
+    here_tag=$("$PY" -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
+    here_torch=$("$PY" -c "import torch; print(torch.__version__)" 2>/dev/null)
+    if [[ $PREBUILT_TAG != "$here_tag" ]]; then PREBUILT_WHY="built for $PREBUILT_TAG, this Python is $here_tag"
+    elif [[ $(field torch) != "$here_torch" ]]; then PREBUILT_WHY="built against torch $(field torch), this is $here_torch"
+    elif [[ ";$(field archs);" != *";$TORCH_CUDA_ARCH_LIST;"* ]]; then
+        PREBUILT_WHY="built for $(field archs), this GPU is $TORCH_CUDA_ARCH_LIST"
+    elif [[ $(field sources) != "$(bash bench/source_hash.sh)" ]]; then PREBUILT_WHY="built from other sources (csrc/, setup.py)"
+    elif [[ ! -f gpu_prebuilt/_C$PREBUILT_TAG ]]; then PREBUILT_WHY="gpu_prebuilt/_C$PREBUILT_TAG is missing"
+    else return 0
+    fi
+    return 1
+}
+check_cuda="'$PY' -c 'import fastwarp; b = fastwarp.backends(); print(\"fastwarp backends:\", b); raise SystemExit(0 if b.get(\"cuda\") else 3)'"
+if ((DRY == 0)) && prebuilt_ok; then
+    log "build: gpu_prebuilt/ matches this machine (python $PREBUILT_TAG, torch, $TORCH_CUDA_ARCH_LIST, sources): no build"
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # the tree itself is the package (no pip install)
+    build_cmd="cp gpu_prebuilt/_C$PREBUILT_TAG fastwarp/ && $check_cuda"
+else
+    ((DRY)) || log "build: not from gpu_prebuilt/: $PREBUILT_WHY"
+    log "build: TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS"
+    build_cmd="FASTWARP_FORCE_CUDA=1 '$PY' -m pip install --no-build-isolation --no-deps -v -e . && $check_cuda"
+fi
+if ! step build "$build_cmd"; then
     SKIP_REST="the build failed: see build.log"
     tail -n 12 "$OUT/build.log"
 fi

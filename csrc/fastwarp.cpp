@@ -4,7 +4,13 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <string>
+
 #include "cpu/warp_simd.h"
+
+#ifndef FASTWARP_CUDA_ARCHS
+#define FASTWARP_CUDA_ARCHS ""
+#endif
 
 // `import fastwarp._C` loads this library, which runs the static registrations below;
 // the module itself is empty (no pybind11 glue, as in pytorch/extension-cpp).
@@ -19,6 +25,9 @@ TORCH_LIBRARY(fastwarp, m) {
   // How many CPU kernel calls chose the vectorised (AVX2) path so far in this process: tests
   // that compare it with the scalar path (FASTWARP_CPU_SIMD=0) check that it really ran.
   m.def("_cpu_simd_calls() -> int", [] { return fastwarp::cpu::simd_calls(); });
+  // The CUDA architectures the kernels were compiled for ("8.0;9.0;12.1+PTX"; "" in a CPU-only
+  // build): fastwarp.build_info().
+  m.def("_cuda_archs() -> str", [] { return std::string(FASTWARP_CUDA_ARCHS); });
   m.def("warp(Tensor image, Tensor flow, str padding_mode=\"border\") -> Tensor");
   m.def(
       "warp_backward(Tensor grad_output, Tensor image, Tensor flow, str padding_mode, bool[2] output_mask) "

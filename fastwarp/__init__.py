@@ -13,10 +13,12 @@ photo/video pipeline, :mod:`fastwarp.realtime` the streaming engine and
 from __future__ import annotations
 
 from .au import AU_NAMES
-from .ops import BACKENDS, Warp, WarpBlend, backends, mesh_flow, reference, resolve_backend, warp, warp_blend
+from .ops import (BACKENDS, Warp, WarpBlend, backends, build_info, mesh_flow, reference, resolve_backend, warp,
+                  warp_blend)
 
 __version__ = "0.1.0"
-__all__ = ["warp", "warp_blend", "mesh_flow", "Warp", "WarpBlend", "reference", "backends", "BACKENDS", "resolve_backend",
+__all__ = ["warp", "warp_blend", "mesh_flow", "Warp", "WarpBlend", "reference", "backends", "build_info", "BACKENDS",
+           "resolve_backend",
            "AU_NAMES", "ExpressionEditor", "ExprEdit", "PRESETS", "__version__"]
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from . import reference
 from .api import Warp, WarpBlend, mesh_flow, warp, warp_blend
-from .registry import BACKENDS, backends, resolve_backend
+from .registry import BACKENDS, backends, build_info, resolve_backend
 
-__all__ = ["warp", "warp_blend", "mesh_flow", "Warp", "WarpBlend", "BACKENDS", "backends", "resolve_backend",
-           "reference"]
+__all__ = ["warp", "warp_blend", "mesh_flow", "Warp", "WarpBlend", "BACKENDS", "backends", "build_info",
+           "resolve_backend", "reference"]

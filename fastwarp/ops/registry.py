@@ -20,7 +20,7 @@ from . import registration  # noqa: F401  (loads fastwarp._C: the C++ ops exist 
 
 _ops = torch.ops.fastwarp
 
-__all__ = ["BACKENDS", "backends", "resolve_backend", "kernel", "mesh_flow_kernel"]
+__all__ = ["BACKENDS", "backends", "build_info", "resolve_backend", "kernel", "mesh_flow_kernel"]
 
 #: Names accepted by the ``backend=`` argument of the ops and modules.
 BACKENDS = ("auto", "cpu", "cuda", "triton", "reference")
@@ -50,6 +50,22 @@ def _has_triton() -> bool:
 @torch.compiler.assume_constant_result
 def _has_cuda_kernels() -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key("fastwarp::warp", "CUDA")
+
+
+def build_info() -> dict:
+    """How ``fastwarp._C`` was built, whatever this machine can run.
+
+    Returns:
+        ``{"cuda_kernels": bool, "cuda_archs": list[str], "cuda_device": bool, "torch": str,
+        "torch_cuda": str | None}``: ``cuda_kernels`` is True when the CUDA kernels are compiled
+        in and registered under the CUDA dispatch key (also on a machine with no GPU, where
+        :func:`backends` says ``"cuda": False``); ``cuda_archs`` the compute capabilities they
+        were compiled for (``"8.0"``, ``"9.0"``; ``"8.0+PTX"``: PTX that newer GPUs compile at
+        load), empty in a CPU-only build.
+    """
+    archs = str(_ops._cuda_archs()) if hasattr(_ops, "_cuda_archs") else ""
+    return {"cuda_kernels": _has_cuda_kernels(), "cuda_archs": [a for a in archs.split(";") if a],
+            "cuda_device": torch.cuda.is_available(), "torch": torch.__version__, "torch_cuda": torch.version.cuda}
 
 
 def backends() -> dict[str, bool]:
