@@ -113,7 +113,7 @@ def test_e2e(benchmark, bench_config, tmp_path, videos, weights, runtime, max_fa
         source = VideoSource(videos[state["round"] % len(videos)])
         state["round"] += 1
         state["source"] = source
-        state["sink"] = VideoFileSink(tmp_path / "out.mp4", source.fps, (source.width, source.height))
+        state["sink"] = VideoFileSink(tmp_path / "out.mp4", source)
         return (), {}
 
     def run():

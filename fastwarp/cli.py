@@ -72,8 +72,6 @@ def _au_summary(current: np.ndarray, target: np.ndarray) -> str:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    import cv2
-
     edits = _edits(args.edits)
     image_path, out_path = Path(args.image), Path(args.output)
     check_input(image_path, "image")
@@ -82,32 +80,47 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if args.side_by_side:
         check_image_output(Path(args.side_by_side))
         check_output(Path(args.side_by_side))
+    if args.max_faces < 1:
+        raise CLIError(f"--max-faces must be at least 1, got {args.max_faces}")
     check_device(args.device)
-    frame = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-    if frame is None:
-        raise CLIError(f"cannot read image {image_path}: not an image OpenCV can decode")
+    from .cli_io import read_image
+
+    photo = read_image(image_path)  # alpha, bit depth, grey, ICC, EXIF kept for the output
+    for note in photo.notes:
+        print(f"note: {note}")
     from .expression_editor import ExpressionEditor
 
     try:
-        editor = ExpressionEditor(args.weights, args.device, max_crop_size=args.max_crop_size, motion=args.motion)
+        editor = ExpressionEditor(args.weights, args.device, max_crop_size=args.max_crop_size, motion=args.motion,
+                                  max_faces=args.max_faces)
     except (OSError, ValueError) as exc:  # (FileNotFoundError: weights)
         raise CLIError(str(exc)) from None
     with editor:
-        result = editor.edit(frame, edits)
+        result = editor.edit(photo.bgr, edits, all_faces=args.all_faces)
     if not result.face_found:
         raise CLIError(f"no face found in {image_path}")
-    if np.array_equal(result.current_aus, result.target_aus):
+    if not any(face.changed for face in result.faces):
         # The editor's output is the input itself here (identity by construction with the
         # bundled weights: tests/test_cli.py checks the written pixels).
         print(f"no AU changed in {image_path} (the edits leave every AU at its current value)")
-    else:
-        print(f"edited {image_path}: {_au_summary(result.current_aus, result.target_aus)}")
-    for note in clamped_edits(result.current_aus, edits):
+    n = len(result.faces)
+    for i, face in enumerate(result.faces):
+        if n > 1:  # one line per face: which one (the centre of its crop in the photo) and its AUs
+            inv = np.linalg.inv(np.vstack([face.crop.matrix, [0.0, 0.0, 1.0]]))
+            x, y = (inv[:2] @ [face.crop.size / 2, face.crop.size / 2, 1.0]).round().astype(int)
+            print(f"edited {image_path}, face {i + 1} of {n} (at x={x}, y={y}): "
+                  f"{_au_summary(face.current_aus, face.target_aus)}")
+        elif face.changed:
+            print(f"edited {image_path}: {_au_summary(face.current_aus, face.target_aus)}")
+        for note in clamped_edits(face.current_aus, edits):
+            print(f"note: {note}" if n == 1 else f"note: face {i + 1}: {note}")
+    for note in write_image(out_path, result.frame, photo):
         print(f"note: {note}")
-    write_image(out_path, result.frame)
     print(f"wrote {out_path.resolve()}")
     if args.side_by_side:
-        write_image(Path(args.side_by_side), side_by_side(frame, result.frame))
+        from .media.image import to_uint8
+
+        write_image(Path(args.side_by_side), side_by_side(photo.bgr8, to_uint8(result.frame)))
         print(f"wrote {Path(args.side_by_side).resolve()} (input | edited)")
     return 0
 
@@ -127,12 +140,12 @@ def _check_display() -> None:
                        "(write the edited video with -o out.mp4, or send it to --virtual-cam)")
 
 
-def _open_source(spec: int | Path):
+def _open_source(spec: int | Path, pace: bool = False):
     from .realtime import StreamError, VideoSource
 
     try:
         with quiet_native_stderr():  # FFmpeg's complaints about a file it cannot decode
-            source = VideoSource(spec)
+            source = VideoSource(spec, pace=pace)
     except StreamError as exc:
         raise CLIError(str(exc)) from None
     if isinstance(spec, Path) and (source.width <= 0 or source.height <= 0):  # OpenCV opens a text file named .jpg
@@ -153,14 +166,27 @@ def _make_engine(args: argparse.Namespace, edits, weights):
         raise CLIError(str(exc)) from None
 
 
-def _file_sink(path: Path, source, fourcc: str, out_path: Path):
+def _check_video_output(args: argparse.Namespace, out_path: Path) -> None:
+    """The container and codec of a video output, checked before any work."""
+    if args.fourcc is not None:
+        raise CLIError("--fourcc is retired: videos are written with FFmpeg's encoders; choose one with "
+                       "--codec h264|h265|vp9|av1|ffv1 (default: h264, vp9 for .webm)")
+    from .media.video import VideoError, codec_for
+
+    try:
+        codec_for(out_path, args.codec)
+    except VideoError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _file_sink(path: Path, source, args: argparse.Namespace, out_path: Path):
     """The video writer of the temporary file ``path`` that becomes ``out_path``."""
     from .realtime import SinkError, VideoFileSink
 
     try:
-        return VideoFileSink(path, source.fps, (source.width, source.height), fourcc)
-    except SinkError as exc:  # named by the path the user gave, not the temporary file's
-        raise CLIError(str(exc).replace(str(path), str(out_path))) from None
+        return VideoFileSink(path, source, codec=args.codec, crf=args.crf, audio=not args.no_audio, name=out_path)
+    except SinkError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _summary(stats) -> str:
@@ -185,11 +211,12 @@ def cmd_video(args: argparse.Namespace) -> int:
     edits = _edits(args.edits)
     in_path, out_path = Path(args.input), Path(args.output)
     check_input(in_path, "video")
+    _check_video_output(args, out_path)
     check_output(out_path)
     check_device(args.device)
     with _open_source(in_path) as source:  # noqa: SIM117 (the source must be open before the engine is made)
         with _make_engine(args, edits, args.weights or "base") as engine, output_file(out_path) as tmp:
-            sink = _file_sink(tmp, source, args.fourcc, out_path)
+            sink = _file_sink(tmp, source, args, out_path)
             bar = tqdm(total=source.frame_count, unit="frame", desc="fastwarp video", disable=args.quiet)
 
             def progress(result) -> None:
@@ -204,8 +231,8 @@ def cmd_video(args: argparse.Namespace) -> int:
                 raise CLIError(f"{in_path}: {exc}") from None
             except SinkError as exc:
                 raise CLIError(str(exc)) from None
-            finally:
-                sink.close()
+            finally:  # a run stopped early (--max-frames, Ctrl-C, a read failure) ends its audio there too
+                sink.close(trim=engine.stats.stop != "end")
                 bar.close()
             if stats.stop == "interrupted":
                 raise KeyboardInterrupt
@@ -213,7 +240,7 @@ def cmd_video(args: argparse.Namespace) -> int:
                 raise CLIError(f"cannot read video {in_path}: no decodable frame"
                                + (f" ({stats.error})" if stats.error else ""))
     print(_summary(stats))
-    print(f"wrote {out_path.resolve()}")
+    print(f"wrote {out_path.resolve()} ({sink.writer.codec}; {sink.carried})")
     if args.stats:
         print(stats.format())
     return _stream_failed(stats, out_path) if stats.error else 0
@@ -264,12 +291,15 @@ def cmd_webcam(args: argparse.Namespace) -> int:
     if not (out_path or args.show or args.virtual_cam or args.stats):
         raise CLIError("nothing to do: give -o OUT.mp4, --show or --virtual-cam (or --stats to only measure)")
     if out_path:
+        _check_video_output(args, out_path)
         check_output(out_path)
     check_device(args.device)
     if args.show:
         _check_display()
     sinks, vcam = [], None
-    with _open_source(spec) as source, contextlib.ExitStack() as cleanup:
+    if args.pace and not isinstance(spec, Path):
+        raise CLIError("--pace plays a video file at its own frame rate: give --camera FILE (a camera is paced already)")
+    with _open_source(spec, pace=args.pace) as source, contextlib.ExitStack() as cleanup:
         if args.virtual_cam:
             try:
                 vcam = VirtualCamSink(source.width, source.height, source.fps)
@@ -289,7 +319,7 @@ def cmd_webcam(args: argparse.Namespace) -> int:
             cleanup.callback(cv2.destroyAllWindows)
         tmp = cleanup.enter_context(output_file(out_path)) if out_path else None
         if tmp is not None:
-            sinks.append(_file_sink(tmp, source, args.fourcc, out_path))
+            sinks.append(_file_sink(tmp, source, args, out_path))
         if vcam is not None:
             sinks.append(vcam)
             print(f"sending to virtual camera {vcam.device}")
@@ -301,7 +331,7 @@ def cmd_webcam(args: argparse.Namespace) -> int:
             raise CLIError(str(exc)) from None
         finally:
             if tmp is not None:
-                sinks[0].close()
+                sinks[0].close(trim=engine.stats.stop != "end")
         if stats.frames == 0:
             raise CLIError(stats.error or f"{source.name} gave no frame")
     if stats.stop == "interrupted":
@@ -323,11 +353,14 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
-    from . import __version__, backends
+    from . import __version__, backends, build_info
     from .models import BUNDLED_WEIGHTS, DEFAULT_WEIGHTS, WEIGHTS_DIR
 
     print(f"fastwarp {__version__}, torch {torch.__version__}")
     print("backends: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in backends().items()))
+    info = build_info()
+    print("CUDA kernels: " + (f"built for {', '.join(info['cuda_archs'])}; GPU visible: "
+                              f"{'yes' if info['cuda_device'] else 'no'}" if info["cuda_kernels"] else "not built"))
     print(f"default weights: {DEFAULT_WEIGHTS}.safetensors")
     for name in BUNDLED_WEIGHTS:
         path = WEIGHTS_DIR / f"{name}.safetensors"
@@ -440,14 +473,27 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--max-crop-size", type=int, default=512,
                         help="largest side of the face crop the networks see (their input is resized from it; the output keeps every face at full detail)")
 
-    e = sub.add_parser("edit", help="edit the largest face of a photo")
-    e.add_argument("image", help="input photo (any format OpenCV reads)")
+    e = sub.add_parser("edit", help="edit the largest face of a photo (or every face: --all-faces)")
+    e.add_argument("image", help="input photo (any format Pillow reads; alpha, 16 bits, grey, ICC profile and "
+                                 "EXIF are kept in the output)")
     common(e)
     e.add_argument("--side-by-side", default=None, metavar="PATH", help="also write input | edited")
+    e.add_argument("--all-faces", action="store_true", help="edit every face, not only the largest")
+    e.add_argument("--max-faces", type=int, default=4,
+                   help="the most faces to look for (default 4); the largest of them is edited, or each "
+                        "with --all-faces")
     e.set_defaults(func=cmd_edit)
 
     def stream(sp: argparse.ArgumentParser, runtime: str) -> None:
-        sp.add_argument("--fourcc", default="mp4v", help="output codec (default mp4v)")
+        sp.add_argument("--codec", default="auto", choices=("auto", "h264", "h265", "vp9", "av1", "ffv1"),
+                        help="video codec of the output (default auto: h264 in yuv420p, which every browser plays; "
+                             "vp9 for .webm; ffv1 is lossless, for .mkv or .mov)")
+        sp.add_argument("--crf", type=int, default=None,
+                        help="constant rate factor, lower is better (default: h264 18, h265 20, vp9 24, av1 26)")
+        sp.add_argument("--no-audio", action="store_true",
+                        help="do not carry the input's audio over (by default every audio stream is copied, or "
+                             "re-encoded where the container cannot hold it)")
+        sp.add_argument("--fourcc", default=None, help=argparse.SUPPRESS)  # retired: says so
         sp.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
         sp.add_argument("--runtime", default=runtime, choices=("auto", "torch", "onnx", "tensorrt"),
                         help=f"network runtime: on the CPU auto runs torch and ONNX Runtime in turn on the first "
@@ -476,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(w, "also write the edited video here (e.g. out.mp4)", " (optional with --show: the keys set AUs "
            "live, after the --expr edits)", "default: lite on a CPU where installed, else base")
     w.add_argument("--show", action="store_true", help="preview window; keys change the AU targets live")
+    w.add_argument("--pace", action="store_true",
+                   help="with --camera FILE: play the file at its own frame rate, as a camera would (frames are "
+                        "dropped when editing falls behind; --stats then gives a camera's latency)")
     w.add_argument("--virtual-cam", action="store_true",
                    help="send the edited video to a virtual camera (pyvirtualcam; v4l2loopback on Linux)")
     stream(w, "auto")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["EXIT_ERROR", "EXIT_USAGE", "CLIError", "UsageParser", "check_device", "check_image_output",
-           "check_input", "check_output", "one_line", "output_file", "side_by_side", "write_image"]
+           "check_input", "check_output", "one_line", "output_file", "read_image", "side_by_side", "write_image"]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -97,10 +97,13 @@ def check_input(path: Path, what: str) -> None:
 
 
 def check_image_output(path: Path) -> None:
-    import cv2
+    """Refuse an image output whose suffix names no format :func:`write_image` writes
+    (:data:`fastwarp.media.image.WRITABLE_SUFFIXES`: .png .jpg .jpeg .tif .tiff .webp .bmp)."""
+    from .media.image import WRITABLE_SUFFIXES
 
-    if not cv2.haveImageWriter(str(path)):
-        raise CLIError(f"cannot write images of type '{path.suffix or '(none)'}': {path} (use .png or .jpg)")
+    if path.suffix.lower() not in WRITABLE_SUFFIXES:
+        raise CLIError(f"cannot write images of type '{path.suffix or '(none)'}': {path} "
+                       f"(use .png, .jpg, .tif, .webp or .bmp)")
 
 
 def side_by_side(before: np.ndarray, after: np.ndarray, labels=("input", "edited")) -> np.ndarray:
@@ -114,9 +117,31 @@ def side_by_side(before: np.ndarray, after: np.ndarray, labels=("input", "edited
     return np.vstack([strip, np.hstack([before, after])])
 
 
-def write_image(path: Path, image: np.ndarray) -> None:
-    import cv2
+def read_image(path: Path):
+    """:func:`fastwarp.media.image.read_image` with its error as a CLIError (one line:
+    ``cannot read image PATH: truncated JPEG (...)``)."""
+    from .media.image import ImageReadError
+    from .media.image import read_image as read
+
+    try:
+        return read(path)
+    except ImageReadError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def write_image(path: Path, image: np.ndarray, photo=None) -> list[str]:
+    """Write ``image`` (``[H, W, 3]`` uint8 or uint16 BGR) to ``path`` through a temporary
+    file and a rename, kept as ``photo`` (a :class:`fastwarp.media.image.Photo`: its alpha,
+    bit depth, grey, ICC profile, EXIF) when given. Returns the notes of
+    :func:`fastwarp.media.image.write_image` (what the format could not keep).
+
+    Raises:
+        CLIError: the file cannot be written (nothing is left at ``path``).
+    """
+    from .media.image import write_image as write
 
     with output_file(path) as tmp:
-        if not cv2.imwrite(str(tmp), image):
-            raise CLIError(f"could not write {path}")
+        try:
+            return write(tmp, photo, image)
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"could not write {path}: {one_line(getattr(exc, 'strerror', None) or exc)}") from None

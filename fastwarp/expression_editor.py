@@ -4,10 +4,13 @@
 frame → FaceMesh landmarks → similarity-aligned crop (for the networks only) → current AUs
 (geometric estimate) → target AUs (absolute or relative edits) → the editor networks at the
 model's resolution (128 px by default) → the feathered face mask folded into their flow,
-texture and mask → **one** :func:`fastwarp.warp_blend` with ``theta`` on the uint8 frame
-itself (the frame-space composite): every face pixel is sampled once from the original
-frame, faces of any size keep their full detail, pixels outside the face are the frame's
-own, and with the bundled weights a zero AU change returns the frame bit for bit.
+texture and mask → **one** :func:`fastwarp.warp_blend` with ``theta`` on the frame itself
+(the frame-space composite): every face pixel is sampled once from the original frame,
+faces of any size keep their full detail, pixels outside the face are the frame's own, and
+with the bundled weights a zero AU change returns the frame bit for bit. Frames are uint8,
+or uint16 (16-bit photos: detection and the networks see an 8-bit copy, the composite
+samples the 16-bit frame itself). :meth:`ExpressionEditor.edit` edits the largest face, or
+every face with ``all_faces=True`` (each composited in turn, as the real-time engine does).
 
 :class:`ExpressionEditor` holds each step as its own method (:meth:`~ExpressionEditor.detect`,
 :meth:`~ExpressionEditor.crop`, :meth:`~ExpressionEditor.aus`,
@@ -18,7 +21,7 @@ times each step and swaps in other network runners) run the same code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 import cv2
@@ -38,9 +41,9 @@ from .models import BUNDLED_WEIGHTS, WEIGHTS_DIR, EditorNet
 from .models.landmark_motion import LandmarkMotion
 from .models.mesh_texture import MeshTexture, gate_mask, opening_map
 
-__all__ = ["ExpressionEditor", "FrameEdit", "Maps", "Network", "TorchNetwork", "default_device", "image_tensor",
-           "image_bgr", "grid_theta", "MOTIONS", "MeshMotion", "mesh_weights_installed", "still_motion_weight",
-           "STILL_MOTION"]
+__all__ = ["ExpressionEditor", "FaceEdit", "FrameEdit", "Maps", "Network", "TorchNetwork", "default_device",
+           "image_tensor", "image_bgr", "grid_theta", "MOTIONS", "MeshMotion", "mesh_weights_installed",
+           "still_motion_weight", "STILL_MOTION"]
 
 AUEdit = tuple[str, float, bool]
 
@@ -96,6 +99,16 @@ def image_bgr(t: Tensor) -> np.ndarray:
     hwc = t.detach()[0].permute(1, 2, 0).float().numpy()
     out = np.rint((np.clip(hwc, -1.0, 1.0) + np.float32(1.0)) * np.float32(127.5)).astype(np.uint8)
     return np.ascontiguousarray(out[..., ::-1])
+
+
+def _uint8(frame: np.ndarray) -> np.ndarray:
+    """The frame detection and the networks see: uint8 as it is, uint16 as
+    ``round(v / 257)`` (:func:`fastwarp.media.image.to_uint8`)."""
+    if frame.dtype == np.uint8:
+        return frame
+    from .media.image import to_uint8
+
+    return to_uint8(frame)
 
 
 #: Motion below ``STILL_MOTION[0]`` frame pixels is dropped and motion above ``STILL_MOTION[1]``
@@ -264,14 +277,37 @@ class MeshMotion:
 
 
 @dataclass
+class FaceEdit:
+    """One face of a :class:`FrameEdit`.
+
+    Attributes:
+        crop: the aligned crop the networks saw (its ``matrix`` maps frame pixels to it).
+        current_aus, target_aus: ``[17]`` float32 intensities 0..5.
+    """
+
+    crop: FaceCrop
+    current_aus: np.ndarray
+    target_aus: np.ndarray
+
+    @property
+    def changed(self) -> bool:
+        """Whether the edit changes any AU of this face."""
+        return not np.array_equal(self.current_aus, self.target_aus)
+
+
+@dataclass
 class FrameEdit:
     """Result of editing one frame.
 
     Attributes:
-        frame: ``[H, W, 3]`` uint8 BGR, the edited frame (the input, copied, if no face).
+        frame: ``[H, W, 3]`` BGR in the input's dtype (uint8 or uint16), the edited frame
+            (the input, copied, if no face).
         face_found: whether a face was found and edited.
-        current_aus, target_aus: ``[17]`` float32 intensities 0..5 (None if no face).
-        crop: the aligned crop the networks saw (None if no face).
+        current_aus, target_aus: ``[17]`` float32 intensities 0..5 of the first (largest)
+            face edited (None if no face).
+        crop: the aligned crop of that face (None if no face).
+        faces: every face edited (:class:`FaceEdit`), largest first; ``faces[0]`` is the
+            face of ``current_aus``, ``target_aus`` and ``crop``. Empty if no face.
     """
 
     frame: np.ndarray
@@ -279,6 +315,7 @@ class FrameEdit:
     current_aus: np.ndarray | None = None
     target_aus: np.ndarray | None = None
     crop: FaceCrop | None = None
+    faces: list[FaceEdit] = field(default_factory=list)
 
 
 class ExpressionEditor:
@@ -295,7 +332,7 @@ class ExpressionEditor:
             size and this). It feeds the networks only: the output is sampled from the
             frame itself, so faces of any size keep their full detail.
         max_faces: the most faces FaceMesh looks for (:meth:`detect` returns them largest
-            first; :meth:`edit` edits the largest).
+            first; :meth:`edit` edits the largest, or with ``all_faces=True`` each of them).
         model: an already loaded :class:`~fastwarp.models.EditorNet` (moved to ``device``).
         network: the runner of the networks (a :data:`Network`); default an eager
             :class:`TorchNetwork` of the model.
@@ -357,18 +394,20 @@ class ExpressionEditor:
     # --- the steps -------------------------------------------------------------------------
 
     def detect(self, frame_bgr: np.ndarray) -> list[np.ndarray]:
-        """FaceMesh landmarks of the faces in ``frame_bgr`` (``[H, W, 3]`` uint8 BGR), each
-        float32 ``[478, 3]`` in frame pixels, largest (landmark bounding box) first."""
-        return self.mesh.detect(frame_bgr)
+        """FaceMesh landmarks of the faces in ``frame_bgr`` (``[H, W, 3]`` uint8 BGR; uint16
+        is detected on its 8-bit copy, :func:`fastwarp.media.image.to_uint8`), each float32
+        ``[478, 3]`` in frame pixels, largest (landmark bounding box) first."""
+        return self.mesh.detect(_uint8(frame_bgr))
 
     def crop(self, frame_bgr: np.ndarray, landmarks: np.ndarray) -> FaceCrop:
         """The aligned crop of one face at its own resolution: side ``S'`` between the
         model's size and ``max_crop_size`` (a multiple of 4), so crop pixels map about 1:1
-        onto frame pixels."""
+        onto frame pixels. The crop is uint8 (a uint16 frame's 8-bit copy): it feeds the
+        networks only."""
         m = alignment_matrix(landmarks, self.size)
         native = int(round(self.size / np.sqrt(abs(np.linalg.det(m[:, :2])))))
         side = int(np.clip(native - native % 4, self.size, self.max_crop_size))
-        return align_face(frame_bgr, landmarks, side)
+        return align_face(_uint8(frame_bgr), landmarks, side)
 
     # Kept for callers of the old private name.
     _crop = crop
@@ -410,15 +449,25 @@ class ExpressionEditor:
     @torch.no_grad()
     def blend(self, frame_bgr: np.ndarray, crop: FaceCrop, maps: Maps) -> np.ndarray:
         """The edited frame: the frame-space composite (docs/design.md), one
-        :func:`fastwarp.warp_blend` call with ``theta`` on the uint8 frame itself.
+        :func:`fastwarp.warp_blend` call with ``theta`` on the frame itself.
+
+        ``frame_bgr``: ``[H, W, 3]`` BGR, uint8, or uint16 (a 16-bit photo): the composite
+        then runs on a float32 copy of the frame (values 0..65535; float32 holds each
+        exactly) with the texture scaled by 65535 / 255, and is rounded and clipped back to
+        uint16, so pixels outside the face's footprint are the input's bit for bit.
 
         Every face pixel is sampled once from the original frame; the feathered face mask
         ``a`` (:func:`fastwarp.face.face_mask` on the maps' grid) is folded into the maps
         (``flow * a``, ``1 - a * (1 - mask)``), so the flow fades to 0 and the mask to 1 at
         the face's edge and nothing cross-fades two images; outside the grid's footprint
-        the frame is untouched. Returns a new ``[H, W, 3]`` uint8 BGR frame (the input is
-        never written); a zero flow with mask 1 returns it bit for bit.
+        the frame is untouched. Returns a new ``[H, W, 3]`` BGR frame in the input's dtype
+        (the input is never written); a zero flow with mask 1 returns it bit for bit.
+
+        Raises:
+            TypeError: a frame neither uint8 nor uint16.
         """
+        if frame_bgr.dtype not in (np.uint8, np.uint16):
+            raise TypeError(f"blend: expected a uint8 or uint16 frame, got {frame_bgr.dtype}")
         device = maps.flow.device
         grid = maps.flow.shape[-1]
         theta = grid_theta(crop, grid)
@@ -447,39 +496,84 @@ class ExpressionEditor:
             flow = flow * a
         mask = 1.0 - a * (1.0 - maps.mask[window].float())
         texture = (maps.texture[window].float().flip(1) + 1.0) * 127.5  # RGB in [-1, 1] -> the frame's BGR 0..255
-        frame = torch.from_numpy(np.ascontiguousarray(frame_bgr)).to(device)
+        deep = frame_bgr.dtype == np.uint16
+        if deep:  # 16 bits: composite in float32 (exact for every uint16), texture to 0..65535
+            texture = texture * (65535.0 / 255.0)
+            frame = torch.from_numpy(frame_bgr.astype(np.float32)).to(device)
+        else:
+            frame = torch.from_numpy(np.ascontiguousarray(frame_bgr)).to(device)
         out = ops.warp_blend(frame.permute(2, 0, 1)[None], flow, texture, mask,
                              theta=torch.from_numpy(theta[None]).to(device))
-        return out[0].permute(1, 2, 0).cpu().numpy()
+        out = out[0].permute(1, 2, 0)
+        if deep:
+            return out.round().clamp(0, 65535).cpu().numpy().astype(np.uint16)
+        return out.cpu().numpy()
 
     # --- whole edits -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def edit(self, frame_bgr: np.ndarray, edits: Iterable[AUEdit]) -> FrameEdit:
+    def edit(self, frame_bgr: np.ndarray, edits: Iterable[AUEdit], *, all_faces: bool = False) -> FrameEdit:
         """Edit one frame.
 
         Args:
-            frame_bgr: ``[H, W, 3]`` uint8 BGR (OpenCV).
+            frame_bgr: ``[H, W, 3]`` BGR (OpenCV), uint8 or uint16 (a 16-bit photo, see
+                :meth:`blend`).
             edits: ``(AU name, value, relative)`` triples, e.g. from
                 :func:`fastwarp.au.parse_au_edit` (absolute values set the AU, relative
                 ones add to the face's current estimate), and expression edits
                 :class:`~fastwarp.presets.ExprEdit` (``ExprEdit("smile", 0.8)``, see
                 docs/presets.md), in one list; later items win where they set the same AU.
+            all_faces: edit every face found (up to the editor's ``max_faces``), each by
+                ``edits`` relative to its own estimate, instead of the largest only.
         Returns:
-            :class:`FrameEdit`; with no face, the frame comes back unchanged.
+            :class:`FrameEdit` (``faces``: one :class:`FaceEdit` per face edited); with no
+            face, the frame comes back unchanged.
         """
-        faces = self.detect(frame_bgr)
+        frame8 = _uint8(frame_bgr)  # (the frame itself when it is uint8)
+        faces = self.detect(frame8)
         if not faces:
             return FrameEdit(frame=frame_bgr.copy(), face_found=False)
-        return self.edit_crop(frame_bgr, self.crop(frame_bgr, faces[0]), edits)
+        crops = [self.crop(frame8, lm) for lm in (faces if all_faces else faces[:1])]
+        return self.edit_crops(frame_bgr, crops, edits)
+
+    @torch.no_grad()
+    def edit_crops(self, frame_bgr: np.ndarray, crops: Sequence[FaceCrop],
+                   edits: Iterable[AUEdit] | Sequence[Iterable[AUEdit]], *, per_face: bool = False) -> FrameEdit:
+        """:meth:`edit_crop` of several faces of one frame, composited in turn (each face's
+        networks see its crop of the original frame; its composite goes onto the frame as
+        the faces before it left it, as the real-time engine's ``render`` does).
+
+        Args:
+            frame_bgr: ``[H, W, 3]`` uint8 or uint16 BGR.
+            crops: the faces' crops (:meth:`crop`), at least one; the first is the
+                :class:`FrameEdit`'s ``crop``.
+            edits: one list of edits for every face, or with ``per_face=True`` one list per
+                crop.
+        Returns:
+            :class:`FrameEdit` with ``faces`` in the order of ``crops``.
+        Raises:
+            ValueError: no crop, or ``per_face`` with a number of edit lists other than
+                the number of crops.
+        """
+        if not crops:
+            raise ValueError("edit_crops: no face crop given")
+        lists = [list(e) for e in edits] if per_face else [list(edits)] * len(crops)
+        if len(lists) != len(crops):
+            raise ValueError(f"edit_crops: {len(lists)} edit lists for {len(crops)} faces")
+        out, done = frame_bgr, []
+        for crop, face_edits in zip(crops, lists):
+            current, target = self.aus(crop, face_edits)
+            maps = self.predict(crop.image, target, current, crop.landmarks)
+            out = self.blend(out, crop, maps)
+            done.append(FaceEdit(crop, current, target))
+        return FrameEdit(frame=out, face_found=True, current_aus=done[0].current_aus,
+                         target_aus=done[0].target_aus, crop=done[0].crop, faces=done)
 
     @torch.no_grad()
     def edit_crop(self, frame_bgr: np.ndarray, crop: FaceCrop, edits: Iterable[AUEdit]) -> FrameEdit:
         """:meth:`edit` of a face already found and cropped (:meth:`detect`, :meth:`crop`):
         targets, maps and composite only, so one photo can be edited again and again without
-        running FaceMesh (the web app's sliders). Returns a :class:`FrameEdit` with
-        ``face_found=True``; no AU change returns the frame bit for bit."""
-        current, target = self.aus(crop, edits)
-        maps = self.predict(crop.image, target, current, crop.landmarks)
-        return FrameEdit(frame=self.blend(frame_bgr, crop, maps), face_found=True, current_aus=current,
-                         target_aus=target, crop=crop)
+        running FaceMesh (the web app's sliders). ``frame_bgr`` uint8 or uint16. Returns a
+        :class:`FrameEdit` with ``face_found=True``; no AU change returns the frame bit for
+        bit."""
+        return self.edit_crops(frame_bgr, [crop], edits)

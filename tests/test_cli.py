@@ -164,3 +164,51 @@ def test_info_names_the_weights_and_the_default_motion(capsys):
     assert "bundled weights 'base'" in out
     assert ("mesh motion: installed" in out) == mesh_weights_installed()
     assert f"the default motion is {'mesh' if mesh_weights_installed() else 'dense'}" in out
+
+
+def _mouth_widths(image, n):
+    """Mouth width (inter-ocular units, training/edit_metrics.py) of the ``n`` faces of
+    ``image``, left to right."""
+    from training.edit_metrics import landmark_measures
+
+    with FaceMesh(static_image_mode=True, max_faces=n) as mesh:
+        faces = mesh.detect(image)
+    assert len(faces) == n, f"found {len(faces)} faces, expected {n}"
+    return [landmark_measures(lm)["mouth_width"] for lm in sorted(faces, key=lambda lm: lm[:, 0].mean())]
+
+
+@pytest.mark.slow
+def test_edit_all_faces_widens_every_mouth_as_much_as_each_alone(faces_dir, tmp_path, capsys):
+    """A two-person photo (two real photos side by side): --all-faces smiles both faces, each
+    by about what editing its own photo gives; without it only one face changes."""
+    from test_editor import two_person_photo
+
+    left, right = two_person_photo()
+    paths = {name: tmp_path / f"{name}.png" for name in ("both", "left", "right")}
+    for name, image in (("both", np.hstack([left, right])), ("left", left), ("right", right)):
+        cv2.imwrite(str(paths[name]), image)
+    runs = {"all": (paths["both"], ["--all-faces"]), "one": (paths["both"], []),
+            "left": (paths["left"], []), "right": (paths["right"], [])}
+    out = {}
+    for name, (src, extra) in runs.items():
+        out[name] = tmp_path / f"out_{name}.png"
+        assert main(["edit", str(src), "--au", "AU12=+2", "-o", str(out[name]), "--device", "cpu", *extra]) == 0
+        text = capsys.readouterr().out
+        if name == "all":  # one line per face
+            assert [line.startswith(f"edited {src}, face {i} of 2 (at x=") for i, line in
+                    enumerate(text.splitlines()[:2], 1)] == [True, True], text
+    read = lambda name: cv2.imread(str(name))  # noqa: E731
+    w = left.shape[1]
+    # Each face measured in its own half (MediaPipe reads a face in a wider image a little
+    # differently, so the alone edits are measured the same way: on their own photos).
+    before = [_mouth_widths(read(paths[s]), 1)[0] for s in ("left", "right")]
+    every = [_mouth_widths(half, 1)[0] for half in (read(out["all"])[:, :w], read(out["all"])[:, w:])]
+    alone = [_mouth_widths(read(out[s]), 1)[0] / b for s, b in zip(("left", "right"), before)]
+    gains = [a / b for a, b in zip(every, before)]
+    print(f"mouth width x{gains[0]:.3f}, x{gains[1]:.3f} with --all-faces; alone x{alone[0]:.3f}, x{alone[1]:.3f}")
+    for g, a in zip(gains, alone):
+        assert g > 1.03 and a > 1.03
+        assert abs(g - a) < 0.25 * (a - 1), (gains, alone)  # a similar widening: within a quarter of it
+    one = read(out["one"])
+    both = read(paths["both"])
+    assert sorted([np.array_equal(one[:, :w], both[:, :w]), np.array_equal(one[:, w:], both[:, w:])]) == [False, True]

@@ -114,8 +114,15 @@ def inputs(tmp_path, faces_dir) -> dict[str, Path]:
     shutil.copy(WEIGHTS_DIR / "lite.json", other.with_suffix(".json"))
     shutil.copy(WEIGHTS_DIR / "base.safetensors", other.with_suffix(".safetensors"))
     (tmp_path / "is_a_dir.mp4").mkdir()
+    cut_jpg = tmp_path / "cut.jpg"  # a real JPEG, its second half missing
+    jpeg = (faces_dir / "images" / "dt_uncut_src_img.jpg").read_bytes()
+    cut_jpg.write_bytes(jpeg[: len(jpeg) // 2])
+    bad_png = tmp_path / "bad.png"  # a real PNG with one bit flipped in its image data
+    png = bytearray((faces_dir / PHOTO).read_bytes())
+    png[len(png) // 2] ^= 0x10
+    bad_png.write_bytes(bytes(png))
     return {"photo": faces_dir / PHOTO, "text_jpg": text_jpg, "missing": tmp_path / "missing.png", "a_file": a_file,
-            "corrupt": corrupt, "other": other, "tmp": tmp_path}
+            "corrupt": corrupt, "other": other, "tmp": tmp_path, "cut_jpg": cut_jpg, "bad_png": bad_png}
 
 
 # (argv with {placeholders}, the output it must not create, the message's pattern, exit status)
@@ -123,8 +130,17 @@ CASES = [
     # missing input
     ("edit {missing} --au AU12=2 -o {tmp}/o.png", "o.png", r"image not found: .*missing\.png$", 1),
     ("video {tmp}/missing.mp4 --au AU12=2 -o {tmp}/o.mp4", "o.mp4", r"video not found: .*missing\.mp4$", 1),
-    # unreadable input: a text file named .jpg (OpenCV's FFmpeg logs its own complaint for the video)
-    ("edit {text_jpg} --au AU12=2 -o {tmp}/o.png", "o.png", r"cannot read image .*notes\.jpg", 1),
+    # unreadable input: a text file named .jpg (OpenCV's FFmpeg logs its own complaint for the video),
+    # a truncated JPEG, a PNG with a flipped bit: never a silent partial edit
+    ("edit {text_jpg} --au AU12=2 -o {tmp}/o.png", "o.png",
+     r"cannot read image .*notes\.jpg: not an image file \(Pillow does not recognise its format\)$", 1),
+    ("edit {cut_jpg} --au AU12=2 -o {tmp}/o.png", "o.png",
+     r"cannot read image .*cut\.jpg: truncated JPEG \(image file is truncated", 1),
+    ("edit {bad_png} --au AU12=2 -o {tmp}/o.png", "o.png",
+     r"cannot read image .*bad\.png: corrupt PNG \(bad CRC in the IDAT chunk\)$", 1),
+    ("edit {photo} --au AU12=2 -o {tmp}/o.gif", "o.gif",
+     r"cannot write images of type '\.gif': .*o\.gif \(use \.png, \.jpg, \.tif, \.webp or \.bmp\)$", 1),
+    ("edit {photo} --au AU12=2 -o {tmp}/o.png --max-faces 0", "o.png", r"--max-faces must be at least 1, got 0", 1),
     ("video {text_jpg} --au AU12=2 -o {tmp}/o.mp4", "o.mp4", r"cannot read video .*notes\.jpg: no decodable frame", 1),
     # bad AU
     ("edit {photo} --au AU99=2 -o {tmp}/o.png", "o.png", r"unknown AU 'AU99'", 1),

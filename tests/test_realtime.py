@@ -423,7 +423,7 @@ def test_camera_disconnect_stops_and_finalises_output(engine, tmp_path):
     camera = VideoSource(0, capture=FrameStack(frames, fail_after=5), live=True)
     assert camera.live and camera.name == "camera 0"
     out = tmp_path / "cam.mp4"
-    sink = VideoFileSink(out, camera.fps, (camera.width, camera.height))
+    sink = VideoFileSink(out, camera)
     stats = engine.run(camera, [sink])
     sink.close()
     # A live camera's frames are dropped, not queued, while editing is busy (this one
@@ -512,7 +512,7 @@ def test_truncated_mp4_is_a_clear_error_and_no_output(tmp_path, capsys):
     out = tmp_path / "out.mp4"
     for argv in (["webcam", "--camera", str(clip), "--au", "AU12=3"], ["video", str(clip), "--au", "AU12=3"]):
         assert main(argv + ["-o", str(out)]) == 1
-        _one_error_line(capsys, r"cannot read video .*cut\.mp4: not a video OpenCV can decode")
+        _one_error_line(capsys, r"cannot read video .*cut\.mp4: not a video FFmpeg can read")
         assert not out.exists()
 
 

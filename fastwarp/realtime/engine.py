@@ -18,9 +18,13 @@ path's own code); the package adds (one module each):
 - **Landmark smoothing** (:mod:`.tracking`) with the One Euro filter (Casiez, Roussel, Vogel, "1€ Filter: A
   Simple Speed-based Low-pass Filter for Noisy Input in Interactive Systems", CHI 2012):
   a first-order low-pass whose cutoff rises with the landmarks' speed, so a still face
-  does not jitter and a moving one does not lag. The crop, the AU estimate and the
-  feathered face mask all come from the smoothed landmarks. Each face is a track; a track
-  ends (and its filter starts afresh) when its face is lost or jumps.
+  does not jitter and a moving one does not lag. The crop, the face mesh the warp moves
+  and the feathered face mask come from the smoothed landmarks. The edit itself (the current
+  AUs it starts from, and the shape the landmark motion model reads) comes from a steadier
+  copy, the face's shape low-passed at 0.5 Hz in its eye-line frame
+  (:meth:`FaceTracker.edit_shape`): a constant edit is then the same motion in every frame,
+  while speech and blinks pass through it (docs/evaluation/video_steadiness.md). Each face is
+  a track; a track ends (and its filters start afresh) when its face is lost or jumps.
 - **Network runners** (:mod:`.runners`, :func:`make_network`): eager PyTorch; on a GPU float16 +
   channels_last under a CUDA graph (or ``torch.compile(mode="reduce-overhead")``); on the
   CPU also ONNX Runtime on :func:`fastwarp.export.export_onnx`'s graph (cached on disk); on a
@@ -46,7 +50,7 @@ Example::
     from fastwarp.realtime import RealtimeEngine, VideoSource, VideoFileSink
 
     with RealtimeEngine([parse_au_edit("AU12=3")]) as engine, VideoSource(0) as camera:
-        sink = VideoFileSink("out.mp4", camera.fps, (camera.width, camera.height))
+        sink = VideoFileSink("out.mp4", camera)
         stats = engine.run(camera, [sink], max_frames=300)
         sink.close()  # finalises the file
     print(stats.format())
@@ -64,7 +68,10 @@ import torch
 
 from ..expression_editor import (AUEdit, ExpressionEditor, Network, TorchNetwork, default_device, is_bundled,
                                  mesh_weights_installed)
+from ..au import AU_MAX, apply_au_edits
 from ..face import FaceCrop
+from ..face.aus import consistent_targets, estimate_aus_batch
+from ..face.aus_torch import eye_line_transform, from_eye_line
 from ..models import EditorNet
 
 from .sinks import FrameSizeError
@@ -83,10 +90,14 @@ class FaceResult:
 
     Attributes:
         landmarks: float32 ``[478, 3]`` as FaceMesh found them (frame pixels).
-        smoothed: float32 ``[478, 3]`` after the One Euro filter (what the crop, the AUs and
+        smoothed: float32 ``[478, 3]`` after the One Euro filter (what the crop, the mesh and
             the mask used; equal to ``landmarks`` with smoothing off or on a new track).
         track: the face's track id; ``new_track``: this frame started it.
-        crop: the aligned crop; ``current_aus``, ``target_aus``: float32 ``[17]``, 0..5.
+        crop: the aligned crop; ``current_aus``, ``target_aus``: float32 ``[17]``, 0..5, the
+            AUs the edit starts from and goes to.
+        shape: float32 ``[478, 2]``, the steady face shape the edit was computed from (eye-line
+            frame, :meth:`FaceTracker.edit_shape`; ``current_aus`` are its AUs), or None where
+            the edit follows each frame's landmarks (smoothing off, ``steady_edit=False``).
     """
 
     landmarks: np.ndarray
@@ -96,6 +107,7 @@ class FaceResult:
     crop: FaceCrop
     current_aus: np.ndarray
     target_aus: np.ndarray
+    shape: np.ndarray | None = None
 
 
 @dataclass
@@ -132,8 +144,12 @@ class RealtimeEngine:
         max_faces: the most faces FaceMesh tracks (default 4: the largest of up to four
             faces is found; 1 is faster, about 5 ms a frame on 2 CPU cores, as FaceMesh then
             re-detects only when it loses its face, but it keeps whichever face it found first).
-        smoothing: One Euro parameters for :class:`FaceTracker` (a dict), True for the
-            defaults, False for none.
+        smoothing: :class:`FaceTracker`'s parameters (a dict), True for the defaults, False
+            for no smoothing at all (the edit then follows each frame's landmarks too). The
+            keys and defaults: the landmarks' One Euro filter ``min_cutoff=1.0``,
+            ``beta=20.0``, ``d_cutoff=1.0`` and ``max_jump=0.5``; the steady edit
+            ``steady_edit=True`` (False: the edit follows each frame's smoothed landmarks),
+            ``edit_min_cutoff=0.5``, ``edit_beta=0.0``, ``edit_d_cutoff=1.0``.
         max_crop_size: largest crop side (see :class:`~fastwarp.expression_editor.ExpressionEditor`).
         half, channels_last, gpu_graph: the GPU runner (see :func:`make_network`).
         onnx_cache: where ONNX exports are cached.
@@ -198,6 +214,10 @@ class RealtimeEngine:
                                        max_faces=self.max_faces, model=model, network=network, motion=motion)
         params = smoothing if isinstance(smoothing, dict) else {}
         self.tracker = FaceTracker(**params) if smoothing is not False else None
+        mesh = self.editor.mesh_motion  # its landmark motion reads the steady shape (_ShapeMotion)
+        self._motion = _ShapeMotion(mesh.motion_model) if mesh is not None else None
+        if mesh is not None:
+            mesh.motion_model = self._motion
         self.edits: list[AUEdit] = list(edits)
         self.stats = self._new_stats()
         self._size: tuple[int, int] | None = None
@@ -255,8 +275,13 @@ class RealtimeEngine:
         faces, edits = [], list(self.edits)
         for raw, (track, lm, new) in zip(chosen, tracked):
             crop = self.editor.crop(frame_bgr, lm)
-            current, target = self.editor.aus(crop, edits)
-            faces.append(FaceResult(raw, lm, track, new, crop, current, target))
+            shape = self.tracker.edit_shape(track, lm, t) if self.tracker is not None else None
+            if shape is None:
+                current, target = self.editor.aus(crop, edits)
+            else:
+                current, live = estimate_aus_batch(np.stack([shape, crop.landmarks[:, :2]]))
+                target = _steady_target(current, live, edits)
+            faces.append(FaceResult(raw, lm, track, new, crop, current, target, shape))
         if faces:
             timings["crop"] = (clock() - t1) * 1e3
         return _Located(frame_bgr, index, t, faces, len(found), timings)
@@ -270,7 +295,13 @@ class RealtimeEngine:
         out, timings = located.frame, dict(located.timings)
         for face in located.faces:
             t0 = clock()
-            maps = self.editor.predict(face.crop.image, face.target_aus, face.current_aus, face.crop.landmarks)
+            if self._motion is not None:
+                self._motion.shape = face.shape
+            try:
+                maps = self.editor.predict(face.crop.image, face.target_aus, face.current_aus, face.crop.landmarks)
+            finally:
+                if self._motion is not None:
+                    self._motion.shape = None
             if maps.flow.device.type == "cuda":
                 torch.cuda.synchronize(maps.flow.device)  # time the model, not the blend that waits for it
             t1 = clock()
@@ -306,7 +337,7 @@ class RealtimeEngine:
 
         Args:
             source: a :class:`VideoSource` (a camera or a file).
-            sinks: objects with ``write(frame)`` (:class:`VideoFileSink`,
+            sinks: objects with ``write(frame, t)`` (:class:`VideoFileSink`,
                 :class:`VirtualCamSink`), written in order on the encode thread; the caller
                 closes them.
             max_frames: stop after this many frames (0: until the source ends).
@@ -348,7 +379,7 @@ class RealtimeEngine:
                 result = self.render(located)
                 stats.count(result)
                 keep_going = on_frame(result) if on_frame is not None else True
-                if not stream.emit(result.frame, work.ready):
+                if not stream.emit(result.frame, work.ready, work.t):
                     break
                 processed += 1
                 if keep_going is False:
@@ -369,6 +400,46 @@ class RealtimeEngine:
         if stats.stop == "failed":
             stats.stop = "end"
         return stats
+
+
+def _steady_target(current: np.ndarray, live: np.ndarray, edits: list) -> np.ndarray:
+    """The target AUs (float32 ``[17]``) of an edit that starts from a face's steady shape
+    (:meth:`FaceTracker.edit_shape`), whose AUs are ``current``: the edit of ``current`` as
+    :meth:`ExpressionEditor.aus` sets it, with each AU's change cut where, added to the
+    frame's own AUs (``live``), it would pass either end of 0..5: while the face itself
+    blinks a closing eye is not closed further (its lids would cross), and no AU is pushed
+    below rest. No change stays no change (the target is ``current`` itself)."""
+    target = consistent_targets(current, apply_au_edits(current, edits))
+    change = np.clip(live + (target - current), 0.0, AU_MAX) - live
+    return np.where(target == current, current, current + change).astype(np.float32)
+
+
+class _ShapeMotion:
+    """The mesh path's landmark motion model, computing the motion from a given face shape.
+
+    :class:`~fastwarp.models.landmark_motion.LandmarkMotion` reads the face's shape from the
+    landmarks it moves (in their eye-line frame) and returns the motion in their pixels.
+    With :attr:`shape` set (``[478, 2]``, eye-line frame: :meth:`FaceTracker.edit_shape`), the
+    motion is the model's for that shape, placed by the eye-line frame (position, size,
+    rotation) of the landmarks moved; None: the model itself.
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.shape: np.ndarray | None = None
+
+    def __call__(self, landmarks: torch.Tensor, current: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.shape is None:
+            return self.model(landmarks, current, target)
+        lm = landmarks[..., :2].to(self.model.motion_basis.dtype)
+        _, ex, iod = eye_line_transform(lm)
+        q = torch.as_tensor(self.shape, dtype=lm.dtype)[None].expand(lm.shape[0], -1, -1)
+        return from_eye_line(self.model.displacement_iod(q, current, target), ex, iod)
+
+    def __getattr__(self, name):  # (the model's own attributes: config, eval, ...)
+        if "model" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["model"], name)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Frame sinks of the real-time engine: a video file written through a temp file and a rename
-(:class:`VideoFileSink`) and a virtual camera (:class:`VirtualCamSink`, pyvirtualcam)."""
+(:class:`VideoFileSink`, FFmpeg's libraries through PyAV) and a virtual camera
+(:class:`VirtualCamSink`, pyvirtualcam)."""
 
 from __future__ import annotations
 
@@ -22,46 +23,80 @@ class FrameSizeError(ValueError):
 
 
 class VideoFileSink:
-    """Writes frames to a video file with OpenCV's ``VideoWriter``.
+    """Writes the edited frames to a video file (:class:`fastwarp.media.video.VideoWriter`:
+    H.264 by default, at each frame's own time, the source file's audio carried over).
 
     Open it on a temporary path (:func:`fastwarp._io.atomic_path`) and :meth:`close` it
     before the rename: ``close`` finalises the container, so the file is a valid video of
     every frame written, whenever the stream stopped.
 
     Args:
-        path: the file to write (its suffix picks the container).
-        fps: frames per second recorded in the file.
-        size: ``(width, height)``; if the first frame differs (a camera that reported
-            another size) the writer is reopened at the frame's size.
-        fourcc: codec (default ``mp4v``).
+        path: the file to write (its suffix picks the container: .mp4, .m4v, .mov, .mkv, .webm).
+        source: the :class:`~fastwarp.realtime.VideoSource` the frames come from: its rate,
+            size and timestamp unit, and a file's audio and subtitle streams (carried over).
+            A camera's frames are stamped by the clock from the first one on.
+        codec, crf: see :class:`~fastwarp.media.video.VideoWriter` (default: the container's
+            codec, H.264 at CRF 18).
+        audio: carry a source file's audio over (default True).
+        name: the path named in messages (the user's, when ``path`` is a temporary file).
     Raises:
-        SinkError: OpenCV cannot write this container/codec.
+        SinkError: an unknown container or codec, or FFmpeg cannot write the file.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], fourcc: str = "mp4v") -> None:
-        self.path, self.fps, self.fourcc = Path(path), float(fps), fourcc
-        self.frames = 0
-        self._open(size)
+    def __init__(self, path: str | os.PathLike, source, *, codec: str | None = None, crf: int | None = None,
+                 audio: bool = True, name: str | os.PathLike | None = None) -> None:
+        from ..media.video import VideoError, VideoWriter
 
-    def _open(self, size: tuple[int, int]) -> None:
-        self.size = (int(size[0]), int(size[1]))
-        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size)
-        if not self.writer.isOpened():
-            raise SinkError(f"cannot write video {self.path} with codec {self.fourcc!r} (try an .mp4 output)")
+        self.path = Path(path)
+        file = getattr(source, "path", None)
+        self.relative = file is None  # a camera: times from its first frame on
+        self._origin: float | None = None
+        try:
+            self.writer = VideoWriter(path, source.fps, (source.width, source.height), codec=codec, crf=crf,
+                                      time_base=getattr(source, "time_base", None) if file else None,
+                                      audio_from=file if audio and file else None, name=name,
+                                      colorspace=getattr(source, "colorspace", None))
+        except VideoError as exc:
+            raise SinkError(str(exc)) from None
 
-    def write(self, frame: np.ndarray) -> None:
-        size = (frame.shape[1], frame.shape[0])
-        if size != self.size:
-            if self.frames:
-                raise SinkError(f"frame size changed from {self.size[0]}x{self.size[1]} to {size[0]}x{size[1]}")
-            self.writer.release()
-            self._open(size)
-        self.writer.write(frame)
-        self.frames += 1
+    @property
+    def frames(self) -> int:
+        return self.writer.frames
 
-    def close(self) -> None:
-        """Finalise the file (safe to call twice)."""
-        self.writer.release()
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.writer.size
+
+    @property
+    def carried(self) -> str:
+        return self.writer.carried
+
+    def write(self, frame: np.ndarray, t: float | None = None) -> None:
+        """Encode one ``[H, W, 3]`` uint8 BGR frame shown at ``t`` seconds (the source's clock).
+
+        Raises:
+            SinkError: its size differs from the first frame's, or encoding failed.
+        """
+        from ..media.video import VideoError
+
+        if t is not None and self.relative:
+            if self._origin is None:
+                self._origin = t
+            t -= self._origin
+        try:
+            self.writer.write(frame, t)
+        except VideoError as exc:
+            raise SinkError(str(exc)) from None
+
+    def close(self, trim: bool = False) -> None:
+        """Finalise the file (safe to call twice); ``trim``: the stream stopped before the
+        source's end, so the carried audio ends with the last frame written."""
+        from ..media.video import VideoError
+
+        try:
+            self.writer.close(trim=trim)
+        except VideoError as exc:
+            raise SinkError(str(exc)) from None
 
 
 class VirtualCamSink:
@@ -91,7 +126,7 @@ class VirtualCamSink:
         self.size = (int(width), int(height))
         self.device = getattr(self.cam, "device", "virtual camera")
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame: np.ndarray, t: float | None = None) -> None:
         if (frame.shape[1], frame.shape[0]) != self.size:
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
         self.cam.send(np.ascontiguousarray(frame))

@@ -1,4 +1,5 @@
-"""Frame sources of the real-time engine: a camera or a video file (:class:`VideoSource`)."""
+"""Frame sources of the real-time engine: a camera (OpenCV) or a video file (FFmpeg's
+libraries through :class:`fastwarp.media.video.VideoReader`): :class:`VideoSource`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ class StreamError(RuntimeError):
 
 
 class VideoSource:
-    """Frames from OpenCV's ``VideoCapture``: a camera (an int index: live) or a video file.
+    """Frames from a camera (an int index: live; OpenCV's ``VideoCapture``) or a video file
+    (:class:`~fastwarp.media.video.VideoReader`: any container FFmpeg reads, rotation applied,
+    each frame's own timestamp).
 
     Args:
         spec: camera index, or a video file path (which stands in for a camera: it plays
@@ -29,16 +32,35 @@ class VideoSource:
         live: treat the source as a live camera (default: ``spec`` is an int): read
             failures are a disconnection, and frames are dropped rather than queued when
             editing falls behind.
+        pace: a video file plays at its own speed, each frame delivered at its timestamp
+            (a camera's pace: ``fastwarp webcam --camera clip.mp4 --pace``), and is live:
+            frames are dropped, not queued, when editing falls behind; its end is an end.
     Raises:
         StreamError: the camera or file cannot be opened.
 
     Attributes: ``fps`` (the source's, or 30 for a camera that reports none), ``width``,
-    ``height``, ``frame_count`` (a file's declared count, else None), ``name``.
+    ``height``, ``frame_count`` (a file's declared count, else None), ``name``, ``path`` (a
+    file's, else None), ``time_base`` (a file's timestamp unit, else None), ``last_time``
+    (the time in seconds of the frame :meth:`read` returned last: a file's own timestamp,
+    None for a camera).
     """
 
-    def __init__(self, spec: int | str | os.PathLike, *, capture=None, live: bool | None = None) -> None:
-        self.live = isinstance(spec, int) if live is None else bool(live)
+    def __init__(self, spec: int | str | os.PathLike, *, capture=None, live: bool | None = None,
+                 pace: bool = False) -> None:
+        self.live = isinstance(spec, int) or pace if live is None else bool(live)
+        self.pace = bool(pace) and not isinstance(spec, int)
+        self._clock: tuple[float, float] | None = None  # (wall clock, stream time) of the first paced frame
         self.name = f"camera {spec}" if isinstance(spec, int) else f"video {spec}"
+        self.path: Path | None = None
+        self.time_base = None
+        self.colorspace: str | None = None  # a file's colour matrix ("bt601"/"bt709")
+        self.last_time: float | None = None
+        self.frames_read = 0
+        self.skipped = 0
+        self.reader = None
+        if capture is None and not isinstance(spec, int):
+            self._open_file(Path(spec))
+            return
         if capture is None:
             if isinstance(spec, int):
                 # OpenCV logs its own warnings when no camera answers; the StreamError below
@@ -49,10 +71,6 @@ class VideoSource:
                     capture = cv2.VideoCapture(spec)
                 finally:
                     cv2.setLogLevel(level)
-            else:
-                if not Path(spec).is_file():
-                    raise StreamError(f"video not found: {spec}")
-                capture = cv2.VideoCapture(str(spec))
         self.cap = capture
         if not self.cap.isOpened():
             self.cap.release()
@@ -65,8 +83,20 @@ class VideoSource:
         self.height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if count > 0 and not self.live else None
-        self.frames_read = 0
-        self.skipped = 0
+
+    def _open_file(self, path: Path) -> None:
+        from ..media.video import VideoError, VideoReader
+
+        try:
+            self.reader = VideoReader(path)
+        except VideoError as exc:
+            raise StreamError(str(exc)) from None
+        self.cap = None
+        self.path = path
+        self.fps, self.width, self.height = self.reader.fps, self.reader.width, self.reader.height
+        self.frame_count = self.reader.frame_count
+        self.time_base = self.reader.time_base
+        self.colorspace = self.reader.colorspace
 
     #: Consecutive failed reads after which a camera counts as disconnected, and the pause
     #: between them (a USB camera can miss a frame or two without being gone).
@@ -81,6 +111,8 @@ class VideoSource:
             StreamError: a camera stopped delivering frames; a file ended before the frame
                 count its container declares (truncated or corrupt).
         """
+        if self.reader is not None:
+            return self._read_file()
         ok, frame = self.cap.read()
         retries = self.LIVE_RETRIES if self.live else self.FILE_RETRIES
         failed = 0
@@ -100,9 +132,35 @@ class VideoSource:
             frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
         return frame
 
+    def _read_file(self) -> np.ndarray | None:
+        from ..media.video import VideoError
+
+        try:
+            item = self.reader.read()
+        except VideoError as exc:
+            raise StreamError(str(exc)) from None
+        if item is None:
+            return self._ended()
+        self.frames_read += 1
+        frame, self.last_time = item
+        return frame
+
+    def pace_wait(self) -> None:
+        """With ``pace``: sleep until the frame :meth:`read` returned last is due (its
+        timestamp after the first frame's, on the wall clock), as a camera delivers it. The
+        engine's decode thread calls it after timing the decode."""
+        if not self.pace or self.last_time is None:
+            return
+        now = time.perf_counter()
+        if self._clock is None:
+            self._clock = (now, self.last_time)
+        wait = self._clock[0] + (self.last_time - self._clock[1]) - now
+        if wait > 0:
+            time.sleep(wait)
+
     def _ended(self) -> None:
         n = self.frames_read
-        if self.live:
+        if self.live and self.reader is None:  # a camera (a paced file's end is an end)
             raise StreamError(f"{self.name} stopped delivering frames after {n} frame{'s' * (n != 1)} "
                               "(disconnected?)")
         # One frame of slack: containers without a frame index give an estimate (duration x fps).
@@ -112,7 +170,10 @@ class VideoSource:
         return None
 
     def close(self) -> None:
-        self.cap.release()
+        if self.reader is not None:
+            self.reader.close()
+        else:
+            self.cap.release()
 
     def __enter__(self) -> "VideoSource":
         return self

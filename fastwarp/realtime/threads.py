@@ -47,7 +47,8 @@ class StreamThreads:
 
     Args:
         source: the frames (:class:`VideoSource`); its ``live`` decides the queue policy.
-        sinks: objects with ``write(frame)``, written in order on the encode thread.
+        sinks: objects with ``write(frame, t)`` (``t``: the frame's time in seconds), written in
+            order on the encode thread.
         stats: where decode, encode and latency times, frames, drops and skips are counted.
         locate: ``locate(frame, t, index)`` run on a thread of its own, so that it overlaps
             the editing of the previous frame; None: the editing loop locates.
@@ -88,9 +89,10 @@ class StreamThreads:
             return self._get(self._located, self._locator)
         return self._get(self._decoded, self._decoder)
 
-    def emit(self, frame: np.ndarray, ready: float) -> bool:
-        """Queue an edited frame for the sinks; False once the stream has stopped."""
-        return self._put(self._encoded, (frame, ready))
+    def emit(self, frame: np.ndarray, ready: float, t: float | None = None) -> bool:
+        """Queue an edited frame shown at ``t`` seconds for the sinks; False once the stream
+        has stopped."""
+        return self._put(self._encoded, (frame, ready, t))
 
     def close(self) -> None:
         """Stop decoding; frames already emitted are still encoded; join the threads."""
@@ -161,7 +163,11 @@ class StreamThreads:
                 if frame is None:
                     break
                 self.stats.samples_ms["decode"].append((t1 - t0) * 1e3)
-                t = time.monotonic() if self.live else index / self.source.fps
+                if getattr(self.source, "pace", False):  # a file played as a camera: the frame arrives when due
+                    self.source.pace_wait()
+                    t1 = time.perf_counter()
+                stamp = getattr(self.source, "last_time", None)  # a file's own timestamp (variable rate kept)
+                t = stamp if stamp is not None else (time.monotonic() if self.live else index / self.source.fps)
                 work = Work(index=index, frame=frame, t=t, ready=t1)
                 index += 1
                 if self.live:
@@ -194,10 +200,10 @@ class StreamThreads:
                 item = self._encoded.get()
                 if item is _END:
                     return
-                frame, ready = item
+                frame, ready, t = item
                 t0 = time.perf_counter()
                 for sink in self.sinks:
-                    sink.write(frame)
+                    sink.write(frame, t)
                 t1 = time.perf_counter()
                 self.stats.samples_ms["encode"].append((t1 - t0) * 1e3)
                 self.stats.samples_ms["latency"].append((t1 - ready) * 1e3)

@@ -1,5 +1,6 @@
 """Landmark smoothing and face tracks for streams: the One Euro filter (Casiez, Roussel,
-Vogel, "1€ Filter", CHI 2012) and :class:`FaceTracker`, one track per face."""
+Vogel, "1€ Filter", CHI 2012) and :class:`FaceTracker`, one track per face, which smooths each
+face's landmarks and, more slowly, the shape its edit starts from (:meth:`FaceTracker.edit_shape`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..face.aus import eye_line_frame
 from ..face.landmarks import LEFT_EYE_OUTER, RIGHT_EYE_OUTER
 
 __all__ = ["OneEuroFilter", "FaceTracker"]
@@ -85,27 +87,51 @@ class _Track:
     id: int
     filter: OneEuroFilter
     last: np.ndarray
+    shape: OneEuroFilter | None = None
 
 
 class FaceTracker:
-    """Face tracks across frames, each with its own :class:`OneEuroFilter` on the landmarks.
+    """Face tracks across frames, each with its own :class:`OneEuroFilter` on the landmarks
+    and a slower one on the face's shape that the edit is computed from (:meth:`edit_shape`).
 
     A detection continues the track whose previous (smoothed) eye-corner midpoint lies
     nearest, within ``max_jump`` inter-ocular distances; otherwise it starts a new track
     (its first landmarks pass through unsmoothed). Tracks with no detection in a frame end,
-    so a face that leaves and re-enters starts afresh.
+    so a face that leaves and re-enters starts afresh (both filters).
+
+    Why a second filter: an edit is a change of the face's AUs from its current ones (a
+    preset moves them a fraction of the way to its values, a relative edit adds to them), and
+    the landmark motion model turns it into landmark motion from the face's shape and current
+    AUs. Read off each frame's landmarks, the edit follows everything the face does from
+    frame to frame: the landmarks' noise (an eye's opening is a few pixels), and speech,
+    which the edit would undo (a smile brings the lip corners to the same width in every
+    frame, so the mouth stops moving as it talks). With ``steady_edit`` the shape and AUs the
+    edit starts from are the face's shape in its eye-line frame (position, size and in-plane
+    rotation removed: :func:`fastwarp.face.aus.eye_line_frame`) low-passed along the track,
+    so a constant edit is the same motion in every frame, placed on the frame's own
+    landmarks: the face's own motion passes through it, and its slower changes (a smile the
+    person makes, the eyes narrowing) still change the edit.
 
     Args:
-        min_cutoff, beta, d_cutoff: the filter's parameters (speed in inter-ocular
-            distances per second); see :class:`OneEuroFilter`.
+        min_cutoff, beta, d_cutoff: the landmark filter's parameters (speed in
+            inter-ocular distances per second); see :class:`OneEuroFilter`.
         max_jump: the farthest a face may move between frames and stay the same track, in
             inter-ocular distances.
+        steady_edit: filter the shape the edit starts from (False: each frame's own, as
+            with no smoothing; :meth:`edit_shape` returns None).
+        edit_min_cutoff, edit_beta, edit_d_cutoff: that filter's parameters (speed in
+            inter-ocular distances per second, in the eye-line frame).
     """
 
     def __init__(self, min_cutoff: float = 1.0, beta: float = 20.0, d_cutoff: float = 1.0,
-                 max_jump: float = 0.5) -> None:
+                 max_jump: float = 0.5, *, steady_edit: bool = True, edit_min_cutoff: float = 0.5,
+                 edit_beta: float = 0.0, edit_d_cutoff: float = 1.0) -> None:
         self.params = dict(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff)
         OneEuroFilter(**self.params)  # validate now
+        self.edit_params = (dict(min_cutoff=edit_min_cutoff, beta=edit_beta, d_cutoff=edit_d_cutoff)
+                            if steady_edit else None)
+        if self.edit_params is not None:
+            OneEuroFilter(**self.edit_params)
         self.max_jump = float(max_jump)
         self._tracks: list[_Track] = []
         self._next_id = 0
@@ -155,3 +181,26 @@ class FaceTracker:
             out.append((tr.id, smoothed, new))
         self._tracks = tracks
         return out
+
+    def edit_shape(self, track: int, landmarks: np.ndarray, t: float) -> np.ndarray | None:
+        """The face's shape for the edit: ``landmarks`` in the eye-line frame
+        (:func:`fastwarp.face.aus.eye_line_frame`: inter-ocular units), low-passed along the
+        track. Call once a frame, after :meth:`update`, with a track id it gave.
+
+        Args:
+            track: a track id of this frame's :meth:`update`.
+            landmarks: ``[478, 2 or 3]`` in any pixel frame (the frame's, the crop's).
+            t: the frame's time in seconds.
+        Returns:
+            float32 ``[478, 2]`` (the frame's own shape on a track's first frame or for a
+            track id not current), or None with ``steady_edit=False``.
+        """
+        if self.edit_params is None:
+            return None
+        q = eye_line_frame(np.asarray(landmarks)[None])[0]
+        tr = next((tr for tr in self._tracks if tr.id == track), None)
+        if tr is None:
+            return q.astype(np.float32)
+        if tr.shape is None:
+            tr.shape = OneEuroFilter(**self.edit_params)
+        return tr.shape(q, t).astype(np.float32)
