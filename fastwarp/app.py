@@ -1,14 +1,18 @@
 """``fastwarp app``: a local web app (Gradio) to edit a photo's expression with sliders, and a
 webcam tab on the real-time engine (docs/app.md).
 
-The photo tab loads a photo, finds its face and crops it **once** (:meth:`PhotoEditor.load`:
-FaceMesh and the aligned crop, the slow steps), then re-runs only the cheap steps on every
-slider move (:meth:`PhotoEditor.render`: the AU targets, the mesh motion and texture, and one
-``warp_blend`` on the photo; :meth:`ExpressionEditor.edit` split at its steps). Sliders: one
-per AU the estimator sees (:data:`fastwarp.face.aus.VISIBLE_AUS`, 0..5, set to the face's
-estimate when a photo is loaded; a slider moved away from that sets its AU) and one per
-preset (:data:`fastwarp.presets.PRESETS`, intensity 0..1). Presets apply first, then the
-moved AU sliders (later edits win). With nothing moved the output is the photo bit for bit.
+The photo tab loads a photo, finds its faces (up to :data:`MAX_FACES`) and crops them
+**once** (:meth:`PhotoEditor.load`: FaceMesh and the aligned crops, the slow steps), then
+re-runs only the cheap steps on every slider move (:meth:`PhotoEditor.render`: the AU
+targets, the mesh motion and texture, and one ``warp_blend`` per face on the photo;
+:meth:`ExpressionEditor.edit` split at its steps). Sliders: one per AU the estimator sees
+(:data:`fastwarp.face.aus.VISIBLE_AUS`, 0..5, set to the largest face's estimate when a
+photo is loaded; a slider moved away from that sets its AU) and one per preset
+(:data:`fastwarp.presets.PRESETS`, intensity 0..1). Presets apply first, then the moved AU
+sliders (later edits win). The sliders edit every face of a group photo: a preset moves
+each face from its own estimate, and a moved AU slider sets the largest face's AU and moves
+each other face's AU by the same amount from that face's own estimate. With nothing moved
+the output is the photo bit for bit.
 
 Everything but :func:`build_ui` and :func:`launch` is plain Python (no gradio), so the
 logic is tested without a browser (tests/test_app.py); gradio is imported only by those two,
@@ -27,24 +31,19 @@ from pathlib import Path
 import numpy as np
 
 from .au import AU_DESCRIPTIONS, AU_INDEX, AU_MAX
+from .app_common import AU_STEP, PRESET_STEP, UploadError, check_upload_size  # (AU_STEP ...: this module's API too)
 from .face import FaceCrop
 from .face.aus import VISIBLE_AUS
 
-__all__ = ["AU_STEP", "MAX_PIXELS", "MAX_UPLOAD_BYTES", "PRESET_STEP", "LiveEditor", "Photo", "PhotoEditor",
-           "UploadError", "build_ui", "launch", "read_photo"]
+__all__ = ["AU_STEP", "MAX_FACES", "MAX_PIXELS", "MAX_UPLOAD_BYTES", "PRESET_STEP", "LiveEditor", "Photo",
+           "PhotoEditor", "UploadError", "build_ui", "face_edits", "launch", "read_photo"]
 
 #: Uploads larger than this are refused (by Gradio at the upload, and by :func:`read_photo`).
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 #: Photos with more pixels than this are refused before they are decoded (24 MP, 6000 x 4000).
 MAX_PIXELS = 24_000_000
-#: Slider steps: AU intensity (0..5) and preset intensity (0..1).
-AU_STEP = 0.1
-PRESET_STEP = 0.05
-
-
-class UploadError(ValueError):
-    """An upload the app cannot edit (not an image, too large, no face): the message is shown
-    in the page."""
+#: The most faces of a photo the photo tab finds and edits.
+MAX_FACES = 4
 
 
 def read_photo(path: str | os.PathLike) -> np.ndarray:
@@ -59,13 +58,7 @@ def read_photo(path: str | os.PathLike) -> np.ndarray:
 
     path = Path(path)
     name = path.name
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise UploadError(f"cannot read the upload {name}: {exc.strerror or exc}") from None
-    if size > MAX_UPLOAD_BYTES:
-        raise UploadError(f"{name} is {size / 2**20:.0f} MB; the app takes photos up to "
-                          f"{MAX_UPLOAD_BYTES / 2**20:.0f} MB")
+    check_upload_size(path, MAX_UPLOAD_BYTES, "photos")
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -85,20 +78,28 @@ def read_photo(path: str | os.PathLike) -> np.ndarray:
 
 @dataclass
 class Photo:
-    """A loaded photo: the frame, its face's aligned crop and AU estimate, found once.
+    """A loaded photo: the frame, its faces' aligned crops and AU estimates, found once.
 
     Attributes:
         frame: ``[H, W, 3]`` uint8 BGR.
         crop: the aligned crop of the largest face.
-        current: float32 ``[17]``, the face's estimated AUs (0..5).
-        sliders: the AU sliders' starting values (the estimate rounded to :data:`AU_STEP`); a
-            slider away from its start is an edit.
+        current: float32 ``[17]``, the largest face's estimated AUs (0..5).
+        sliders: the AU sliders' starting values (the largest face's estimate rounded to
+            :data:`AU_STEP`); a slider away from its start is an edit.
+        crops, currents: every face found (up to :data:`MAX_FACES`), largest first: their
+            crops and estimates (``crops[0] is crop``). Default: the largest face alone.
     """
 
     frame: np.ndarray
     crop: FaceCrop
     current: np.ndarray
     sliders: dict[str, float] = field(default_factory=dict)
+    crops: list[FaceCrop] = field(default_factory=list)
+    currents: list[np.ndarray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.crops:
+            self.crops, self.currents = [self.crop], [self.current]
 
 
 def slider_start(current: np.ndarray) -> dict[str, float]:
@@ -117,6 +118,17 @@ def slider_edits(photo: Photo, au_values: Mapping[str, float], preset_values: Ma
         if v is not None and abs(float(v) - photo.sliders[name]) > AU_STEP / 4:
             edits.append((name, float(min(max(v, 0.0), AU_MAX)), False))
     return edits
+
+
+def face_edits(photo: Photo, edits: Sequence) -> list[list]:
+    """The sliders' ``edits`` for each face of ``photo`` (largest first): the largest face
+    takes them as they are; for each other face an absolute AU edit of a slider (``(name,
+    value, False)``) becomes the slider's move from its start, relative to that face's own
+    estimate (``(name, value - start, True)``). Presets and relative edits move every face
+    from its own estimate already."""
+    others = [(e[0], float(e[1]) - photo.sliders[e[0]], True)
+              if isinstance(e, tuple) and len(e) == 3 and not e[2] and e[0] in photo.sliders else e for e in edits]
+    return [list(edits)] + [list(others) for _ in photo.crops[1:]]
 
 
 def describe(photo: Photo, au_values: Mapping[str, float], preset_values: Mapping[str, float]) -> str:
@@ -140,7 +152,7 @@ class PhotoEditor:
         from .expression_editor import ExpressionEditor
 
         self._owned = editor is None
-        self.editor = editor if editor is not None else ExpressionEditor(weights, device)
+        self.editor = editor if editor is not None else ExpressionEditor(weights, device, max_faces=MAX_FACES)
         self.lock = threading.Lock()
 
     def close(self) -> None:
@@ -148,7 +160,8 @@ class PhotoEditor:
             self.editor.close()
 
     def load(self, frame_bgr: np.ndarray) -> Photo:
-        """Find the largest face and crop it (the slow steps, once per photo).
+        """Find the faces (up to the editor's ``max_faces``, :data:`MAX_FACES` for the
+        editor this class makes) and crop them: the slow steps, once per photo.
 
         Raises:
             UploadError: no face found.
@@ -157,18 +170,21 @@ class PhotoEditor:
             faces = self.editor.detect(frame_bgr)
             if not faces:
                 raise UploadError("no face found in this photo (the app edits a face seen from the front)")
-            crop = self.editor.crop(frame_bgr, faces[0])
-            current, _ = self.editor.aus(crop, [])
-        return Photo(frame_bgr, crop, current, slider_start(current))
+            crops = [self.editor.crop(frame_bgr, lm) for lm in faces]
+            currents = [self.editor.aus(crop, [])[0] for crop in crops]
+        return Photo(frame_bgr, crops[0], currents[0], slider_start(currents[0]), crops, currents)
 
     def render(self, photo: Photo, edits: Sequence) -> tuple[np.ndarray, np.ndarray, float]:
-        """The photo edited by ``edits`` (AU triples and ``ExprEdit``\\ s, later ones win):
-        ``(frame [H, W, 3] uint8 BGR, target AUs float32 [17], milliseconds taken)``. The
-        crop is the one :meth:`load` found; this runs the AU targets, the networks and the
-        composite. No AU change: the photo itself, bit for bit."""
+        """The photo edited by ``edits`` (AU triples and ``ExprEdit``\\ s, later ones win)
+        on every face :meth:`load` found (:func:`face_edits`: the sliders' absolute AU
+        values are the largest face's; the other faces move by as much from their own
+        estimates): ``(frame [H, W, 3] uint8 BGR, the largest face's target AUs float32
+        [17], milliseconds taken)``. The crops are the ones :meth:`load` found; this runs the
+        AU targets, the networks and one composite per face. No AU change: the photo itself,
+        bit for bit."""
         with self.lock:
             t0 = time.perf_counter()
-            result = self.editor.edit_crop(photo.frame, photo.crop, list(edits))
+            result = self.editor.edit_crops(photo.frame, photo.crops, face_edits(photo, list(edits)), per_face=True)
             ms = (time.perf_counter() - t0) * 1e3
         return result.frame, result.target_aus, ms
 
@@ -221,8 +237,9 @@ def _rgb(bgr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
-def build_ui(photos: PhotoEditor, live: LiveEditor | None = None):
-    """The Gradio Blocks of the app (needs gradio: ``pip install 'fastwarp[app]'``)."""
+def build_ui(photos: PhotoEditor, live: LiveEditor | None = None, video=None):
+    """The Gradio Blocks of the app (needs gradio: ``pip install 'fastwarp[app]'``); ``video``:
+    a :class:`fastwarp.app_video.VideoEditor` for the Video tab (fastwarp/app_video.py)."""
     import gradio as gr
 
     from .presets import PRESETS
@@ -244,8 +261,11 @@ def build_ui(photos: PhotoEditor, live: LiveEditor | None = None):
             return None, None, None, au_table(None), f"**Cannot edit this upload:** {exc}", *keep
         rgb = _rgb(photo.frame)
         h, w = photo.frame.shape[:2]
+        n = len(photo.crops)
+        faces = "" if n == 1 else (f" with {n} faces (the sliders start at the largest face's estimate and "
+                                   f"edit every face)")
         return (photo, rgb, rgb, au_table(photo.current),
-                f"Loaded a {w}x{h} photo; move a slider to edit it.",
+                f"Loaded a {w}x{h} photo{faces}; move a slider to edit it.",
                 *[gr.update(value=photo.sliders[n]) for n in VISIBLE_AUS], *[gr.update(value=0)] * len(preset_names))
 
     def on_slider(photo, *args):
@@ -317,6 +337,10 @@ def build_ui(photos: PhotoEditor, live: LiveEditor | None = None):
 
                 cam.stream(on_frame, [cam, *live_sliders], [cam_out], stream_every=0.1, time_limit=600,
                            concurrency_limit=1)
+        if video is not None:
+            from .app_video import build_video_tab
+
+            build_video_tab(video)
     return demo
 
 
@@ -325,15 +349,19 @@ def launch(host: str = "127.0.0.1", port: int | None = 7860, weights: str | None
     """Start the app (loads the models first). ``block=False`` returns the running
     ``gradio.Blocks`` (close it with ``.close()``)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local app: no calls home
+    from .app_video import MAX_VIDEO_BYTES, VideoEditor
+
     photos = PhotoEditor(weights, device)
     live = LiveEditor(weights, device)
-    demo = build_ui(photos, live)
+    video = VideoEditor(weights, device)
+    demo = build_ui(photos, live, video)
     demo.queue(default_concurrency_limit=1)
-    try:
-        demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_BYTES,
-                    prevent_thread_lock=not block, show_error=False, quiet=False)
+    try:  # (Gradio's upload limit is the video's; read_photo refuses photos over MAX_UPLOAD_BYTES)
+        demo.launch(server_name=host, server_port=port, share=share, max_file_size=max(MAX_UPLOAD_BYTES,
+                    MAX_VIDEO_BYTES), prevent_thread_lock=not block, show_error=False, quiet=False)
     finally:
         if block:
             photos.close()
             live.close()
+            video.close()
     return demo

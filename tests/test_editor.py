@@ -177,3 +177,118 @@ def test_still_motion_weight_drops_subpixel_motion_continuously():
     flow = torch.stack([dense * 0.6, dense * 0.8])[None, :, None, :]
     steps = still_motion_weight(flow, 1.0)[0, 0, 0].diff()
     assert (steps >= 0).all() and steps.abs().max() < 0.02  # monotonic, no jump
+
+
+# --- 16-bit frames and every face ------------------------------------------------------------------
+
+#: Two frontal, neutral faces (MANIFEST.csv) side by side make the group photo.
+TWO_PEOPLE = ("st_people_0.png", "dt_uncut_src_img.jpg")
+
+
+def two_person_photo() -> tuple[np.ndarray, np.ndarray]:
+    """``(left, right)``: two real face photos padded (grey, below) to one height; side by side
+    (``np.hstack``) they are a two-person photo, and each alone is its face's own photo."""
+    left, right = (_read(FACES_DIR / "images" / name) for name in TWO_PEOPLE)
+    h = max(left.shape[0], right.shape[0])
+    return tuple(cv2.copyMakeBorder(im, 0, h - im.shape[0], 0, 0, cv2.BORDER_CONSTANT, value=(127, 127, 127))
+                 for im in (left, right))
+
+
+def _deep(bgr8: np.ndarray) -> np.ndarray:
+    """16 bits with a non-trivial (random) low byte."""
+    return (bgr8.astype(np.uint16) << 8) | np.random.default_rng(0).integers(0, 256, bgr8.shape, dtype=np.uint16)
+
+
+@needs_faces
+@pytest.mark.slow
+def test_a_16_bit_frame_is_edited_at_16_bits(editor):
+    """A uint16 frame: detection and the networks see its 8-bit copy, the composite samples
+    the 16-bit frame (in float32) itself. No AU change returns it bit for bit; an edit stays
+    uint16, leaves everything outside the face bit for bit, and rounded to 8 bits is the
+    8-bit copy's own edit within rounding (a texture left at 0..255 would be black there)."""
+    from fastwarp.media.image import to_uint8
+    from test_cli import _face_region
+
+    deep = _deep(_read(FACES_DIR / "images" / TWO_PEOPLE[0]))
+    same = editor.edit(deep, [parse_au_edit("AU12=+0")])
+    assert same.frame.dtype == np.uint16 and np.array_equal(same.frame, deep) and same.frame is not deep
+    r16 = editor.edit(deep, [parse_au_edit("AU12=+2")])
+    r8 = editor.edit(to_uint8(deep), [parse_au_edit("AU12=+2")])
+    assert r16.frame.dtype == np.uint16 and np.array_equal(r16.target_aus, r8.target_aus)
+    face = _face_region(r8.frame, editor.detect(to_uint8(deep))[0], grow=3)
+    assert np.array_equal(r16.frame[~face], deep[~face])
+    changed = np.abs(r8.frame.astype(int) - to_uint8(deep)).max(-1) > 8
+    assert changed.mean() > 0.005
+    diff = np.abs(to_uint8(r16.frame).astype(int) - r8.frame)
+    assert diff.max() <= 1 and diff[changed].mean() < 0.3, (diff.max(), diff[changed].mean())  # (0.17 here)
+
+
+@pytest.fixture(scope="module")
+def group_editor():
+    with ExpressionEditor("base", "cpu", max_faces=4) as e:
+        yield e
+
+
+@needs_faces
+@pytest.mark.slow
+def test_all_faces_edits_each_face_as_if_alone(group_editor):
+    """edit(all_faces=True) on a two-person photo: both faces edited, each composited in turn,
+    so each face's pixels are what editing that face's crop alone gives; without it only the
+    largest face changes. FrameEdit keeps its one-face fields (the largest face)."""
+    from fastwarp.expression_editor import FrameEdit
+
+    left, right = two_person_photo()
+    both = np.hstack([left, right])
+    edits = [parse_au_edit("AU12=+2")]
+    one = group_editor.edit(both, edits)
+    every = group_editor.edit(both, edits, all_faces=True)
+    assert len(one.faces) == 1 and len(every.faces) == 2
+    assert every.crop is every.faces[0].crop and np.array_equal(every.target_aus, every.faces[0].target_aus)
+    assert all(f.changed for f in every.faces)
+    halves = lambda im: (im[:, :left.shape[1]], im[:, left.shape[1]:])  # noqa: E731
+    moved = [not np.array_equal(a, b) for a, b in zip(halves(every.frame), halves(both))]
+    assert moved == [True, True]
+    moved_one = [not np.array_equal(a, b) for a, b in zip(halves(one.frame), halves(both))]
+    assert sorted(moved_one) == [False, True]
+    # each face: the pixels its crop's edit alone changes are the all-faces frame's there
+    union = np.zeros(both.shape[:2], bool)
+    for f in every.faces:
+        alone = group_editor.edit_crops(both, [f.crop], edits).frame
+        mine = (alone != both).any(-1)
+        assert mine.any() and np.array_equal(every.frame[mine], alone[mine])
+        union |= mine
+    assert np.array_equal((every.frame != both).any(-1), union)
+    with pytest.raises(ValueError, match="1 edit lists for 2 faces"):
+        group_editor.edit_crops(both, [f.crop for f in every.faces], [edits], per_face=True)
+    assert FrameEdit(frame=both, face_found=False).faces == []  # built as before, by keyword
+
+
+@needs_faces
+@pytest.mark.slow
+def test_the_app_photo_tab_edits_every_face_of_a_group_photo(group_editor):
+    """PhotoEditor (fastwarp/app.py) finds both faces once; a preset moves each from its own
+    estimate; a moved AU slider sets the largest face's AU and moves the other by as much
+    from its own estimate; nothing moved: the photo bit for bit."""
+    from fastwarp.app import PhotoEditor, slider_edits
+    from fastwarp.au import AU_INDEX
+    from fastwarp.presets import PRESETS
+
+    left, right = two_person_photo()
+    both = np.hstack([left, right])
+    photos = PhotoEditor(editor=group_editor)
+    photo = photos.load(both)
+    assert len(photo.crops) == 2 and photo.crops[0] is photo.crop
+    au, presets = dict(photo.sliders), {name: 0.0 for name in PRESETS}
+    out, _, _ = photos.render(photo, slider_edits(photo, au, presets))
+    assert np.array_equal(out, both)
+    au["AU12"] = photo.sliders["AU12"] + 1.5
+    edits = slider_edits(photo, au, presets)
+    out, target, _ = photos.render(photo, edits)
+    assert target[AU_INDEX["AU12"]] == pytest.approx(photo.sliders["AU12"] + 1.5)  # the largest face: set
+    halves = lambda im: (im[:, :left.shape[1]], im[:, left.shape[1]:])  # noqa: E731
+    assert [not np.array_equal(a, b) for a, b in zip(halves(out), halves(both))] == [True, True]
+    # the other face: its own estimate + 1.5, the pixels of that edit alone
+    other = group_editor.edit_crops(both, [photo.crops[1]], [("AU12", 1.5, True)])
+    assert other.target_aus[AU_INDEX["AU12"]] == pytest.approx(min(photo.currents[1][AU_INDEX["AU12"]] + 1.5, 5.0))
+    mine = (other.frame != both).any(-1)
+    assert mine.any() and np.array_equal(out[mine], other.frame[mine])
