@@ -1,5 +1,5 @@
 """``fastwarp video``'s file side: FFmpeg's libraries (PyAV: decode with the stream's colour
-matrix, H.264 CRF 18 ``veryfast`` + the audio copied) against what it replaced (OpenCV's
+matrix, H.264 CRF 18 ``superfast`` + the audio copied) against what it replaced (OpenCV's
 ``VideoCapture`` and an MPEG-4 Part 2 ``mp4v`` ``VideoWriter``, no audio), the same engine
 between them (``fastwarp video``'s defaults: the bundled ``base`` weights, mesh motion,
 ``--expr blink=1``).
