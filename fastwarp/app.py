@@ -32,6 +32,7 @@ import numpy as np
 
 from .au import AU_DESCRIPTIONS, AU_INDEX, AU_MAX
 from .app_common import AU_STEP, PRESET_STEP, UploadError, check_upload_size  # (AU_STEP ...: this module's API too)
+from .app_common import preset_sliders as make_preset_sliders
 from .face import FaceCrop
 from .face.aus import VISIBLE_AUS
 
@@ -302,10 +303,7 @@ def build_ui(photos: PhotoEditor, live: LiveEditor | None = None, video=None):
                                           buttons=["download", "fullscreen"], elem_id="edited")
                     with gr.Row():
                         with gr.Column():
-                            gr.Markdown("**Presets** (intensity 0..1)")
-                            preset_sliders = [gr.Slider(0, 1, value=0, step=PRESET_STEP, label=name,
-                                                        info=PRESETS[name].description, elem_id=f"preset-{name}")
-                                              for name in preset_names]
+                            preset_sliders = make_preset_sliders(gr, preset_names, "preset-")
                         with gr.Column():
                             gr.Markdown("**Action Units** (intensity 0..5; starts at the face's estimate)")
                             au_sliders = [gr.Slider(0, AU_MAX, value=0, step=AU_STEP,

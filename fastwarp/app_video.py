@@ -40,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .app_common import AU_STEP, PRESET_STEP, UploadError, check_upload_size
+from .app_common import AU_STEP, UploadError, check_upload_size
+from .app_common import preset_sliders as make_preset_sliders
 from .au import AU_DESCRIPTIONS
 from .face.aus import VISIBLE_AUS
 
@@ -490,10 +491,7 @@ def build_video_tab(videos: VideoEditor):
                                       elem_id="video-edited")
         with gr.Row():
             with gr.Column():
-                gr.Markdown("**Presets** (intensity 0..1)")
-                preset_sliders = [gr.Slider(0, 1, value=0, step=PRESET_STEP, label=name,
-                                            info=PRESETS[name].description, elem_id=f"video-preset-{name}")
-                                  for name in preset_names]
+                preset_sliders = make_preset_sliders(gr, preset_names, "video-preset-")
             with gr.Column():
                 gr.Markdown(f"**Action Units** (change of the face's own intensity, -{AU_DELTA_MAX:g}..+"
                             f"{AU_DELTA_MAX:g}; 0: unchanged)")
