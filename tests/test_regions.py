@@ -1,0 +1,201 @@
+"""Face regions at the face's own resolution (fastwarp.face.regions, training.regions) and the
+region texture's adversarial training (training.region_gan): the deterministic parts.
+
+Synthetic faces (the mesh's median template placed in a frame), so these run in seconds
+without the faces data."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from fastwarp.face.mesh import mesh_template
+from fastwarp.face.regions import (
+    EYE,
+    MOUTH,
+    contour_map,
+    cut_region,
+    eye_gap,
+    region_matrices,
+    region_matrix,
+    to_region,
+)
+from fastwarp.models.region_texture import RegionTexture, RegionTextureConfig, composite
+from training.region_gan import PairSampler, RegionGanConfig, make_batch, train_region_gan
+from training.regions import RegionSet, held_out_videos, quality_ok
+
+
+def _face(iod: float = 150.0, angle_deg: float = 8.0, centre=(400.0, 300.0)) -> np.ndarray:
+    """FaceMesh-like landmarks ``[478, 3]`` in frame pixels: the mesh template (eye-line frame,
+    IOD units) rotated, scaled and moved; the 10 iris points at the eye centres."""
+    t = mesh_template().astype(np.float64)
+    iris = np.repeat([0.5 * (t[33] + t[133]), 0.5 * (t[263] + t[362])], 5, axis=0)
+    q = np.concatenate([t, iris]) * iod
+    a = np.deg2rad(angle_deg)
+    r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    p = q @ r.T + np.asarray(centre)
+    return np.concatenate([p, np.zeros((478, 1))], axis=1).astype(np.float32)
+
+
+def _blob_frame(points: np.ndarray, shape=(700, 900), sigma: float = 2.0) -> np.ndarray:
+    """A grey frame with a bright Gaussian blob at each point (subpixel), uint8 ``[H, W, 3]``."""
+    h, w = shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.full((h, w), 40.0)
+    for x, y in points:
+        x0, y0 = int(round(x)), int(round(y))
+        sl = (slice(max(y0 - 12, 0), y0 + 13), slice(max(x0 - 12, 0), x0 + 13))
+        img[sl] += 200.0 * np.exp(-((xs[sl] - x) ** 2 + (ys[sl] - y) ** 2) / (2 * sigma ** 2))
+    return np.repeat(np.clip(img, 0, 255).round().astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _centroid(img: np.ndarray, x: float, y: float, r: int) -> tuple[float, float]:
+    g = img[..., 0].astype(np.float64) - 40.0
+    x0, y0 = int(round(x)), int(round(y))
+    win = g[y0 - r:y0 + r + 1, x0 - r:x0 + r + 1].clip(0)
+    ys, xs = np.mgrid[y0 - r:y0 + r + 1, x0 - r:x0 + r + 1]
+    return float((win * xs).sum() / win.sum()), float((win * ys).sum() / win.sum())
+
+
+@pytest.mark.parametrize("iod", [120.0, 600.0])  # upsampled (scale 1.7) and area-downsampled (0.33) eyes
+def test_region_round_trip(iod):
+    lm = _face(iod, centre=(450.0, 350.0) if iod < 200 else (1500.0, 1100.0))
+    for kind, spec in (("eye", EYE), ("mouth", MOUTH)):
+        mats = region_matrices(lm[None], kind)[0]
+        for m in (mats if kind == "eye" else mats[None]):
+            # landmarks -> region -> frame: the inverse similarity brings them back
+            reg = to_region(lm, m)
+            inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+            back = reg.astype(np.float64) @ inv[:, :2].T + inv[:, 2]
+            assert np.abs(back - lm[:, :2]).max() < 1e-3
+    # image content lands where the landmarks say, within 0.5 region pixels
+    points = {"eye": (33, 133, 159, 145), "mouth": (61, 291, 13, 14, 0, 17)}
+    for kind, spec in (("eye", EYE), ("mouth", MOUTH)):
+        idx = points[kind]
+        scale = spec.width / (spec.span * iod)
+        sigma = max(2.0, 1.5 / scale)  # a blob at least 1.5 region px wide
+        shape = (2200, 3000) if iod > 200 else (700, 900)
+        m = region_matrices(lm[None], kind)[0]
+        m = m[0] if kind == "eye" else m
+        region, inside = cut_region(_blob_frame(lm[list(idx), :2], shape, sigma), m, spec)
+        assert inside == 1.0
+        reg = to_region(lm, m)
+        for i in idx:
+            cx, cy = _centroid(region, *reg[i], r=max(3, int(3 * sigma * scale)))
+            assert abs(cx - reg[i, 0]) < 0.5 and abs(cy - reg[i, 1]) < 0.5, (kind, i, cx, cy, reg[i])
+
+
+def test_left_eye_is_mirrored():
+    rng = np.random.default_rng(0)
+    lm = _face(180.0, 5.0, (450.0, 350.0))
+    # smooth texture: OpenCV's warp rounds sample positions to 1/32 px, which a sharp edge would show
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (700, 900, 3), dtype=np.uint8), (0, 0), 3)
+    right, left = region_matrices(lm[None], "eye")[0]
+    assert np.linalg.det(right[:, :2]) > 0 > np.linalg.det(left[:, :2])
+    # in both regions the outer corner lies left of the inner corner, at about the same place
+    r, l_ = to_region(lm, right), to_region(lm, left)
+    assert r[33, 0] < r[133, 0] and l_[263, 0] < l_[362, 0]
+    # the mirrored frame's right eye is the frame's left eye: flip x and swap the corners
+    W = frame.shape[1]
+    flipped = np.ascontiguousarray(frame[:, ::-1])
+    lf = lm.copy()
+    lf[:, 0] = W - 1 - lm[:, 0]
+    for a, b in ((33, 263), (133, 362)):
+        lf[[a, b]] = lf[[b, a]]
+    mf = region_matrix(lf[None], EYE, "right")[0]
+    flipped_points = lm.copy()
+    flipped_points[:, 0] = W - 1 - lm[:, 0]
+    np.testing.assert_allclose(to_region(flipped_points, mf), to_region(lm, left), atol=1e-3)
+    a = cut_region(flipped, mf, EYE)[0].astype(int)
+    b = cut_region(frame, left, EYE)[0].astype(int)
+    assert np.abs(a - b).max() <= 1
+    # and its contours are drawn from the left eye's lids
+    c = contour_map(l_, "eye", EYE.height, EYE.width, "left")
+    assert c.shape == (2, 64, 128) and c[0].max() > 0.5 and c[1].max() > 0.5
+
+
+def test_gap_and_quality():
+    lm = _face()[None]
+    g = eye_gap(lm)
+    assert g.shape == (1, 2) and (g > 0.15).all() and (g < 0.5).all()
+    assert quality_ok(lm, np.zeros((1, 2))).all()
+    squashed = lm.copy()
+    squashed[:, 263, 0] = squashed[:, 362, 0] + 3  # a 3 px wide left eye: a landmark failure
+    assert not quality_ok(squashed, np.zeros((1, 2))).any()
+
+
+def test_held_out_split_keeps_people_apart(faces_dir):
+    from training.data import manifest_identities
+
+    train, held = held_out_videos(faces_dir)
+    ids = manifest_identities(faces_dir)
+    assert train and held and not {ids.get(n, n) for n in train} & {ids.get(n, n) for n in held}
+    assert {"lp_d3", "dt_W009_happy", "sty_src_Obama_clip1"} <= set(held)
+
+
+def _synthetic_set(n: int = 24, seed: int = 0) -> RegionSet:
+    """Eye regions of two 'videos' of the template face whose lids open and close."""
+    rng = np.random.default_rng(seed)
+    base = _face(150.0, 3.0, (400.0, 300.0))
+    lms, imgs, gaps = [], [], []
+    ys, xs = np.mgrid[0:EYE.height, 0:EYE.width]
+    for i in range(n):
+        lm = base.copy()
+        close = (i % 6) / 5.0  # 0 open .. 1 closed
+        for up, down in ((159, 145), (158, 153), (160, 144), (386, 374), (385, 380), (387, 373)):
+            lm[up, 1] += 0.95 * close * (lm[down, 1] - lm[up, 1])
+        lm[:, :2] += rng.normal(0, 0.3, (478, 2))
+        m = region_matrix(lm[None], EYE, "right")[0]
+        lms.append(to_region(lm, m))
+        gaps.append(eye_gap(lm[None])[0, 0])
+        img = 120 + 60 * np.sin(xs / 7.0 + i) * np.cos(ys / 5.0) + rng.normal(0, 5, xs.shape)
+        imgs.append(np.repeat(img.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2))
+    group = np.repeat([0, 1], n // 2)
+    return RegionSet("eye", np.stack(imgs), np.stack(lms), rng.uniform(0, 2, (n, 17)).astype(np.float32),
+                     np.zeros((n, 2), np.float32), np.array(gaps, np.float32), np.zeros(n, np.float32),
+                     np.linspace(0.8, 2.0, n).astype(np.float32), group.astype(np.int64), np.zeros(n, np.int8),
+                     np.arange(n, dtype=np.int32), ["a", "b"])
+
+
+def test_zero_motion_pair_is_the_source():
+    rs = _synthetic_set()
+    b = make_batch(rs, np.array([[3, 3], [7, 7]]))
+    assert torch.equal(b["flow"], torch.zeros_like(b["flow"]))
+    assert torch.equal(b["gate"], torch.zeros_like(b["gate"]))
+    model = RegionTexture(RegionTextureConfig("eye", 64, 128, [4, 8], 1, 4))
+    tex, mask = model(b["warped"], b["opening"], b["contours"], b["gate"], b["au_delta"])
+    assert torch.equal(mask, torch.ones_like(mask))
+    assert torch.equal(composite(b["warped"], tex, mask), b["source"])
+
+
+def test_pair_sampler_categories():
+    rs = _synthetic_set()
+    sampler = PairSampler(rs)
+    assert set(sampler.mix) == {"closing", "opening", "any"}
+    rows = sampler.sample(32, np.random.Generator(np.random.PCG64(0)), "closing")
+    assert (rs.gap[rows[:, 1]] < 0.12).all() and (rs.gap[rows[:, 0]] >= rs.gap[rows[:, 1]] + 0.12).all()
+    assert (rs.group[rows[:, 0]] == rs.group[rows[:, 1]]).all() and (rows[:, 0] != rows[:, 1]).all()
+
+
+def _tiny(out) -> RegionGanConfig:
+    return RegionGanConfig(data="", out=str(out), kind="eye", steps=4, batch=2, channels="4,8", critic_width=4,
+                           critic_layers=2, every=100, sheet_every=1000, sheet_rows=2)
+
+
+def test_training_resumes_bit_for_bit(tmp_path):
+    train, val = _synthetic_set(seed=0), _synthetic_set(seed=1)
+    train_region_gan(_tiny(tmp_path / "straight"), progress=False, train=train, val=val)
+    assert train_region_gan(_tiny(tmp_path / "split"), progress=False, stop_at=2, train=train, val=val) is None
+    train_region_gan(_tiny(tmp_path / "split"), resume=True, progress=False, train=train, val=val)
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for key in ("g", "d", "ema"):
+        for name, t in a[key].items():
+            assert torch.equal(t, b[key][name]), (key, name)
+    assert a["rng"] == b["rng"]
+    loaded = RegionTexture.load(tmp_path / "split" / "region_eye")
+    for name, t in loaded.state_dict().items():
+        assert torch.equal(t, b["ema"][name])
