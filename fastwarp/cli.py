@@ -511,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--stats", action="store_true", help="print per-stage timings (mean, p50, p95 ms) and frames/s")
 
     v = sub.add_parser("video", help="edit the largest face in every frame of a video")
-    v.add_argument("input", help="input video (any format OpenCV reads)")
+    v.add_argument("input", help="input video (any container FFmpeg reads; its audio is carried over)")
     common(v)
     stream(v, "torch")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
