@@ -199,3 +199,12 @@ def test_training_resumes_bit_for_bit(tmp_path):
     loaded = RegionTexture.load(tmp_path / "split" / "region_eye")
     for name, t in loaded.state_dict().items():
         assert torch.equal(t, b["ema"][name])
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    train, val = _synthetic_set(seed=0), _synthetic_set(seed=1)
+    cfg = _tiny(tmp_path / "run")
+    assert train_region_gan(cfg, progress=False, stop_at=1, train=train, val=val) is None
+    cfg.lambda_l1 = 5.0
+    with pytest.raises(ValueError, match="lambda_l1=20.0"):
+        train_region_gan(cfg, resume=True, progress=False, train=train, val=val)

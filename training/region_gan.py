@@ -11,11 +11,13 @@ category (:data:`CATEGORIES`: e.g. half of the eye pairs close the eye).
 
 Losses (the generator's composite ``mask * warped + (1 - mask) * texture``):
 
-- a PatchGAN critic per region type (:class:`PatchCritic`, spectral norm, hinge loss) judges
-  the COMPOSITE beside the target's rasterised contours (pix2pix's conditional critic), so the
-  mask learns to commit; the real target is the real; the unedited source beside the
-  target's contours is a second fake where the pair's opening changed (it teaches the critic
-  that an open eye under closed-lid contours is wrong); regions upsampled more than
+- a PatchGAN critic per region type (:class:`PatchCritic`, spectral norm, hinge loss, the
+  image's high-pass beside it) judges the COMPOSITE beside the target's rasterised contours
+  (pix2pix's conditional critic), so the mask learns to commit; the real target is the real;
+  each patch counts by how much of it moved (the motion gate), and the critic takes
+  ``d_steps`` updates per generator update; optionally (``lambda_mismatch``, off by default:
+  it pulled the critic to a constant output) the unedited source beside the target's
+  contours is a second fake where the pair's opening changed; regions upsampled more than
   ``max_adv_scale`` from their frame (soft, small faces) are left out of the adversarial terms,
   so the critic learns sharpness from sharp regions only;
 - L1 of the 4x box-downsampled composite against the target's, inside the motion gate (the
@@ -24,7 +26,8 @@ Losses (the generator's composite ``mask * warped + (1 - mask) * texture``):
 - ``mean(1 - mask)`` (paint only where needed).
 
 An exponential moving average of the generator's weights is the model written out. Adam;
-checkpoints written atomically with every RNG state, so ``--resume`` continues bit for bit;
+checkpoints written atomically with every RNG state, so ``--resume`` continues bit for bit
+(and refuses settings other than the step count, budget and intervals);
 ``--max-minutes`` stops (with a checkpoint) when a budget is spent. Every ``sheet_every``
 steps: a picture sheet of held-out pairs at 100 % (source | warped | composite | real target |
 mask) and held-out numbers (L1 and PSNR inside the gate, warp only against composite).
@@ -37,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -446,6 +448,10 @@ def picture_sheet(model: RegionTexture, rs: RegionSet, rows: np.ndarray) -> np.n
     return sheet
 
 
+#: Settings a resumed run may change (the rest would make it another run).
+_MAY_CHANGE = frozenset({"steps", "max_minutes", "every", "sheet_every", "data", "out"})
+
+
 def _save_model(run: _Run, out: Path, train: RegionSet, val: RegionSet) -> None:
     """The EMA generator as ``<out>/region_<kind>.safetensors/.json`` with its provenance."""
     run.ema.config.extra = {"trained_by": "python -m training.region_gan", "config": asdict(run.cfg),
@@ -471,7 +477,14 @@ def train_region_gan(cfg: RegionGanConfig, *, resume: bool = False, progress: bo
         val = load_regions(cfg.data, cfg.kind, [v for v in manifest["held_out_videos"] if v in done])
     run = _Run(cfg, train)
     if resume:
-        run.load(torch.load(ckpt, weights_only=False))  # (the config given may change steps or budget)
+        state = torch.load(ckpt, weights_only=False)
+        changed = sorted(k for k, v in state["config"].items()
+                         if k not in _MAY_CHANGE and getattr(cfg, k, None) != v)
+        if changed:
+            was = ", ".join(f"{k}={state['config'][k]!r}" for k in changed)
+            raise ValueError(f"--resume: the run was started with other settings ({was}); pass the same ones "
+                             "(only the step count, budget, checkpoint and sheet intervals may change)")
+        run.load(state)
     sheet_rows = held_out_rows(val, cfg.sheet_rows)
     eval_rows = held_out_rows(val, 64, seed=2, sharpest=False)
     (out / "sheets").mkdir(exist_ok=True)
