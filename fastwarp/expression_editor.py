@@ -217,7 +217,8 @@ class MeshMotion:
 
     @torch.no_grad()
     def motion(self, landmarks: np.ndarray, crop_size: int, current_aus: Sequence[float] | np.ndarray,
-               target_aus: Sequence[float] | np.ndarray, grid: int) -> tuple[Tensor, Tensor]:
+               target_aus: Sequence[float] | np.ndarray, grid: int,
+               shape: np.ndarray | None = None) -> tuple[Tensor, Tensor]:
         """The face mesh and its motion on a ``grid`` x ``grid`` map: ``(vertices,
         displacement)``, each float32 ``[1, 468 + ring, 2]`` in grid pixels (the ring of
         :mod:`fastwarp.face.mesh` does not move; no AU change moves nothing), from the
@@ -226,6 +227,8 @@ class MeshMotion:
         Args:
             landmarks: ``[478, 2 or 3]`` in pixels of the ``crop_size`` crop.
             current_aus, target_aus: ``[17]``, 0..5.
+            shape: ``[478, 2]``, the face shape (eye-line frame) the motion is computed from
+                (``LandmarkMotion``'s ``shape``); None: the landmarks' own.
         """
         current = torch.as_tensor(np.asarray(current_aus, np.float32))[None]
         target = torch.as_tensor(np.asarray(target_aus, np.float32))[None]
@@ -234,12 +237,14 @@ class MeshMotion:
         verts = mesh_vertices(lm_grid)
         moved = torch.zeros_like(verts)
         if not torch.equal(current, target):
-            moved[:, :MESH_POINTS] = self.motion_model(lm_grid, current, target)[:, :MESH_POINTS]
+            q = None if shape is None else torch.as_tensor(np.asarray(shape, np.float32))
+            moved[:, :MESH_POINTS] = self.motion_model(lm_grid, current, target, q)[:, :MESH_POINTS]
         return verts, moved
 
     @torch.no_grad()
     def maps(self, crop_bgr: np.ndarray, landmarks: np.ndarray, current_aus: Sequence[float] | np.ndarray,
-             target_aus: Sequence[float] | np.ndarray, device: torch.device | None = None) -> Maps:
+             target_aus: Sequence[float] | np.ndarray, device: torch.device | None = None,
+             shape: np.ndarray | None = None) -> Maps:
         """:class:`Maps` of the mesh path on the maps' grid (:attr:`grid`), batch 1.
 
         flow: :func:`fastwarp.ops.mesh_flow` of :meth:`motion` (0 beyond the mesh's
@@ -247,11 +252,11 @@ class MeshMotion:
         run on its own (smaller) grid and bilinearly upsampled, its mask gated by the opening
         map on the maps' grid (:func:`~fastwarp.models.mesh_texture.opening_map`), so it is
         exactly 1 wherever the mesh did not open (where nothing opened the texture network
-        does not run). No AU change: flow exactly 0, mask exactly 1.
+        does not run). No AU change: flow exactly 0, mask exactly 1. ``shape``: see :meth:`motion`.
         """
         device = device or torch.device("cpu")
         G = self.grid
-        verts, moved = self.motion(landmarks, crop_bgr.shape[0], current_aus, target_aus, G)
+        verts, moved = self.motion(landmarks, crop_bgr.shape[0], current_aus, target_aus, G, shape)
         texture, mask = torch.zeros(1, 3, G, G), torch.ones(1, 1, G, G)
         if not moved.any():
             return Maps(torch.zeros(1, 2, G, G, device=device), texture.to(device), mask.to(device))
@@ -425,11 +430,13 @@ class ExpressionEditor:
 
     @torch.no_grad()
     def predict(self, crop_bgr: np.ndarray, target_aus: Sequence[float] | np.ndarray,
-                current_aus: Sequence[float] | np.ndarray, landmarks: np.ndarray | None = None) -> Maps:
+                current_aus: Sequence[float] | np.ndarray, landmarks: np.ndarray | None = None,
+                shape: np.ndarray | None = None) -> Maps:
         """Run the networks on an aligned crop ``[S', S', 3]`` uint8 BGR (resized to the
         model's S with area averaging when ``S' > S``); AU vectors ``[17]``, 0..5. With mesh
         motion the maps are :meth:`MeshMotion.maps` of the crop's ``landmarks``
-        (``[478, 2 or 3]``, crop pixels; required then).
+        (``[478, 2 or 3]``, crop pixels; required then), the motion computed from ``shape``
+        where given (``[478, 2]``, eye-line frame: a video's steady face shape).
 
         Returns:
             :class:`Maps` at S px (batch 1), in the runner's dtype and device.
@@ -440,7 +447,7 @@ class ExpressionEditor:
         if self.mesh_motion is not None:
             if landmarks is None:
                 raise ValueError("predict: mesh motion needs the crop's landmarks (landmarks=crop.landmarks)")
-            return self.mesh_motion.maps(crop_bgr, landmarks, current_aus, target_aus, device)
+            return self.mesh_motion.maps(crop_bgr, landmarks, current_aus, target_aus, device, shape)
         small = crop_bgr if crop_bgr.shape[0] == self.size else cv2.resize(
             crop_bgr, (self.size, self.size), interpolation=cv2.INTER_AREA)
         as_batch = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=device)[None]  # noqa: E731

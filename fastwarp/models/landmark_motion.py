@@ -98,7 +98,7 @@ class LandmarkMotion(SmallModel):
         z = self.coefficients(q, current, target) * self.motion_scale
         return torch.einsum("nk,kvd->nvd", z, self.motion_basis)
 
-    def forward(self, landmarks: Tensor, current: Tensor, target: Tensor) -> Tensor:
+    def forward(self, landmarks: Tensor, current: Tensor, target: Tensor, shape: Tensor | None = None) -> Tensor:
         """Displacements of the landmarks, in their own pixel frame.
 
         Args:
@@ -107,6 +107,10 @@ class LandmarkMotion(SmallModel):
             current, target (Tensor[N, 17]): AU intensities 0..5 (order of
                 :data:`fastwarp.au.AU_NAMES`); a change beyond ``config.max_change`` is
                 clamped to it.
+            shape (Tensor[N, 478, 2] or [478, 2], optional): the face shape the motion is
+                computed from, in the eye-line frame (IOD units), e.g. a steady copy of the
+                face's (:meth:`fastwarp.realtime.FaceTracker.edit_shape`); the motion is then
+                placed by the landmarks' own eye-line frame. Default: the landmarks' own shape.
         Returns:
             Tensor[N, 478, 2]: (dx, dy) in the landmarks' pixels; exactly 0 where
             ``target == current``.
@@ -121,5 +125,9 @@ class LandmarkMotion(SmallModel):
                 raise ValueError(f"{name} AUs must have shape [{n}, {NUM_AUS}], got {tuple(a.shape)}")
         lm = landmarks[..., :2].to(self.motion_basis.dtype)
         origin, ex, iod = eye_line_transform(lm)
-        d = self.displacement_iod(to_eye_line(lm, origin, ex, iod), current, target)
-        return from_eye_line(d, ex, iod)
+        if shape is None:
+            q = to_eye_line(lm, origin, ex, iod)
+        else:
+            q = torch.as_tensor(shape, dtype=lm.dtype, device=lm.device)
+            q = q.expand(n, -1, -1) if q.ndim == 3 else q[None].expand(n, -1, -1)
+        return from_eye_line(self.displacement_iod(q, current, target), ex, iod)

@@ -71,7 +71,6 @@ from ..expression_editor import (AUEdit, ExpressionEditor, Network, TorchNetwork
 from ..au import AU_MAX, apply_au_edits
 from ..face import FaceCrop
 from ..face.aus import consistent_targets, estimate_aus_batch
-from ..face.aus_torch import eye_line_transform, from_eye_line
 from ..models import EditorNet
 
 from .sinks import FrameSizeError
@@ -214,10 +213,6 @@ class RealtimeEngine:
                                        max_faces=self.max_faces, model=model, network=network, motion=motion)
         params = smoothing if isinstance(smoothing, dict) else {}
         self.tracker = FaceTracker(**params) if smoothing is not False else None
-        mesh = self.editor.mesh_motion  # its landmark motion reads the steady shape (_ShapeMotion)
-        self._motion = _ShapeMotion(mesh.motion_model) if mesh is not None else None
-        if mesh is not None:
-            mesh.motion_model = self._motion
         self.edits: list[AUEdit] = list(edits)
         self.stats = self._new_stats()
         self._size: tuple[int, int] | None = None
@@ -295,13 +290,8 @@ class RealtimeEngine:
         out, timings = located.frame, dict(located.timings)
         for face in located.faces:
             t0 = clock()
-            if self._motion is not None:
-                self._motion.shape = face.shape
-            try:
-                maps = self.editor.predict(face.crop.image, face.target_aus, face.current_aus, face.crop.landmarks)
-            finally:
-                if self._motion is not None:
-                    self._motion.shape = None
+            maps = self.editor.predict(face.crop.image, face.target_aus, face.current_aus, face.crop.landmarks,
+                                       shape=face.shape)
             if maps.flow.device.type == "cuda":
                 torch.cuda.synchronize(maps.flow.device)  # time the model, not the blend that waits for it
             t1 = clock()
@@ -412,34 +402,6 @@ def _steady_target(current: np.ndarray, live: np.ndarray, edits: list) -> np.nda
     target = consistent_targets(current, apply_au_edits(current, edits))
     change = np.clip(live + (target - current), 0.0, AU_MAX) - live
     return np.where(target == current, current, current + change).astype(np.float32)
-
-
-class _ShapeMotion:
-    """The mesh path's landmark motion model, computing the motion from a given face shape.
-
-    :class:`~fastwarp.models.landmark_motion.LandmarkMotion` reads the face's shape from the
-    landmarks it moves (in their eye-line frame) and returns the motion in their pixels.
-    With :attr:`shape` set (``[478, 2]``, eye-line frame: :meth:`FaceTracker.edit_shape`), the
-    motion is the model's for that shape, placed by the eye-line frame (position, size,
-    rotation) of the landmarks moved; None: the model itself.
-    """
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.shape: np.ndarray | None = None
-
-    def __call__(self, landmarks: torch.Tensor, current: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.shape is None:
-            return self.model(landmarks, current, target)
-        lm = landmarks[..., :2].to(self.model.motion_basis.dtype)
-        _, ex, iod = eye_line_transform(lm)
-        q = torch.as_tensor(self.shape, dtype=lm.dtype)[None].expand(lm.shape[0], -1, -1)
-        return from_eye_line(self.model.displacement_iod(q, current, target), ex, iod)
-
-    def __getattr__(self, name):  # (the model's own attributes: config, eval, ...)
-        if "model" not in self.__dict__:
-            raise AttributeError(name)
-        return getattr(self.__dict__["model"], name)
 
 
 @dataclass
