@@ -148,7 +148,7 @@ def _open_source(spec: int | Path, pace: bool = False):
             source = VideoSource(spec, pace=pace)
     except StreamError as exc:
         raise CLIError(str(exc)) from None
-    if isinstance(spec, Path) and (source.width <= 0 or source.height <= 0):  # OpenCV opens a text file named .jpg
+    if isinstance(spec, Path) and (source.width <= 0 or source.height <= 0):  # a stream with no picture size
         source.close()
         raise CLIError(f"cannot read video {spec}: no decodable frame")
     return source

@@ -12,12 +12,6 @@ from pathlib import Path
 __all__ = ["Carrier"]
 
 
-def _av():
-    import av
-
-    return av
-
-
 class Carrier:
     """The streams of the source file other than its video, carried into the output: each
     audio stream copied or re-encoded, each subtitle stream copied where the container
@@ -32,7 +26,8 @@ class Carrier:
     """
 
     def __init__(self, source: Path, output, box) -> None:
-        av = _av()
+        import av  # (fastwarp.media.video imports this module; av loads with it, on first use)
+
         self.input = av.open(str(source), "r")
         self.output = output
         self.map: dict[int, tuple[object, bool]] = {}  # input stream index -> (output stream, copied)
