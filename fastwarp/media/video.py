@@ -188,11 +188,10 @@ class VideoReader:
         self.rotation = 0.0
         # The first frame tells the rotation (frame side data) and the real size.
         try:
-            first = self._next_decoded()
-        except VideoError as exc:
+            first = next(self._decoded(), None)
+        except (av.FFmpegError, OSError) as exc:
             self.close()
-            why = str(exc).rsplit(": ", 1)[-1].rstrip(")")
-            raise VideoError(f"cannot read video {self.path}: no decodable frame ({why})") from None
+            raise VideoError(f"cannot read video {self.path}: no decodable frame ({_why(exc)})") from None
         if first is None:
             self.close()
             raise VideoError(f"cannot read video {self.path}: no decodable frame")
@@ -205,12 +204,15 @@ class VideoReader:
         start = first.pts if first.pts is not None else 0
         self.start_time = float(start * self.time_base)
 
-    def _next_decoded(self):
-        av = _av()
+    def _decoded(self) -> Iterator:
         if self._frames is None:
             self._frames = self.container.decode(self.stream)
+        return self._frames
+
+    def _next_decoded(self):
+        av = _av()
         try:
-            return next(self._frames)
+            return next(self._decoded())
         except StopIteration:
             return None
         except (av.FFmpegError, OSError) as exc:
