@@ -125,9 +125,14 @@ def is_mesh_path_group(group: str) -> bool:
     return group.startswith("mesh path ")
 
 
+def is_bicubic_group(group: str) -> bool:
+    return group.startswith("bicubic ")
+
+
 def _other_table(group: str) -> bool:
     """Groups with a table of their own (model, end to end, composite, mesh path), not op rows."""
-    return is_model_group(group) or is_e2e_group(group) or is_composite_group(group) or is_mesh_path_group(group)
+    return (is_model_group(group) or is_e2e_group(group) or is_composite_group(group) or is_mesh_path_group(group)
+            or is_bicubic_group(group))
 
 
 def mesh_path_table(data: dict, baseline: dict | None, fail: tuple[str, float] | None) -> tuple[list[str], list[str]]:
@@ -145,10 +150,39 @@ def mesh_path_table(data: dict, baseline: dict | None, fail: tuple[str, float] |
     return lines, []
 
 
+# Issue 21's targets (bench/test_bench_bicubic.py, (8, 3, 256, 256) float32, one run): fastwarp's
+# bicubic forward >= 2x and backward >= 1.5x faster than eager grid_sample's; its forward at
+# most 2.5x fastwarp's bilinear forward. (numerator provider, denominator provider, bound, at least?)
+BICUBIC_TARGETS = (("forward", "eager-bicubic", "fastwarp-bicubic", 2.0, True),
+                   ("backward", "eager-bicubic", "fastwarp-bicubic", 1.5, True),
+                   ("forward", "fastwarp-bicubic", "fastwarp-bilinear", 2.5, False))
+
+
+def bicubic_table(data: dict, baseline: dict | None, fail: tuple[str, float] | None) -> tuple[list[str], list[str]]:
+    """Per mode: the three providers' median ms, then issue 21's ratios, met or NOT MET."""
+    groups = {g.split()[-1]: p for g, p in by_group(data).items() if is_bicubic_group(g)}
+    if not groups:
+        return [], []
+    lines = ["| mode | fastwarp bicubic ms | fastwarp bilinear ms | eager grid_sample bicubic ms |", "|---|---:|---:|---:|"]
+    ms = lambda p, k: f"{p[k]['stats']['median'] * 1e3:.2f}" if k in p else "-"  # noqa: E731
+    for mode, p in sorted(groups.items()):
+        lines.append(f"| {mode} | {ms(p, 'fastwarp-bicubic')} | {ms(p, 'fastwarp-bilinear')} | {ms(p, 'eager-bicubic')} |")
+    for mode, num, den, bound, at_least in BICUBIC_TARGETS:
+        p = groups.get(mode, {})
+        if num in p and den in p:
+            got = p[num]["stats"]["median"] / p[den]["stats"]["median"]
+            ok = got >= bound if at_least else got <= bound
+            lines.append(f"{'met    ' if ok else 'NOT MET'}  {mode}: {num} / {den} {'>=' if at_least else '<='} "
+                         f"{bound:g}x: {got:.2f}x")
+    return lines, []
+
+
 # The one-resampling issue's target (bench/test_bench_composite.py): the frame-space
 # composite of a 400 px face on a 1080p frame at least 3x faster than the chain it
 # replaced (crop + warp_blend + paste-back), on the CPU, medians of one run.
 COMPOSITE_TARGET = ("composite 1080p face 400", 3.0)
+# Issue 21: the composite with bicubic taps at most 1.5x the bilinear one's time, same case.
+COMPOSITE_BICUBIC_TARGET = ("composite 1080p face 400", 1.5)
 
 
 def composite_table(data: dict, baseline: dict | None, fail: tuple[str, float] | None) -> tuple[list[str], list[str]]:
@@ -157,18 +191,28 @@ def composite_table(data: dict, baseline: dict | None, fail: tuple[str, float] |
     groups = {g: p for g, p in by_group(data).items() if is_composite_group(g)}
     if not groups:
         return [], []
-    lines = ["| frame | face px | composite ms | chain ms | chain / composite |", "|---|---:|---:|---:|---:|"]
+    lines = ["| frame | face px | composite ms | chain ms | chain / composite | bicubic ms | bicubic / bilinear |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for group in sorted(groups, key=lambda g: (int(g.split()[1].rstrip("p")), int(g.split()[-1]))):
         p = groups[group]
         if "composite" not in p or "chain" not in p:
             continue
         a, b = p["composite"]["stats"]["median"], p["chain"]["stats"]["median"]
-        lines.append(f"| {group.split()[1]} | {group.split()[-1]} | {a * 1e3:.2f} | {b * 1e3:.2f} | {b / a:.1f}x |")
+        c = p["composite-bicubic"]["stats"]["median"] if "composite-bicubic" in p else None
+        cubic = f"{c * 1e3:.2f} | {c / a:.2f}x" if c else "- | -"
+        lines.append(f"| {group.split()[1]} | {group.split()[-1]} | {a * 1e3:.2f} | {b * 1e3:.2f} | {b / a:.1f}x | "
+                     f"{cubic} |")
     group, ratio = COMPOSITE_TARGET
     p = groups.get(group, {})
     if "composite" in p and "chain" in p:
         got = p["chain"]["stats"]["median"] / p["composite"]["stats"]["median"]
         lines.append(f"{'met    ' if got >= ratio else 'NOT MET'}  {group}: chain / composite >= {ratio:g}x: {got:.1f}x")
+    group, ratio = COMPOSITE_BICUBIC_TARGET
+    p = groups.get(group, {})
+    if "composite" in p and "composite-bicubic" in p:
+        got = p["composite-bicubic"]["stats"]["median"] / p["composite"]["stats"]["median"]
+        lines.append(f"{'met    ' if got <= ratio else 'NOT MET'}  {group}: bicubic / bilinear <= {ratio:g}x: "
+                     f"{got:.2f}x")
     return lines, []
 
 
@@ -557,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
                           "the chain it replaced (crop + warp_blend + paste-back), medians of this run:", "composite"),
         (mesh_path_table, "mesh motion path against the dense MotionNet path, per edited frame (predict + blend "
                           "on a real photo; landmarks not included), medians of this run:", "mesh path"),
+        (bicubic_table, "bicubic image taps, (8, 3, 256, 256) float32 (issue 21), medians of this run:", "bicubic"),
     )
     for make_table, title, what in tables:
         lines, regressed_rows = make_table(data, baseline, args.fail)

@@ -28,27 +28,31 @@ TORCH_LIBRARY(fastwarp, m) {
   // The CUDA architectures the kernels were compiled for ("8.0;9.0;12.1+PTX"; "" in a CPU-only
   // build): fastwarp.build_info().
   m.def("_cuda_archs() -> str", [] { return std::string(FASTWARP_CUDA_ARCHS); });
-  m.def("warp(Tensor image, Tensor flow, str padding_mode=\"border\") -> Tensor");
+  m.def("warp(Tensor image, Tensor flow, str padding_mode=\"border\", str mode=\"bilinear\") -> Tensor");
   m.def(
-      "warp_backward(Tensor grad_output, Tensor image, Tensor flow, str padding_mode, bool[2] output_mask) "
+      "warp_backward(Tensor grad_output, Tensor image, Tensor flow, str padding_mode, str mode, bool[2] output_mask) "
       "-> (Tensor, Tensor)");
-  m.def("warp_blend(Tensor image, Tensor flow, Tensor texture, Tensor mask, str padding_mode=\"border\") -> Tensor");
+  m.def(
+      "warp_blend(Tensor image, Tensor flow, Tensor texture, Tensor mask, str padding_mode=\"border\", "
+      "str mode=\"bilinear\") -> Tensor");
   m.def(
       "warp_blend_backward(Tensor grad_output, Tensor image, Tensor flow, Tensor texture, Tensor mask, "
-      "str padding_mode, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+      "str padding_mode, str mode, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
   // The frame-space composite (docs/design.md): the maps' grid placed on the image by theta
   // [N, 2, 3]; the image may be a uint8 frame (forward only). Kernels: cpu/warp_theta_kernel.cpp,
   // cuda/warp_theta_kernel.cu; math: warp_theta.h.
-  m.def("warp_theta(Tensor image, Tensor flow, Tensor theta, str padding_mode=\"border\") -> Tensor");
+  m.def(
+      "warp_theta(Tensor image, Tensor flow, Tensor theta, str padding_mode=\"border\", str mode=\"bilinear\") "
+      "-> Tensor");
   m.def(
       "warp_theta_backward(Tensor grad_output, Tensor image, Tensor flow, Tensor theta, str padding_mode, "
-      "bool[2] output_mask) -> (Tensor, Tensor)");
+      "str mode, bool[2] output_mask) -> (Tensor, Tensor)");
   m.def(
       "warp_blend_theta(Tensor image, Tensor flow, Tensor texture, Tensor mask, Tensor theta, "
-      "str padding_mode=\"border\") -> Tensor");
+      "str padding_mode=\"border\", str mode=\"bilinear\") -> Tensor");
   m.def(
       "warp_blend_theta_backward(Tensor grad_output, Tensor image, Tensor flow, Tensor texture, Tensor mask, "
-      "Tensor theta, str padding_mode, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+      "Tensor theta, str padding_mode, str mode, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
   // A landmark mesh's motion rendered to a dense backward flow through its triangulation
   // (docs/design.md, "mesh_flow"): (flow [N, 2, H, W], triangle_index [N, H, W] int32).
   // Kernels: cpu/mesh_flow_kernel.cpp, cuda/mesh_flow_kernel.cu; math: mesh_flow.h.

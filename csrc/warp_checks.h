@@ -30,6 +30,12 @@ inline detail::Padding parse_padding(const char* op, c10::string_view padding_mo
   TORCH_CHECK_VALUE(false, op, ": padding_mode must be 'border' or 'zeros', got '", std::string(padding_mode), "'");
 }
 
+inline detail::Interp parse_mode(const char* op, c10::string_view mode) {
+  if (mode == "bilinear") return detail::Interp::Bilinear;
+  if (mode == "bicubic") return detail::Interp::Bicubic;
+  TORCH_CHECK_VALUE(false, op, ": mode must be 'bilinear' or 'bicubic', got '", std::string(mode), "'");
+}
+
 // `flow` is null when `t` is the flow itself (whose size may be at most the image's);
 // texture and mask must have the flow's spatial size.
 inline void check_tensor(const char* op, const char* name, const at::Tensor& t, const at::Tensor& image,
@@ -59,8 +65,10 @@ inline void check_tensor(const char* op, const char* name, const at::Tensor& t, 
 // Checks the arguments of warp (texture and mask undefined) or warp_blend.
 inline detail::Padding check_warp_args(const char* op, const at::Tensor& image, const at::Tensor& flow,
                                        const at::Tensor* texture, const at::Tensor* mask,
-                                       c10::string_view padding_mode) {
+                                       c10::string_view padding_mode, c10::string_view mode,
+                                       detail::Interp* interp) {
   const detail::Padding padding = parse_padding(op, padding_mode);
+  *interp = parse_mode(op, mode);
   TORCH_CHECK_VALUE(image.dim() == 4, op, ": image must be a 4-D tensor [N, C, H, W], got ", image.dim(),
                     "-D with shape ", shape_str(image));
   TORCH_CHECK_TYPE(at::isFloatingType(image.scalar_type()), op,
@@ -93,8 +101,10 @@ inline detail::Padding check_warp_args(const char* op, const at::Tensor& image, 
 // as contiguous CPU doubles [N, 2, 3], after checking that each linear part is invertible.
 inline at::Tensor check_theta_args(const char* op, const at::Tensor& image, const at::Tensor& flow,
                                    const at::Tensor* texture, const at::Tensor* mask, const at::Tensor& theta,
-                                   c10::string_view padding_mode, detail::Padding* padding, bool allow_uint8) {
+                                   c10::string_view padding_mode, c10::string_view mode, detail::Padding* padding,
+                                   detail::Interp* interp, bool allow_uint8) {
   *padding = parse_padding(op, padding_mode);
+  *interp = parse_mode(op, mode);
   TORCH_CHECK_VALUE(image.dim() == 4, op, ": image must be a 4-D tensor [N, C, H, W], got ", image.dim(),
                     "-D with shape ", shape_str(image));
   const bool u8 = image.scalar_type() == at::kByte;
@@ -154,7 +164,7 @@ inline detail::Strides4 strides4(const at::Tensor& t) {
 // The fields WarpInputs and ThetaInputs share: pointers, strides and sizes of one call.
 template <typename img_t, typename map_t, typename Inputs>
 Inputs fill_inputs(const at::Tensor& image, const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
-                   detail::Padding padding) {
+                   detail::Padding padding, detail::Interp interp) {
   Inputs in{};
   in.image = image.const_data_ptr<img_t>();
   in.s_image = strides4(image);
@@ -175,21 +185,22 @@ Inputs fill_inputs(const at::Tensor& image, const at::Tensor& flow, const at::Te
   in.h = flow.size(2);
   in.w = flow.size(3);
   in.padding = padding;
+  in.interp = interp;
   return in;
 }
 
 template <typename scalar_t>
 detail::WarpInputs<scalar_t> warp_inputs(const at::Tensor& image, const at::Tensor& flow, const at::Tensor* texture,
-                                         const at::Tensor* mask, detail::Padding padding) {
-  return fill_inputs<scalar_t, scalar_t, detail::WarpInputs<scalar_t>>(image, flow, texture, mask, padding);
+                                         const at::Tensor* mask, detail::Padding padding, detail::Interp interp) {
+  return fill_inputs<scalar_t, scalar_t, detail::WarpInputs<scalar_t>>(image, flow, texture, mask, padding, interp);
 }
 
 // theta: CPU doubles [N, 6] (null for a kernel that reads theta from elsewhere).
 template <typename img_t, typename map_t>
 detail::ThetaInputs<img_t, map_t> theta_inputs(const at::Tensor& image, const at::Tensor& flow,
                                                const at::Tensor* texture, const at::Tensor* mask,
-                                               const double* theta, detail::Padding padding) {
-  auto in = fill_inputs<img_t, map_t, detail::ThetaInputs<img_t, map_t>>(image, flow, texture, mask, padding);
+                                               const double* theta, detail::Padding padding, detail::Interp interp) {
+  auto in = fill_inputs<img_t, map_t, detail::ThetaInputs<img_t, map_t>>(image, flow, texture, mask, padding, interp);
   in.theta = theta;
   return in;
 }

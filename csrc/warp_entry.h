@@ -2,9 +2,9 @@
 // the setup of a backward call. A backend is a struct with
 //   template <bool kBlend> static at::Tensor forward(const char* op, image, flow,
 //                                                    const at::Tensor* texture, const at::Tensor* mask,
-//                                                    c10::string_view padding_mode);
+//                                                    c10::string_view padding_mode, c10::string_view mode);
 //   template <bool kBlend> static std::array<at::Tensor, 4> backward(const char* op, grad_output, image, flow,
-//                                                    texture, mask, padding_mode, std::array<bool, 4> need);
+//                                                    texture, mask, padding_mode, mode, std::array<bool, 4> need);
 // (texture and mask are null for plain warp) and
 //   static void upsample_adjoint(const at::Tensor& grad_hi, const at::Tensor& grad_lo);
 // (the gradient of the bilinear upsampling, detail::upsample_adjoint_at at every element
@@ -35,6 +35,7 @@ namespace fastwarp {
 // backend and the image gradient do.
 struct BackwardSetup {
   detail::Padding padding;
+  detail::Interp interp;
   at::ScalarType acc_type;  // float32 for half/bfloat16 inputs
   at::Tensor grad_flow, grad_texture, grad_mask;
   at::Tensor flow_hi, texture_hi, mask_hi;  // defined only when the grid is smaller; acc_type
@@ -87,9 +88,9 @@ struct BackwardSetup {
 
 inline BackwardSetup setup_backward(const char* op, const at::Tensor& grad_output, const at::Tensor& image,
                                     const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
-                                    c10::string_view padding_mode, std::array<bool, 4> need) {
+                                    c10::string_view padding_mode, c10::string_view mode, std::array<bool, 4> need) {
   BackwardSetup s;
-  s.padding = check_warp_args(op, image, flow, texture, mask, padding_mode);
+  s.padding = check_warp_args(op, image, flow, texture, mask, padding_mode, mode, &s.interp);
   TORCH_CHECK_VALUE(grad_output.sizes() == image.sizes(), op, ": grad_output must have the output's shape ",
                     shape_str(image), ", got ", shape_str(grad_output));
   TORCH_CHECK_TYPE(grad_output.scalar_type() == image.scalar_type(), op,
@@ -117,28 +118,28 @@ inline at::Tensor finish_grad_image(const at::Tensor& acc, const at::Tensor& ima
 
 template <typename Backend>
 struct WarpEntryPoints {
-  static at::Tensor warp(const at::Tensor& image, const at::Tensor& flow, c10::string_view padding_mode) {
-    return Backend::template forward<false>("fastwarp.warp", image, flow, nullptr, nullptr, padding_mode);
+  static at::Tensor warp(const at::Tensor& image, const at::Tensor& flow, c10::string_view padding_mode, c10::string_view mode) {
+    return Backend::template forward<false>("fastwarp.warp", image, flow, nullptr, nullptr, padding_mode, mode);
   }
 
   static at::Tensor warp_blend(const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
-                               const at::Tensor& mask, c10::string_view padding_mode) {
-    return Backend::template forward<true>("fastwarp.warp_blend", image, flow, &texture, &mask, padding_mode);
+                               const at::Tensor& mask, c10::string_view padding_mode, c10::string_view mode) {
+    return Backend::template forward<true>("fastwarp.warp_blend", image, flow, &texture, &mask, padding_mode, mode);
   }
 
   static std::tuple<at::Tensor, at::Tensor> warp_backward(const at::Tensor& grad_output, const at::Tensor& image,
-                                                          const at::Tensor& flow, c10::string_view padding_mode,
+                                                          const at::Tensor& flow, c10::string_view padding_mode, c10::string_view mode,
                                                           std::array<bool, 2> output_mask) {
     auto g = Backend::template backward<false>("fastwarp.warp_backward", grad_output, image, flow, nullptr, nullptr,
-                                               padding_mode, {output_mask[0], output_mask[1], false, false});
+                                               padding_mode, mode, {output_mask[0], output_mask[1], false, false});
     return {g[0], g[1]};
   }
 
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> warp_blend_backward(
       const at::Tensor& grad_output, const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
-      const at::Tensor& mask, c10::string_view padding_mode, std::array<bool, 4> output_mask) {
+      const at::Tensor& mask, c10::string_view padding_mode, c10::string_view mode, std::array<bool, 4> output_mask) {
     auto g = Backend::template backward<true>("fastwarp.warp_blend_backward", grad_output, image, flow, &texture,
-                                              &mask, padding_mode, output_mask);
+                                              &mask, padding_mode, mode, output_mask);
     return {g[0], g[1], g[2], g[3]};
   }
 
@@ -152,38 +153,38 @@ struct WarpEntryPoints {
 
 // The frame-space composite's ops (warp_theta, warp_blend_theta and their backward ops),
 // for a backend with
-//   template <bool kBlend> static at::Tensor theta_forward(op, image, flow, texture, mask, theta, padding_mode);
+//   template <bool kBlend> static at::Tensor theta_forward(op, image, flow, texture, mask, theta, padding_mode, mode);
 //   template <bool kBlend> static std::array<at::Tensor, 4> theta_backward(op, grad_output, image, flow,
-//                                                    texture, mask, theta, padding_mode, need);
+//                                                    texture, mask, theta, padding_mode, mode, need);
 template <typename Backend>
 struct ThetaEntryPoints {
   static at::Tensor warp(const at::Tensor& image, const at::Tensor& flow, const at::Tensor& theta,
-                         c10::string_view padding_mode) {
-    return Backend::template theta_forward<false>("fastwarp.warp", image, flow, nullptr, nullptr, theta, padding_mode);
+                         c10::string_view padding_mode, c10::string_view mode) {
+    return Backend::template theta_forward<false>("fastwarp.warp", image, flow, nullptr, nullptr, theta, padding_mode, mode);
   }
 
   static at::Tensor warp_blend(const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
-                               const at::Tensor& mask, const at::Tensor& theta, c10::string_view padding_mode) {
+                               const at::Tensor& mask, const at::Tensor& theta, c10::string_view padding_mode, c10::string_view mode) {
     return Backend::template theta_forward<true>("fastwarp.warp_blend", image, flow, &texture, &mask, theta,
-                                                 padding_mode);
+                                                 padding_mode, mode);
   }
 
   static std::tuple<at::Tensor, at::Tensor> warp_backward(const at::Tensor& grad_output, const at::Tensor& image,
                                                           const at::Tensor& flow, const at::Tensor& theta,
-                                                          c10::string_view padding_mode,
+                                                          c10::string_view padding_mode, c10::string_view mode,
                                                           std::array<bool, 2> output_mask) {
     auto g = Backend::template theta_backward<false>("fastwarp.warp_backward", grad_output, image, flow, nullptr,
-                                                     nullptr, theta, padding_mode,
+                                                     nullptr, theta, padding_mode, mode,
                                                      {output_mask[0], output_mask[1], false, false});
     return {g[0], g[1]};
   }
 
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> warp_blend_backward(
       const at::Tensor& grad_output, const at::Tensor& image, const at::Tensor& flow, const at::Tensor& texture,
-      const at::Tensor& mask, const at::Tensor& theta, c10::string_view padding_mode,
+      const at::Tensor& mask, const at::Tensor& theta, c10::string_view padding_mode, c10::string_view mode,
       std::array<bool, 4> output_mask) {
     auto g = Backend::template theta_backward<true>("fastwarp.warp_blend_backward", grad_output, image, flow,
-                                                    &texture, &mask, theta, padding_mode, output_mask);
+                                                    &texture, &mask, theta, padding_mode, mode, output_mask);
     return {g[0], g[1], g[2], g[3]};
   }
 
@@ -199,9 +200,9 @@ struct ThetaEntryPoints {
 // dtype; returns theta as CPU doubles.
 inline at::Tensor check_theta_backward(const char* op, const at::Tensor& grad_output, const at::Tensor& image,
                                        const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
-                                       const at::Tensor& theta, c10::string_view padding_mode,
-                                       detail::Padding* padding) {
-  at::Tensor host = check_theta_args(op, image, flow, texture, mask, theta, padding_mode, padding, false);
+                                       const at::Tensor& theta, c10::string_view padding_mode, c10::string_view mode,
+                                       detail::Padding* padding, detail::Interp* interp) {
+  at::Tensor host = check_theta_args(op, image, flow, texture, mask, theta, padding_mode, mode, padding, interp, false);
   TORCH_CHECK_VALUE(grad_output.sizes() == image.sizes(), op, ": grad_output must have the output's shape ",
                     shape_str(image), ", got ", shape_str(grad_output));
   TORCH_CHECK_TYPE(grad_output.scalar_type() == image.scalar_type(), op,

@@ -26,6 +26,11 @@ namespace detail {
 
 enum class Padding : int { Border = 0, Zeros = 1 };
 
+// The image taps (the ops' `mode`): grid_sample's bilinear (2 x 2) and bicubic (4 x 4, Keys'
+// cubic convolution with a = -0.75). Only the image taps change: the maps' own upsampling
+// and their sampling at theta grid positions stay bilinear.
+enum class Interp : int { Bilinear = 0, Bicubic = 1 };
+
 // Element strides of a 4-D tensor, in elements (not bytes). Any layout works: contiguous
 // NCHW, channels_last, or a strided view.
 struct Strides4 {
@@ -147,6 +152,126 @@ FW_HOST_DEVICE Quad<acc_t> load_quad(const scalar_t* plane, int64_t sh, int64_t 
   return q;
 }
 
+// --- bicubic taps (mode="bicubic"): F.grid_sample(mode="bicubic", align_corners=True) ---
+//
+// For a sample coordinate c on an axis: f = floor(c), t = c - f, taps at f - 1 .. f + 2 with
+// Keys' weights (a = -0.75, as PyTorch's get_cubic_upsample_coefficients). Padding per tap:
+// border clamps each tap's index into [0, size - 1] (so the edge pixel may get several
+// weights), zeros reads 0 outside. grid_sample does not clamp the coordinate itself for
+// bicubic: a non-finite coordinate gives NaN weights (a NaN output) in both padding modes.
+
+// The four weights of a cubic tap row at fraction t, and their derivatives d w / d t.
+template <typename acc_t>
+FW_HOST_DEVICE void cubic_weights(acc_t t, acc_t* w, acc_t* dw) {
+  const acc_t A = acc_t(-0.75);
+  const acc_t x0 = t + acc_t(1), x1 = t, x2 = acc_t(1) - t, x3 = acc_t(2) - t;
+  // |x| in [1, 2): ((A x - 5A) x + 8A) x - 4A; |x| < 1: ((A + 2) x - (A + 3)) x x + 1
+  w[0] = ((A * x0 - acc_t(5) * A) * x0 + acc_t(8) * A) * x0 - acc_t(4) * A;
+  w[1] = ((A + acc_t(2)) * x1 - (A + acc_t(3))) * x1 * x1 + acc_t(1);
+  w[2] = ((A + acc_t(2)) * x2 - (A + acc_t(3))) * x2 * x2 + acc_t(1);
+  w[3] = ((A * x3 - acc_t(5) * A) * x3 + acc_t(8) * A) * x3 - acc_t(4) * A;
+  if (dw != nullptr) {
+    // d/dx of each piece, times dx/dt (+1 for x0, x1; -1 for x2, x3).
+    dw[0] = (acc_t(3) * A * x0 - acc_t(10) * A) * x0 + acc_t(8) * A;
+    dw[1] = (acc_t(3) * (A + acc_t(2)) * x1 - acc_t(2) * (A + acc_t(3))) * x1;
+    dw[2] = -((acc_t(3) * (A + acc_t(2)) * x2 - acc_t(2) * (A + acc_t(3))) * x2);
+    dw[3] = -((acc_t(3) * A * x3 - acc_t(10) * A) * x3 + acc_t(8) * A);
+  }
+}
+
+// One axis of a bicubic sample: the four tap indices, which read the image, their weights
+// and d weight / d coordinate, and d coordinate / d flow (0 on a size-1 axis).
+template <typename acc_t>
+struct CubicAxis {
+  int64_t i[4];
+  bool v[4];
+  acc_t w[4], dw[4];
+  acc_t grad;
+
+  FW_HOST_DEVICE static CubicAxis make(acc_t pos, acc_t d, int64_t size, Padding padding, bool want_dw) {
+    CubicAxis a;
+    acc_t c;
+    a.grad = acc_t(1);
+    if (size == 1) {
+      c = d * acc_t(0);  // as Axis::make: every finite coordinate lands on the only pixel
+      a.grad = acc_t(0);
+    } else {
+      c = pos + d;
+    }
+    const acc_t f = fw_floor(c);
+    cubic_weights<acc_t>(c - f, a.w, want_dw ? a.dw : nullptr);
+    const acc_t last = static_cast<acc_t>(size - 1);
+    for (int k = 0; k < 4; ++k) {
+      acc_t p = f + static_cast<acc_t>(k - 1);
+      // Range tests and clamps on the floating value before any conversion (NaN, huge).
+      if (padding == Padding::Border) {
+        if (!(p > acc_t(0))) p = acc_t(0);  // NaN lands on 0; its weights are NaN anyway
+        if (p > last) p = last;
+        a.v[k] = true;
+        a.i[k] = static_cast<int64_t>(p);
+      } else {
+        a.v[k] = p >= acc_t(0) && p <= last;
+        a.i[k] = a.v[k] ? static_cast<int64_t>(p) : 0;
+      }
+    }
+    return a;
+  }
+};
+
+// Image taps one output pixel reads (and scatters its gradient to): the deterministic
+// backward paths size their records by it.
+FW_HOST_DEVICE int taps_per_pixel(Interp interp) { return interp == Interp::Bicubic ? 16 : 4; }
+
+template <typename acc_t>
+struct CubicTaps {
+  CubicAxis<acc_t> x, y;
+};
+
+template <typename acc_t>
+FW_HOST_DEVICE CubicTaps<acc_t> make_cubic_taps(int64_t px, int64_t py, acc_t dx, acc_t dy, int64_t W, int64_t H,
+                                                Padding padding, bool want_dw) {
+  CubicTaps<acc_t> t;
+  t.x = CubicAxis<acc_t>::make(static_cast<acc_t>(px), dx, W, padding, want_dw);
+  t.y = CubicAxis<acc_t>::make(static_cast<acc_t>(py), dy, H, padding, want_dw);
+  return t;
+}
+
+// The 16 tap values of one channel plane (rows by y tap), taps outside the image read 0.
+template <typename acc_t>
+struct Patch {
+  acc_t v[4][4];
+
+  FW_HOST_DEVICE acc_t interpolate(const CubicTaps<acc_t>& t) const {
+    acc_t out = acc_t(0);
+    for (int r = 0; r < 4; ++r) {
+      const acc_t row = t.x.w[0] * v[r][0] + t.x.w[1] * v[r][1] + t.x.w[2] * v[r][2] + t.x.w[3] * v[r][3];
+      out += t.y.w[r] * row;
+    }
+    return out;
+  }
+  // d(sample)/d(x) and d(sample)/d(y) in pixels, before the factor CubicAxis::grad.
+  FW_HOST_DEVICE void gradient(const CubicTaps<acc_t>& t, acc_t* gx, acc_t* gy) const {
+    acc_t sx = acc_t(0), sy = acc_t(0);
+    for (int r = 0; r < 4; ++r) {
+      const acc_t row = t.x.w[0] * v[r][0] + t.x.w[1] * v[r][1] + t.x.w[2] * v[r][2] + t.x.w[3] * v[r][3];
+      const acc_t drow = t.x.dw[0] * v[r][0] + t.x.dw[1] * v[r][1] + t.x.dw[2] * v[r][2] + t.x.dw[3] * v[r][3];
+      sx += t.y.w[r] * drow;
+      sy += t.y.dw[r] * row;
+    }
+    *gx = sx;
+    *gy = sy;
+  }
+};
+
+template <typename acc_t, typename scalar_t>
+FW_HOST_DEVICE Patch<acc_t> load_patch(const scalar_t* plane, int64_t sh, int64_t sw, const CubicTaps<acc_t>& t) {
+  Patch<acc_t> p;
+  for (int r = 0; r < 4; ++r)
+    for (int k = 0; k < 4; ++k)
+      p.v[r][k] = (t.y.v[r] && t.x.v[k]) ? static_cast<acc_t>(plane[t.y.i[r] * sh + t.x.i[k] * sw]) : acc_t(0);
+  return p;
+}
+
 // One axis of the bilinear upsampling of the flow/texture/mask grid (size `in`) onto the
 // image grid (size `out` >= in): F.interpolate(mode="bilinear", align_corners=False) as
 // PyTorch computes it (area_pixel_compute_source_index, then guard_index_and_lambda).
@@ -264,6 +389,7 @@ struct WarpInputs {
   int64_t N, C, H, W;
   int64_t h, w;
   Padding padding;
+  Interp interp;
 };
 
 // Forward of one output pixel (n, y, x), all channels:
@@ -277,13 +403,22 @@ FW_HOST_DEVICE void warp_forward_pixel(const WarpInputs<scalar_t>& in, scalar_t*
   const scalar_t* fl = in.flow + n * in.s_flow.n;
   const acc_t dx = lr.sample(fl, in.s_flow.h, in.s_flow.w) * lr.sx;
   const acc_t dy = lr.sample(fl + in.s_flow.c, in.s_flow.h, in.s_flow.w) * lr.sy;
-  const Taps<acc_t> t = make_taps<acc_t>(x, y, dx, dy, in.W, in.H, in.padding);
   acc_t m = acc_t(1);
   if (kBlend) m = lr.sample(in.mask + n * in.s_mask.n, in.s_mask.h, in.s_mask.w);
   const scalar_t* img_n = in.image + n * in.s_image.n;
   scalar_t* out_px = out + n * s_out.n + y * s_out.h + x * s_out.w;
+  const bool cubic = in.interp == Interp::Bicubic;
+  Taps<acc_t> t;
+  CubicTaps<acc_t> ct;
+  if (cubic) {
+    ct = make_cubic_taps<acc_t>(x, y, dx, dy, in.W, in.H, in.padding, false);
+  } else {
+    t = make_taps<acc_t>(x, y, dx, dy, in.W, in.H, in.padding);
+  }
   for (int64_t c = 0; c < in.C; ++c) {
-    acc_t v = load_quad<acc_t>(img_n + c * in.s_image.c, in.s_image.h, in.s_image.w, t).interpolate(t);
+    const scalar_t* plane = img_n + c * in.s_image.c;
+    acc_t v = cubic ? load_patch<acc_t>(plane, in.s_image.h, in.s_image.w, ct).interpolate(ct)
+                    : load_quad<acc_t>(plane, in.s_image.h, in.s_image.w, t).interpolate(t);
     if (kBlend) {
       const acc_t tex = lr.sample(in.texture + n * in.s_texture.n + c * in.s_texture.c, in.s_texture.h,
                                   in.s_texture.w);
@@ -332,14 +467,76 @@ FW_HOST_DEVICE void store_grad(scalar_t* p, acc_t* p_acc, int64_t offset, acc_t 
   }
 }
 
+// Backward of one output pixel (n, y, x) with bicubic taps (warp_backward_pixel's branch):
+// the image gradient scattered over the 16 taps (tap = 4 * row + column, 0..15), the flow
+// gradient through the weights' derivatives.
+template <typename scalar_t, typename acc_t, bool kBlend, typename Scatter>
+FW_HOST_DEVICE void warp_backward_pixel_cubic(const WarpInputs<scalar_t>& in, const scalar_t* grad_out,
+                                              const Strides4& s_gout, const WarpGrads<scalar_t, acc_t>& g,
+                                              int64_t n, int64_t y, int64_t x, Scatter& scatter) {
+  const LowRes<acc_t> lr = LowRes<acc_t>::make(y, x, in.h, in.w, in.H, in.W);
+  const scalar_t* fl = in.flow + n * in.s_flow.n;
+  const acc_t dx = lr.sample(fl, in.s_flow.h, in.s_flow.w) * lr.sx;
+  const acc_t dy = lr.sample(fl + in.s_flow.c, in.s_flow.h, in.s_flow.w) * lr.sy;
+  const bool want_flow = g.want_flow(), want_mask = kBlend && g.want_mask(), want_texture = kBlend && g.want_texture();
+  const CubicTaps<acc_t> t = make_cubic_taps<acc_t>(x, y, dx, dy, in.W, in.H, in.padding, want_flow);
+  acc_t m = acc_t(1);
+  if (kBlend) m = lr.sample(in.mask + n * in.s_mask.n, in.s_mask.h, in.s_mask.w);
+  const bool need_values = want_flow || want_mask;
+  const scalar_t* img_n = in.image + n * in.s_image.n;
+  const scalar_t* go_px = grad_out + n * s_gout.n + y * s_gout.h + x * s_gout.w;
+  acc_t gdx = acc_t(0), gdy = acc_t(0), gmask = acc_t(0);
+  for (int64_t c = 0; c < in.C; ++c) {
+    acc_t go = static_cast<acc_t>(go_px[c * s_gout.c]);
+    Patch<acc_t> q;
+    if (need_values) q = load_patch<acc_t>(img_n + c * in.s_image.c, in.s_image.h, in.s_image.w, t);
+    if (kBlend) {
+      if (want_texture) {
+        store_grad(g.texture, g.texture_acc,
+                   n * g.s_texture.n + c * g.s_texture.c + y * g.s_texture.h + x * g.s_texture.w,
+                   go * (acc_t(1) - m));
+      }
+      if (want_mask) {
+        const acc_t tex = lr.sample(in.texture + n * in.s_texture.n + c * in.s_texture.c, in.s_texture.h,
+                                    in.s_texture.w);
+        gmask += go * (q.interpolate(t) - tex);
+      }
+      go = go * m;  // gradient reaching the warped image
+    }
+    if (g.image != nullptr) {
+      for (int r = 0; r < 4; ++r) {
+        const acc_t gr = t.y.w[r] * go;
+        for (int k = 0; k < 4; ++k) scatter(n, c, 4 * r + k, t.y.v[r] && t.x.v[k], t.y.i[r], t.x.i[k], t.x.w[k] * gr);
+      }
+    }
+    if (want_flow) {
+      acc_t sx, sy;
+      q.gradient(t, &sx, &sy);
+      gdx += go * sx;
+      gdy += go * sy;
+    }
+  }
+  if (want_flow) {
+    const int64_t off = n * g.s_flow.n + y * g.s_flow.h + x * g.s_flow.w;
+    store_grad(g.flow, g.flow_acc, off, gdx * t.x.grad * lr.sx);
+    store_grad(g.flow, g.flow_acc, off + g.s_flow.c, gdy * t.y.grad * lr.sy);
+  }
+  if (want_mask) store_grad(g.mask, g.mask_acc, n * g.s_mask.n + y * g.s_mask.h + x * g.s_mask.w, gmask);
+}
+
 // Backward of one output pixel (n, y, x). The image-gradient scatter goes through
-// `scatter(n, c, tap, valid, ty, tx, value)` (tap 0..3 = nw, ne, sw, se), so each backend
+// `scatter(n, c, tap, valid, ty, tx, value)` (tap 0..3 = nw, ne, sw, se; 0..15 for bicubic,
+// kTapsPerPixel), so each backend
 // chooses how taps that several pixels share are summed: plain adds on a CPU thread's own
 // buffer, atomics on CUDA, or recorded (index, value) pairs for a deterministic reduction.
 template <typename scalar_t, typename acc_t, bool kBlend, typename Scatter>
 FW_HOST_DEVICE void warp_backward_pixel(const WarpInputs<scalar_t>& in, const scalar_t* grad_out,
                                         const Strides4& s_gout, const WarpGrads<scalar_t, acc_t>& g, int64_t n,
                                         int64_t y, int64_t x, Scatter& scatter) {
+  if (in.interp == Interp::Bicubic) {
+    warp_backward_pixel_cubic<scalar_t, acc_t, kBlend>(in, grad_out, s_gout, g, n, y, x, scatter);
+    return;
+  }
   const LowRes<acc_t> lr = LowRes<acc_t>::make(y, x, in.h, in.w, in.H, in.W);
   const scalar_t* fl = in.flow + n * in.s_flow.n;
   const acc_t dx = lr.sample(fl, in.s_flow.h, in.s_flow.w) * lr.sx;

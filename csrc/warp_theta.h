@@ -202,6 +202,7 @@ struct ThetaInputs {
   int64_t N, C, H, W;
   int64_t h, w;
   Padding padding;
+  Interp interp;
 };
 
 // One output pixel's reads, shared by the forward and the backward: whether it lies in
@@ -213,6 +214,7 @@ struct ThetaPixel {
   GridSample<acc_t> gs;
   GridTaps<acc_t> flow_taps;  // the grid taps for the flow's strides
   Taps<acc_t> t;
+  acc_t dx, dy;  // the image displacement (L^-1 flow) in image pixels
   acc_t m;
 
   // The grid taps for a map of strides s: the flow's when the strides match (the usual
@@ -236,7 +238,9 @@ struct ThetaPixel {
     const map_t* fl = in.flow + n * in.s_flow.n;
     const acc_t fx = p.flow_taps.sample(fl);
     const acc_t fy = p.flow_taps.sample(fl + in.s_flow.c);
-    p.t = make_taps<acc_t>(x, y, gm.i00 * fx + gm.i01 * fy, gm.i10 * fx + gm.i11 * fy, in.W, in.H, in.padding);
+    p.dx = gm.i00 * fx + gm.i01 * fy;
+    p.dy = gm.i10 * fx + gm.i11 * fy;
+    p.t = make_taps<acc_t>(x, y, p.dx, p.dy, in.W, in.H, in.padding);
     p.m = acc_t(1);
     if (kBlend) p.m = p.taps_for(in.s_mask).sample(in.mask + n * in.s_mask.n);
     return p;
@@ -252,13 +256,18 @@ FW_HOST_DEVICE bool theta_forward_pixel(const ThetaInputs<img_t, map_t>& in, con
   if (!px.inside) return false;
   const Taps<acc_t>& t = px.t;
   const acc_t m = px.m;
+  const bool cubic = in.interp == Interp::Bicubic;
   const QuadOffsets quad = QuadOffsets::make(t, in.s_image.h, in.s_image.w);
+  CubicTaps<acc_t> ct;
+  if (cubic) ct = make_cubic_taps<acc_t>(x, y, px.dx, px.dy, in.W, in.H, in.padding, false);
   GridTaps<acc_t> tex_taps{};
   if (kBlend) tex_taps = px.taps_for(in.s_texture);
   const img_t* img_n = in.image + n * in.s_image.n;
   img_t* out_px = out + n * s_out.n + y * s_out.h + x * s_out.w;
   for (int64_t c = 0; c < in.C; ++c) {
-    acc_t val = quad.load<acc_t>(img_n + c * in.s_image.c).interpolate(t);
+    const img_t* plane = img_n + c * in.s_image.c;
+    acc_t val = cubic ? load_patch<acc_t>(plane, in.s_image.h, in.s_image.w, ct).interpolate(ct)
+                      : quad.load<acc_t>(plane).interpolate(t);
     if (kBlend) {
       const acc_t tex = tex_taps.sample(in.texture + n * in.s_texture.n + c * in.s_texture.c);
       val = m * val + (acc_t(1) - m) * tex;
@@ -270,7 +279,8 @@ FW_HOST_DEVICE bool theta_forward_pixel(const ThetaInputs<img_t, map_t>& in, con
 
 // Backward of one output pixel (n, y, x) (floating images only). Outside the footprint the
 // output is the image: its gradient passes to the image unchanged. Inside, the image
-// gradient is the warp's 4-tap scatter, and the flow, texture and mask gradients are the
+// gradient is the warp's 4-tap scatter (16 taps, rows then columns, for bicubic: only the
+// valid ones, in the same order in every channel), and the flow, texture and mask gradients are the
 // adjoint of the grid sample: `image_add(n, c, ty, tx, value)` and
 // `grid_add(n, k, gy, gx, value)` with k = 0, 1 (flow dx, dy), 2 (mask), 3 + c (texture);
 // a backend passes adders that ignore what is not wanted.
@@ -289,13 +299,23 @@ FW_HOST_DEVICE void theta_backward_pixel(const ThetaInputs<scalar_t, scalar_t>& 
   const Taps<acc_t>& t = px.t;
   const acc_t m = px.m;
   const bool need_values = need_flow || (kBlend && need_mask);
+  const bool cubic = in.interp == Interp::Bicubic;
+  CubicTaps<acc_t> ct;
+  if (cubic) ct = make_cubic_taps<acc_t>(x, y, px.dx, px.dy, in.W, in.H, in.padding, need_flow);
   const scalar_t* img_n = in.image + n * in.s_image.n;
   acc_t gdx = acc_t(0), gdy = acc_t(0), gmask = acc_t(0);
   const acc_t w_nw = t.w_nw(), w_ne = t.w_ne(), w_sw = t.w_sw(), w_se = t.w_se();
   for (int64_t c = 0; c < in.C; ++c) {
     acc_t go = static_cast<acc_t>(go_px[c * s_gout.c]);
     Quad<acc_t> q{};
-    if (need_values) q = load_quad<acc_t>(img_n + c * in.s_image.c, in.s_image.h, in.s_image.w, t);
+    Patch<acc_t> patch{};
+    if (need_values) {
+      if (cubic) {
+        patch = load_patch<acc_t>(img_n + c * in.s_image.c, in.s_image.h, in.s_image.w, ct);
+      } else {
+        q = load_quad<acc_t>(img_n + c * in.s_image.c, in.s_image.h, in.s_image.w, t);
+      }
+    }
     if (kBlend) {
       struct TexAdd {
         GridAdd& add;
@@ -306,9 +326,24 @@ FW_HOST_DEVICE void theta_backward_pixel(const ThetaInputs<scalar_t, scalar_t>& 
       if (need_mask) {
         const acc_t tex = gs.sample(in.texture + n * in.s_texture.n + c * in.s_texture.c, in.s_texture.h,
                                     in.s_texture.w);
-        gmask += go * (q.interpolate(t) - tex);
+        gmask += go * ((cubic ? patch.interpolate(ct) : q.interpolate(t)) - tex);
       }
       go = go * m;
+    }
+    if (cubic) {
+      for (int r = 0; r < 4; ++r) {
+        const acc_t gr = ct.y.w[r] * go;
+        for (int k = 0; k < 4; ++k) {
+          if (ct.y.v[r] && ct.x.v[k]) image_add(n, c, ct.y.i[r], ct.x.i[k], ct.x.w[k] * gr);
+        }
+      }
+      if (need_flow) {
+        acc_t sx, sy;
+        patch.gradient(ct, &sx, &sy);
+        gdx += go * sx;
+        gdy += go * sy;
+      }
+      continue;
     }
     if (t.y.v0 && t.x.v0) image_add(n, c, t.y.i0, t.x.i0, w_nw * go);
     if (t.y.v0 && t.x.v1) image_add(n, c, t.y.i0, t.x.i0 + 1, w_ne * go);
@@ -321,8 +356,8 @@ FW_HOST_DEVICE void theta_backward_pixel(const ThetaInputs<scalar_t, scalar_t>& 
   }
   if (need_flow) {
     // d(dx, dy)/d(fx, fy) = L^-1, so the grid flow's gradient is L^-T (gdx, gdy).
-    gdx *= t.x.grad;
-    gdy *= t.y.grad;
+    gdx *= cubic ? ct.x.grad : t.x.grad;
+    gdy *= cubic ? ct.y.grad : t.y.grad;
     struct FlowAdd {
       GridAdd& add;
       int64_t n, k;

@@ -118,7 +118,7 @@ def test_zero_channel_backward_op_writes_zeros(backend, op):
         f, t, m = (x[..., :grid[0], :grid[1]].contiguous() for x in (flow, texture, mask))
         args = (grad_output, image, f) + ((t, m) if op == "warp_blend" else ())
         for _ in range(3):  # fresh allocations each time: garbage would differ from run to run
-            grads = backend.op(f"{op}_backward")(*args, "border", [True] * (len(args) - 1))
+            grads = backend.op(f"{op}_backward")(*args, "border", "bilinear", [True] * (len(args) - 1))
             assert grads[1].shape == f.shape and torch.equal(grads[1].cpu(), torch.zeros(f.shape))
             if op == "warp_blend":
                 assert grads[3].shape == m.shape and torch.equal(grads[3].cpu(), torch.zeros(m.shape))

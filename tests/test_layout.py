@@ -57,14 +57,17 @@ def test_fastwarp_has_no_import_circle():
 
 def test_ops_backends_never_import_their_callers():
     """One direction: api -> registry -> {registration, triton_backend, reference};
-    triton_backend -> {registration, checks}."""
+    triton_backend -> {registration, checks, triton_cubic (its bicubic device functions)};
+    triton_cubic -> nothing of fastwarp."""
     graph = architecture.import_graph()
     ops = {n: {m for m in deps if m.startswith("fastwarp.")} for n, deps in graph.items()
            if n.startswith("fastwarp.ops.")}
     assert ops["fastwarp.ops.checks"] == set()
     assert ops["fastwarp.ops.reference"] == set()
     assert ops["fastwarp.ops.registration"] == {"fastwarp.ops.checks"}
-    assert ops["fastwarp.ops.triton_backend"] == {"fastwarp.ops.checks", "fastwarp.ops.registration"}
+    assert ops["fastwarp.ops.triton_backend"] == {"fastwarp.ops.checks", "fastwarp.ops.registration",
+                                                  "fastwarp.ops.triton_cubic"}
+    assert ops["fastwarp.ops.triton_cubic"] == set()
     assert "fastwarp.ops.api" not in set().union(*(d for n, d in ops.items() if n != "fastwarp.ops.api"))
     export = {n: deps for n, deps in graph.items() if n.startswith("fastwarp.export.")}
     assert "fastwarp.export.tensorrt" not in export["fastwarp.export.onnx"] | export["fastwarp.export.graph"]

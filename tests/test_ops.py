@@ -506,7 +506,7 @@ def test_opcheck_backward(backend, layout, op, output_mask):
     (non-aliasing) outputs, so the skipped gradients must be distinct empty tensors."""
     inputs = make_inputs((2, 3, 5, 6), torch.float32, backend.device, layout, seed=23)
     grad_output = with_layout(random_like(inputs.image, seed=24), layout)
-    torch.library.opcheck(backend.op(f"{op}_backward"), (grad_output, *args_of(op, inputs), "zeros", output_mask))
+    torch.library.opcheck(backend.op(f"{op}_backward"), (grad_output, *args_of(op, inputs), "zeros", "bilinear", output_mask))
 
 
 class _TinyEditor(nn.Module):
@@ -686,7 +686,7 @@ def test_backward_op_checks_grad_output(backend, bad, op, how):
                     (TypeError, r"grad_output\.dtype must match image\.dtype \(Float\), got Double"))
     tensors = [grad_output] + [v for v in args.values() if isinstance(v, torch.Tensor)]
     backward = backend.op(f"{op}_backward")
-    call_args = lambda ts: (*ts, "border", [True] * ARITY[op])  # noqa: E731
+    call_args = lambda ts: (*ts, "border", "bilinear", [True] * ARITY[op])  # noqa: E731
     with pytest.raises(exc, match=re.escape(f"fastwarp.{op}_backward: ") + message):
         if how == "eager":
             backward(*call_args(tensors))

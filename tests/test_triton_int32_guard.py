@@ -85,12 +85,12 @@ def test_ops_refuse_past_the_limit(monkeypatch, tb, op):
         fastwarp.__dict__[op](*args, backend="triton")
     backward = getattr(torch.ops.fastwarp, f"triton_{op}_backward").default
     with pytest.raises(ValueError, match=rf"fastwarp\.{op}_backward: {MESSAGE}"):
-        backward(grad_output, *args, "border", [True] * len(args))
+        backward(grad_output, *args, "border", "bilinear", [True] * len(args))
     with pytest.raises(ValueError, match=rf"fastwarp\.{op}: {MESSAGE}"):
         fastwarp.__dict__[op](*args, backend="triton", theta=theta)
     theta_backward = getattr(torch.ops.fastwarp, f"triton_{op}_theta_backward").default
     with pytest.raises(ValueError, match=rf"fastwarp\.{op}_backward: {MESSAGE}"):
-        theta_backward(grad_output, *args, theta, "border", [True] * len(args))
+        theta_backward(grad_output, *args, theta, "border", "bilinear", [True] * len(args))
 
 
 def test_flat_index_over_the_batch_is_guarded(monkeypatch, tb):

@@ -2,9 +2,9 @@
 //
 // One task per block of output rows (at::parallel_for). Two row implementations:
 //   - float32 on a CPU with AVX2 + FMA: the vectorised row kernels of warp_simd.h (eight
-//     pixels per step, gathers), fed with flow/mask/texture rows at the image's
-//     resolution: the tensors' own rows, or rows upsampled here from a smaller grid into
-//     a per-task buffer (no per-pixel allocation);
+//     pixels per step, bilinear or bicubic taps), fed with flow/mask/texture rows at the
+//     image's resolution: the tensors' own rows, or rows upsampled here from a smaller grid
+//     into a per-task buffer (no per-pixel allocation);
 //   - everything else (float64, float16, bfloat16, no AVX2, offsets beyond int32): the
 //     scalar per-pixel math shared with CUDA (warp_math.h).
 // The image gradient is a scatter, so it is summed race-free: a thread owns whole images
@@ -119,7 +119,7 @@ class RowSource {
   float sx_ = 1.0f, sy_ = 1.0f;
 };
 
-// Whether the vectorised row kernels serve this call.
+// Whether the vectorised row kernels serve this call (bilinear or bicubic taps: RowArgs::cubic).
 template <typename scalar_t>
 bool use_simd(const detail::WarpInputs<scalar_t>& in) {
   const bool simd = std::is_same<scalar_t, float>::value && cpu::simd_available() &&
@@ -147,6 +147,7 @@ cpu::RowArgs row_args(const detail::WarpInputs<float>& in, int64_t n, int64_t y)
   a.W = in.W;
   a.y = y;
   a.padding = static_cast<int>(in.padding);
+  a.cubic = in.interp == detail::Interp::Bicubic;
   return a;
 }
 
@@ -229,13 +230,14 @@ bool backward_rows_simd(const detail::WarpInputs<float>& in, const float* go, co
 struct CpuBackend {
   template <bool kBlend>
   static at::Tensor forward(const char* op, const at::Tensor& image, const at::Tensor& flow, const at::Tensor* texture,
-                            const at::Tensor* mask, c10::string_view padding_mode) {
-    const detail::Padding padding = check_warp_args(op, image, flow, texture, mask, padding_mode);
+                            const at::Tensor* mask, c10::string_view padding_mode, c10::string_view mode) {
+    detail::Interp interp;
+    const detail::Padding padding = check_warp_args(op, image, flow, texture, mask, padding_mode, mode, &interp);
     at::Tensor out = empty_like_format(image, image);
     if (out.numel() == 0) return out;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_forward_cpu", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      const auto in = warp_inputs<scalar_t>(image, flow, texture, mask, padding);
+      const auto in = warp_inputs<scalar_t>(image, flow, texture, mask, padding, interp);
       scalar_t* o = out.mutable_data_ptr<scalar_t>();
       const Strides4 so = strides4(out);
       const int64_t H = in.H, W = in.W;
@@ -253,13 +255,15 @@ struct CpuBackend {
   template <bool kBlend>
   static std::array<at::Tensor, 4> backward(const char* op, const at::Tensor& grad_output, const at::Tensor& image,
                                             const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
-                                            c10::string_view padding_mode, std::array<bool, 4> need) {
-    const BackwardSetup setup = setup_backward(op, grad_output, image, flow, texture, mask, padding_mode, need);
+                                            c10::string_view padding_mode, c10::string_view mode,
+                                            std::array<bool, 4> need) {
+    const BackwardSetup setup =
+        setup_backward(op, grad_output, image, flow, texture, mask, padding_mode, mode, need);
     const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
     // The NHWC row kernels accumulate the image gradient in a channels_last buffer.
     bool nhwc = false;
     if (image.scalar_type() == at::kFloat) {
-      const auto in = warp_inputs<float>(image, flow, texture, mask, setup.padding);
+      const auto in = warp_inputs<float>(image, flow, texture, mask, setup.padding, setup.interp);
       nhwc = use_simd(in) && is_nhwc(in) && grad_output.stride(1) == 1;
     }
     const auto acc_format = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -273,7 +277,7 @@ struct CpuBackend {
     if (N * H * W > 0 && (need[0] || need[1] || need[2] || need[3])) {
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_backward_cpu", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        const auto in = warp_inputs<scalar_t>(image, flow, texture, mask, setup.padding);
+        const auto in = warp_inputs<scalar_t>(image, flow, texture, mask, setup.padding, setup.interp);
         detail::WarpGrads<scalar_t, acc_t> g = setup.grads<scalar_t, acc_t>();
         const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
         const Strides4 s_go = strides4(grad_output);

@@ -5,9 +5,10 @@
 //
 // A row kernel computes one output row (n, y) of warp / warp_blend, or its backward, with
 // the per-pixel semantics of ../warp_math.h (the scalar path, which the tests compare
-// with the float64 reference). Flow, mask and texture come in as rows of W values at
-// the image's resolution: either the tensors' own rows or rows the caller upsampled from
-// the smaller grid (resolution independence), so the kernels never see the grid size.
+// with the float64 reference), bilinear or (RowArgs::cubic) bicubic image taps. Flow, mask
+// and texture come in as rows of W values at the image's resolution: either the tensors'
+// own rows or rows the caller upsampled from the smaller grid (resolution independence),
+// so the kernels never see the grid size.
 //
 // ATen-free: only pointers, element strides and sizes.
 #pragma once
@@ -49,6 +50,7 @@ struct RowArgs {
   RowIn mask;           // warp_blend only, else p == nullptr
   const float* texture; // warp_blend only: channel c's row at texture + c * tex_s_c
   int64_t tex_s_c, tex_stride;
+  bool cubic;  // mode="bicubic": the 4 x 4 taps of warp_math.h's CubicTaps
 };
 
 // out row of channel c at out + c * out_s_c, element x at x * out_stride.
@@ -77,10 +79,11 @@ void backward_row_avx2(const RowArgs& a, const float* grad_out, int64_t go_s_c, 
 void forward_row_nhwc_avx2(const RowArgs& a, float* out, int64_t out_stride);
 void backward_row_nhwc_avx2(const RowArgs& a, const float* grad_out, int64_t go_stride, const RowGrads& g);
 
-// The frame-space composite's forward (../warp_theta.h, theta_forward_pixel) for pixels
-// [x0, x1) of output row y of one image: border padding, image and output uint8 or float32
-// with float32 maps, every offset within int32 (the caller checks), both image sides >= 2.
-// Pixels outside the footprint are not written. warp_theta_simd.cpp.
+// The frame-space composite's forward (../warp_theta.h, theta_forward_pixel; bilinear or,
+// with `cubic`, bicubic image taps) for pixels [x0, x1) of output row y of one image: border
+// padding, image and output uint8 or float32 with float32 maps, every offset within int32
+// (the caller checks), both image sides >= 2. Pixels outside the footprint are not
+// written. warp_theta_simd.cpp.
 struct ThetaRowArgs {
   const void* image;  // image n's element (0, 0, 0)
   bool u8;            // uint8 image and output, else float32
@@ -97,6 +100,7 @@ struct ThetaRowArgs {
   int64_t y, x0, x1;
   void* out;  // output row y's element (c = 0, x = 0)
   int64_t o_s_c, o_s_w;
+  bool cubic;  // mode="bicubic": the image's 4 x 4 taps (warp_theta.h's cubic branch)
 };
 void theta_forward_row_avx2(const ThetaRowArgs& a);
 

@@ -38,7 +38,7 @@ int64_t theta_grain(int64_t width, int64_t pixels = 16384) {
 
 // Whether the AVX2 row kernel serves this call: float32 maps, a float32 or uint8 image
 // (uint8: dense, as its byte gathers read up to 3 bytes before a tap), border padding,
-// both image sides >= 2, every offset within int32.
+// both image sides >= 2, every offset within int32; bilinear or bicubic image taps.
 template <typename img_t, typename map_t>
 bool theta_simd(const detail::ThetaInputs<img_t, map_t>& in, const Strides4& so, bool dense) {
   constexpr bool types = std::is_same<map_t, float>::value &&
@@ -76,6 +76,7 @@ cpu::ThetaRowArgs theta_row_args(const detail::ThetaInputs<img_t, map_t>& in, co
   const float inv[4] = {gm.i00, gm.i01, gm.i10, gm.i11};
   std::copy(t, t + 6, r.t);
   std::copy(inv, inv + 4, r.inv);
+  r.cubic = in.interp == detail::Interp::Bicubic;
   return r;
 }
 
@@ -133,20 +134,22 @@ struct CpuThetaBackend {
   template <bool kBlend>
   static at::Tensor theta_forward(const char* op, const at::Tensor& image, const at::Tensor& flow,
                                   const at::Tensor* texture, const at::Tensor* mask, const at::Tensor& theta,
-                                  c10::string_view padding_mode) {
+                                  c10::string_view padding_mode, c10::string_view mode) {
     detail::Padding padding;
-    const at::Tensor host = check_theta_args(op, image, flow, texture, mask, theta, padding_mode, &padding, true);
+    detail::Interp interp;
+    const at::Tensor host =
+        check_theta_args(op, image, flow, texture, mask, theta, padding_mode, mode, &padding, &interp, true);
     at::Tensor out = image.clone(at::MemoryFormat::Preserve);  // a frame keeps its layout
     if (out.numel() == 0) return out;
     const double* t = host.const_data_ptr<double>();
     const bool dense = image.is_non_overlapping_and_dense();
     if (image.scalar_type() == at::kByte) {
-      forward_impl<uint8_t, float, kBlend>(theta_inputs<uint8_t, float>(image, flow, texture, mask, t, padding), out,
+      forward_impl<uint8_t, float, kBlend>(theta_inputs<uint8_t, float>(image, flow, texture, mask, t, padding, interp), out,
                                            dense);
       return out;
     }
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_theta_forward_cpu", [&] {
-      forward_impl<scalar_t, scalar_t, kBlend>(theta_inputs<scalar_t, scalar_t>(image, flow, texture, mask, t, padding),
+      forward_impl<scalar_t, scalar_t, kBlend>(theta_inputs<scalar_t, scalar_t>(image, flow, texture, mask, t, padding, interp),
                                                out, dense);
     });
     return out;
@@ -157,10 +160,11 @@ struct CpuThetaBackend {
                                                   const at::Tensor& image, const at::Tensor& flow,
                                                   const at::Tensor* texture, const at::Tensor* mask,
                                                   const at::Tensor& theta, c10::string_view padding_mode,
-                                                  std::array<bool, 4> need) {
+                                                  c10::string_view mode, std::array<bool, 4> need) {
     detail::Padding padding;
-    const at::Tensor host =
-        check_theta_backward(op, grad_output, image, flow, texture, mask, theta, padding_mode, &padding);
+    detail::Interp interp;
+    const at::Tensor host = check_theta_backward(op, grad_output, image, flow, texture, mask, theta, padding_mode, mode,
+                                                 &padding, &interp);
     const at::ScalarType acc_type = at::toOpMathType(image.scalar_type());
     const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
     const int64_t h = flow.size(2), w = flow.size(3), K = 3 + C;
@@ -174,7 +178,7 @@ struct CpuThetaBackend {
                                       [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const auto in = theta_inputs<scalar_t, scalar_t>(image, flow, texture, mask, host.const_data_ptr<double>(),
-                                                         padding);
+                                                         padding, interp);
         const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
         const Strides4 s_go = strides4(grad_output);
         const int64_t threads = std::max<int64_t>(1, at::get_num_threads());

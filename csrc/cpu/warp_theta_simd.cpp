@@ -9,6 +9,13 @@
 // pixels through L^-1, the image taps (border padding: clamped, so always inside) and,
 // per channel, gathers of the four taps (float32, or uint8 bytes read as the low byte of an
 // aligned-back 32-bit load), the blend, and the store of the lanes in the footprint.
+//
+// mode="bicubic" (theta_forward_row_cubic): the same grid part, then detail::CubicAxis per
+// axis (Keys' weights, each of the 4 tap indices clamped into the image) and the 4 x 4 taps
+// summed as Patch::interpolate does (each row left to right, then the rows top to bottom,
+// from 0). A channels_last uint8 frame with 2..4 channels gathers each tap's channels at
+// once (one 32-bit word per tap, the pixel's bytes shifted down), so a 3-channel frame
+// takes 16 gathers per eight pixels instead of 48.
 #include "warp_simd.h"
 
 #include <immintrin.h>
@@ -103,9 +110,58 @@ FW_THETA_AVX2 __m256 grid_sample(const GridTapsV& t, const float* plane, __m256 
   return _mm256_add_ps(_mm256_mul_ps(t.y.l0, top), _mm256_mul_ps(t.y.l1, bottom));
 }
 
+// detail::cubic_weights for eight fractions t, operation for operation (A = -0.75; the
+// products of constants are exact, as the scalar path's).
+FW_THETA_AVX2 void cubic_weights(__m256 t, __m256* w) {
+  const __m256 A = _mm256_set1_ps(-0.75f), A5 = _mm256_set1_ps(5.0f * -0.75f);
+  const __m256 A8 = _mm256_set1_ps(8.0f * -0.75f), A4 = _mm256_set1_ps(4.0f * -0.75f);
+  const __m256 B2 = _mm256_set1_ps(-0.75f + 2.0f), B3 = _mm256_set1_ps(-0.75f + 3.0f);
+  const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
+  const __m256 x0 = _mm256_add_ps(t, one), x1 = t, x2 = _mm256_sub_ps(one, t), x3 = _mm256_sub_ps(two, t);
+  // |x| in [1, 2): ((A x - 5A) x + 8A) x - 4A; |x| < 1: ((A + 2) x - (A + 3)) x x + 1
+  w[0] = _mm256_sub_ps(
+      _mm256_mul_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(A, x0), A5), x0), A8), x0), A4);
+  w[1] = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(B2, x1), B3), x1), x1), one);
+  w[2] = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(B2, x2), B3), x2), x2), one);
+  w[3] = _mm256_sub_ps(
+      _mm256_mul_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(A, x3), A5), x3), A8), x3), A4);
+}
+
+// detail::CubicAxis::make with border padding on an axis of size >= 2, as element offsets:
+// taps floor(c) - 1 .. floor(c) + 2, each clamped into [0, size - 1], times the stride. The
+// coordinate is not clamped (a non-finite one gives NaN weights); floor(c) is clamped into
+// [-2, size + 1] before the conversion (NaN -> -2, every tap 0 as the scalar clamp puts a
+// NaN tap on 0), which leaves every clamped tap as it was.
+struct CubicAxisV {
+  __m256 w[4];
+  __m256i off[4];
+};
+
+FW_THETA_AVX2 CubicAxisV cubic_axis(__m256 c, int64_t size, int64_t stride) {
+  CubicAxisV a;
+  const __m256 f = _mm256_floor_ps(c);
+  cubic_weights(_mm256_sub_ps(c, f), a.w);
+  const __m256 fc =
+      _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps(-2.0f)), _mm256_set1_ps(static_cast<float>(size + 1)));
+  const __m256i i = _mm256_cvttps_epi32(fc);
+  const __m256i last = _mm256_set1_epi32(static_cast<int>(size - 1)), vs = _mm256_set1_epi32(static_cast<int>(stride));
+  for (int k = 0; k < 4; ++k) {
+    const __m256i ik = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(i, _mm256_set1_epi32(k - 1)),
+                                                         _mm256_setzero_si256()), last);
+    a.off[k] = _mm256_mullo_epi32(ik, vs);
+  }
+  return a;
+}
+
 }  // namespace
 
+__attribute__((target("avx2"))) static void theta_forward_row_cubic(const ThetaRowArgs& a);
+
 __attribute__((target("avx2"))) void theta_forward_row_avx2(const ThetaRowArgs& a) {
+  if (a.cubic) {
+    theta_forward_row_cubic(a);
+    return;
+  }
   constexpr int kLanes = 8;
   const float y = static_cast<float>(a.y);
   // u = a00 x + a01 y + a02 as GridMap::u computes it: ((a00 x) + (a01 y)) + a02.
@@ -193,6 +249,141 @@ __attribute__((target("avx2"))) void theta_forward_row_avx2(const ThetaRowArgs& 
         for (int i = 0; i < n; ++i)
           if (keep[i] != 0.0f) out[(x + i) * a.o_s_w] = vals[i];
       }
+    }
+  }
+}
+
+namespace {
+
+// Stores lanes [0, n) of channel c's values where the lane is in the footprint; uint8:
+// store_pixel's clamp (NaN -> 0) and rounding half to even.
+FW_THETA_AVX2 void store_lanes(const ThetaRowArgs& a, int64_t c, int64_t x, int n, const float* keep, __m256 val) {
+  alignas(32) float vals[8];
+  if (a.u8) {
+    val = _mm256_min_ps(_mm256_max_ps(val, _mm256_setzero_ps()), _mm256_set1_ps(255.0f));
+    val = _mm256_round_ps(val, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  _mm256_store_ps(vals, val);
+  if (a.u8) {
+    uint8_t* out = static_cast<uint8_t*>(a.out) + c * a.o_s_c;
+    for (int i = 0; i < n; ++i)
+      if (keep[i] != 0.0f) out[(x + i) * a.o_s_w] = static_cast<uint8_t>(vals[i]);
+  } else {
+    float* out = static_cast<float*>(a.out) + c * a.o_s_c;
+    for (int i = 0; i < n; ++i)
+      if (keep[i] != 0.0f) out[(x + i) * a.o_s_w] = vals[i];
+  }
+}
+
+// The blend with the texture (warp_blend) and the store of channel c's values.
+FW_THETA_AVX2 void finish(const ThetaRowArgs& a, const GridTapsV& tt, __m256 m, __m256 inside, const float* keep,
+                          int64_t x, int n, int64_t c, __m256 val) {
+  if (a.mask != nullptr) {
+    const __m256 tex = grid_sample(tt, a.texture + c * a.t_s_c, inside);
+    val = _mm256_add_ps(_mm256_mul_ps(m, val), _mm256_mul_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), m), tex));
+  }
+  store_lanes(a, c, x, n, keep, val);
+}
+
+// Patch::interpolate of channels [0, kC) of a uint8 image with channels contiguous per
+// pixel (s_c == 1, 2 <= kC <= 4): per tap, the 32-bit word ending at the pixel's last
+// channel (starting at 0 instead where that would start before the plane), shifted so the
+// pixel's channel 0 is its low byte.
+template <int kC>
+FW_THETA_AVX2 void cubic_u8_pixels(const uint8_t* base, const CubicAxisV& cx, const CubicAxisV& cy, __m256 inside,
+                                   __m256* val) {
+  const __m256i mask = _mm256_castps_si256(inside), bytes = _mm256_set1_epi32(0xff);
+  for (int c = 0; c < kC; ++c) val[c] = _mm256_setzero_ps();
+  for (int r = 0; r < 4; ++r) {
+    __m256 row[kC];
+    for (int k = 0; k < 4; ++k) {
+      const __m256i off = _mm256_add_epi32(cy.off[r], cx.off[k]);
+      const __m256i start = _mm256_max_epi32(_mm256_add_epi32(off, _mm256_set1_epi32(kC - 4)), _mm256_setzero_si256());
+      __m256i word = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), reinterpret_cast<const int*>(base), start,
+                                                 mask, 1);
+      if (kC < 4) word = _mm256_srlv_epi32(word, _mm256_slli_epi32(_mm256_sub_epi32(off, start), 3));
+      for (int c = 0; c < kC; ++c) {
+        const __m256i b = c == 0 ? _mm256_and_si256(word, bytes)
+                                 : _mm256_and_si256(_mm256_srli_epi32(word, 8 * c), bytes);
+        const __m256 v = _mm256_mul_ps(cx.w[k], _mm256_cvtepi32_ps(b));
+        row[c] = k == 0 ? v : _mm256_add_ps(row[c], v);
+      }
+    }
+    for (int c = 0; c < kC; ++c) val[c] = _mm256_add_ps(val[c], _mm256_mul_ps(cy.w[r], row[c]));
+  }
+}
+
+// Patch::interpolate of one channel plane.
+FW_THETA_AVX2 __m256 cubic_plane(const ThetaRowArgs& a, int64_t c, const CubicAxisV& cx, const CubicAxisV& cy,
+                                 __m256 inside) {
+  __m256 val = _mm256_setzero_ps();
+  for (int r = 0; r < 4; ++r) {
+    __m256 row = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      const __m256i off = _mm256_add_epi32(cy.off[r], cx.off[k]);
+      const __m256 v = a.u8 ? gather_u8(static_cast<const uint8_t*>(a.image) + c * a.s_c, off, inside)
+                            : gather(static_cast<const float*>(a.image) + c * a.s_c, off, inside);
+      const __m256 p = _mm256_mul_ps(cx.w[k], v);
+      row = k == 0 ? p : _mm256_add_ps(row, p);
+    }
+    val = _mm256_add_ps(val, _mm256_mul_ps(cy.w[r], row));
+  }
+  return val;
+}
+
+}  // namespace
+
+__attribute__((target("avx2"))) static void theta_forward_row_cubic(const ThetaRowArgs& a) {
+  constexpr int kLanes = 8;
+  const float y = static_cast<float>(a.y);
+  // As theta_forward_row_avx2 up to the image displacement (dx, dy).
+  const __m256 a00 = _mm256_set1_ps(a.t[0]), a01y = _mm256_set1_ps(a.t[1] * y), a02 = _mm256_set1_ps(a.t[2]);
+  const __m256 a10 = _mm256_set1_ps(a.t[3]), a11y = _mm256_set1_ps(a.t[4] * y), a12 = _mm256_set1_ps(a.t[5]);
+  const __m256 i00 = _mm256_set1_ps(a.inv[0]), i01 = _mm256_set1_ps(a.inv[1]);
+  const __m256 i10 = _mm256_set1_ps(a.inv[2]), i11 = _mm256_set1_ps(a.inv[3]);
+  const __m256 lo = _mm256_set1_ps(-0.5f);
+  const __m256 u_hi = _mm256_set1_ps(static_cast<float>(a.w) - 0.5f);
+  const __m256 v_hi = _mm256_set1_ps(static_cast<float>(a.h) - 0.5f);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256i lane_idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 yv = _mm256_set1_ps(y);
+  // A uint8 frame with its channels together: one word gather per tap for every channel.
+  const int words = (a.u8 && a.s_c == 1 && a.C >= 2 && a.C <= 4) ? static_cast<int>(a.C) : 0;
+  alignas(32) float keep[kLanes];
+  for (int64_t x = a.x0; x < a.x1; x += kLanes) {
+    const int n = static_cast<int>(a.x1 - x < kLanes ? a.x1 - x : kLanes);
+    const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane_idx));
+    const __m256 xv = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(x)), lane_idx));
+    const __m256 u = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(a00, xv), a01y), a02);
+    const __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(a10, xv), a11y), a12);
+    __m256 inside = _mm256_and_ps(_mm256_cmp_ps(u, lo, _CMP_GE_OQ), _mm256_cmp_ps(u, u_hi, _CMP_LE_OQ));
+    inside = _mm256_and_ps(inside, _mm256_and_ps(_mm256_cmp_ps(v, lo, _CMP_GE_OQ), _mm256_cmp_ps(v, v_hi, _CMP_LE_OQ)));
+    inside = _mm256_and_ps(inside, valid);
+    if (_mm256_movemask_ps(inside) == 0) continue;
+    const GridTapsV ft = grid_taps(grid_axis(u, a.w), grid_axis(v, a.h), a.f_s_h, a.f_s_w);
+    const __m256 fx = grid_sample(ft, a.flow, inside);
+    const __m256 fy = grid_sample(ft, a.flow + a.f_s_c, inside);
+    const __m256 dx = _mm256_add_ps(_mm256_mul_ps(i00, fx), _mm256_mul_ps(i01, fy));
+    const __m256 dy = _mm256_add_ps(_mm256_mul_ps(i10, fx), _mm256_mul_ps(i11, fy));
+    const CubicAxisV cx = cubic_axis(_mm256_add_ps(xv, dx), a.W, a.s_w);
+    const CubicAxisV cy = cubic_axis(_mm256_add_ps(yv, dy), a.H, a.s_h);
+    __m256 m = one;
+    GridTapsV tt{};
+    if (a.mask != nullptr) {
+      m = grid_sample(a.m_s_h == a.f_s_h && a.m_s_w == a.f_s_w ? ft : grid_taps(ft.x, ft.y, a.m_s_h, a.m_s_w), a.mask,
+                      inside);
+      tt = (a.t_s_h == a.f_s_h && a.t_s_w == a.f_s_w) ? ft : grid_taps(ft.x, ft.y, a.t_s_h, a.t_s_w);
+    }
+    _mm256_store_ps(keep, inside);
+    if (words != 0) {
+      __m256 val[4];
+      const uint8_t* base = static_cast<const uint8_t*>(a.image);
+      if (words == 2) cubic_u8_pixels<2>(base, cx, cy, inside, val);
+      if (words == 3) cubic_u8_pixels<3>(base, cx, cy, inside, val);
+      if (words == 4) cubic_u8_pixels<4>(base, cx, cy, inside, val);
+      for (int c = 0; c < words; ++c) finish(a, tt, m, inside, keep, x, n, c, val[c]);
+    } else {
+      for (int64_t c = 0; c < a.C; ++c) finish(a, tt, m, inside, keep, x, n, c, cubic_plane(a, c, cx, cy, inside));
     }
   }
 }

@@ -214,8 +214,9 @@ detail::FixedPointScale fixed_point_scale(const at::Tensor& grad_output, const a
 struct CudaBackend {
   template <bool kBlend>
   static at::Tensor forward(const char* op, const at::Tensor& image, const at::Tensor& flow, const at::Tensor* texture,
-                            const at::Tensor* mask, c10::string_view padding_mode) {
-    const detail::Padding padding = check_warp_args(op, image, flow, texture, mask, padding_mode);
+                            const at::Tensor* mask, c10::string_view padding_mode, c10::string_view mode) {
+    detail::Interp interp;
+    const detail::Padding padding = check_warp_args(op, image, flow, texture, mask, padding_mode, mode, &interp);
     const c10::cuda::CUDAGuard guard(image.device());
     at::Tensor out = empty_like_format(image, image);
     if (out.numel() == 0) return out;
@@ -223,7 +224,9 @@ struct CudaBackend {
     const int64_t total = N * H * W;
     const auto stream = c10::cuda::getCurrentCUDAStream();
     const Tiling tl = tiling(N, H, W);
-    const bool tiled = !force_generic() && tl.usable && offsets_fit_int32(image) && offsets_fit_int32(flow) &&
+    // Bicubic taps take the generic per-pixel kernel (warp_math.h); the tiled path is bilinear.
+    const bool tiled = !force_generic() && interp == detail::Interp::Bilinear && tl.usable &&
+                       offsets_fit_int32(image) && offsets_fit_int32(flow) &&
                        offsets_fit_int32(out) && (texture == nullptr || offsets_fit_int32(*texture)) &&
                        (mask == nullptr || offsets_fit_int32(*mask));
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_forward_cuda", [&] {
@@ -254,7 +257,7 @@ struct CudaBackend {
         const bool vec4 = vec4_ok(image, elem) && vec4_ok(out, elem);
         forward_tiled<scalar_t, acc_t, kBlend>(a, vec4, tl, stream);
       } else {
-        const auto in = warp_inputs<scalar_t>(image, flow, texture, mask, padding);
+        const auto in = warp_inputs<scalar_t>(image, flow, texture, mask, padding, interp);
         detail::warp_forward_cuda_kernel<scalar_t, acc_t, kBlend><<<num_blocks(total), kThreads, 0, stream>>>(
             in, out.mutable_data_ptr<scalar_t>(), strides4(out), total);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -266,8 +269,10 @@ struct CudaBackend {
   template <bool kBlend>
   static std::array<at::Tensor, 4> backward(const char* op, const at::Tensor& grad_output, const at::Tensor& image,
                                             const at::Tensor& flow, const at::Tensor* texture, const at::Tensor* mask,
-                                            c10::string_view padding_mode, std::array<bool, 4> need) {
-    const BackwardSetup setup = setup_backward(op, grad_output, image, flow, texture, mask, padding_mode, need);
+                                            c10::string_view padding_mode, c10::string_view mode,
+                                            std::array<bool, 4> need) {
+    const BackwardSetup setup =
+        setup_backward(op, grad_output, image, flow, texture, mask, padding_mode, mode, need);
     const c10::cuda::CUDAGuard guard(image.device());
     const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
     const int64_t total = N * H * W;
@@ -275,7 +280,8 @@ struct CudaBackend {
     const bool deterministic = need[0] && at::globalContext().deterministicAlgorithms();
     const auto fmt = image.suggest_memory_format();
     const Tiling tl = tiling(N, H, W);
-    const bool tiled = !generic && tl.usable;
+    // Bicubic taps reach two pixels beyond the tiles' one-pixel halo: the generic kernels.
+    const bool tiled = !generic && setup.interp == detail::Interp::Bilinear && tl.usable;
     // The image gradient, once computed; zeros when there is nothing to scatter.
     at::Tensor grad_image;
     const bool image_grad = need[0] && image.numel() > 0;
@@ -286,7 +292,7 @@ struct CudaBackend {
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_backward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         using FloatAcc = detail::FloatAccum<acc_t>;
-        const auto in = warp_inputs<scalar_t>(image, flow, texture, mask, setup.padding);
+        const auto in = warp_inputs<scalar_t>(image, flow, texture, mask, setup.padding, setup.interp);
         detail::WarpGrads<scalar_t, acc_t> g = setup.grads<scalar_t, acc_t>();
         const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
         const Strides4 s_go = strides4(grad_output);
@@ -333,8 +339,9 @@ struct CudaBackend {
           const at::Tensor acc_nchw = acc.view({N, H, W, C}).permute({0, 3, 1, 2});
           g.image = acc.mutable_data_ptr<acc_t>();
           g.s_image = strides4(acc_nchw);
-          at::Tensor rec_index = at::empty({total * 4}, image.options().dtype(at::kLong));
-          at::Tensor rec_value = at::empty({total * 4, C}, image.options().dtype(setup.acc_type));
+          const int64_t taps = detail::taps_per_pixel(setup.interp);
+          at::Tensor rec_index = at::empty({total * taps}, image.options().dtype(at::kLong));
+          at::Tensor rec_value = at::empty({total * taps, C}, image.options().dtype(setup.acc_type));
           detail::warp_backward_record_cuda_kernel<scalar_t, acc_t, kBlend><<<num_blocks(total), kThreads, 0, stream>>>(
               in, go, s_go, g, rec_index.mutable_data_ptr<int64_t>(), rec_value.mutable_data_ptr<acc_t>(), total);
           C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -50,13 +50,14 @@ struct AtomicScatter {
 // the host side sums the records with a sort-based reduction whose order is fixed.
 template <typename acc_t>
 struct RecordScatter {
-  int64_t* index;  // [total * 4]: flat target pixel n * H * W + y * W + x
-  acc_t* value;    // [total * 4, C]
+  int64_t* index;  // [total * taps]: flat target pixel n * H * W + y * W + x
+  acc_t* value;    // [total * taps, C]
   int64_t C, H, W;
+  int64_t taps;    // taps_per_pixel: 4 bilinear, 16 bicubic
   int64_t pixel;
   __device__ __forceinline__ void operator()(int64_t n, int64_t c, int tap, bool valid, int64_t ty, int64_t tx,
                                              acc_t v) const {
-    const int64_t slot = pixel * 4 + tap;
+    const int64_t slot = pixel * taps + tap;
     if (c == 0) index[slot] = valid ? (n * H + ty) * W + tx : 0;
     value[slot * C + c] = valid ? v : acc_t(0);
   }
@@ -77,7 +78,7 @@ template <typename scalar_t, typename acc_t, bool kBlend>
 __global__ void warp_backward_record_cuda_kernel(WarpInputs<scalar_t> in, const scalar_t* grad_out,
                                                  Strides4 s_gout, WarpGrads<scalar_t, acc_t> g, int64_t* rec_index,
                                                  acc_t* rec_value, int64_t total) {
-  RecordScatter<acc_t> scatter{rec_index, rec_value, in.C, in.H, in.W, 0};
+  RecordScatter<acc_t> scatter{rec_index, rec_value, in.C, in.H, in.W, taps_per_pixel(in.interp), 0};
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
     const PixelIndex p = unravel_pixel(i, in.H, in.W);

@@ -46,7 +46,8 @@ __global__ void theta_forward_cuda_kernel(detail::ThetaInputs<img_t, map_t> in, 
   }
 }
 
-// Records of one pixel's contributions (see the file comment); slots 4 p .. 4 p + 3.
+// Records of one pixel's contributions (see the file comment); image slots taps p .. taps p +
+// taps - 1 (taps_per_pixel: 4 bilinear, 16 bicubic), grid slots 4 p .. 4 p + 3.
 template <typename acc_t>
 struct RecordImage {
   int64_t* index;
@@ -111,7 +112,7 @@ __global__ void theta_backward_cuda_kernel(detail::ThetaInputs<scalar_t, scalar_
       grid_index[slot + 2] = (n * in.h + gs.y.i1) * in.w + gs.x.i0;
       grid_index[slot + 3] = (n * in.h + gs.y.i1) * in.w + gs.x.i1;
     }
-    RecordImage<acc_t> image_add{img_index, img_value, in.C, in.H, in.W, slot, 0, 0};
+    RecordImage<acc_t> image_add{img_index, img_value, in.C, in.H, in.W, detail::taps_per_pixel(in.interp) * p, 0, 0};
     struct Skip {
       __device__ void operator()(int64_t, int64_t, int64_t, int64_t, acc_t) {}
     };
@@ -152,21 +153,23 @@ struct CudaThetaBackend {
   template <bool kBlend>
   static at::Tensor theta_forward(const char* op, const at::Tensor& image, const at::Tensor& flow,
                                   const at::Tensor* texture, const at::Tensor* mask, const at::Tensor& theta,
-                                  c10::string_view padding_mode) {
+                                  c10::string_view padding_mode, c10::string_view mode) {
     detail::Padding padding;
-    const at::Tensor host = check_theta_args(op, image, flow, texture, mask, theta, padding_mode, &padding, true);
+    detail::Interp interp;
+    const at::Tensor host =
+        check_theta_args(op, image, flow, texture, mask, theta, padding_mode, mode, &padding, &interp, true);
     const c10::cuda::CUDAGuard guard(image.device());
     at::Tensor out = image.clone(at::MemoryFormat::Preserve);
     if (out.numel() == 0) return out;
     const auto stream = c10::cuda::getCurrentCUDAStream();
     const double* t = host.const_data_ptr<double>();
     if (image.scalar_type() == at::kByte) {
-      launch_forward<uint8_t, float, kBlend>(theta_inputs<uint8_t, float>(image, flow, texture, mask, t, padding), t, out,
+      launch_forward<uint8_t, float, kBlend>(theta_inputs<uint8_t, float>(image, flow, texture, mask, t, padding, interp), t, out,
                                              stream);
       return out;
     }
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "fastwarp_theta_forward_cuda", [&] {
-      launch_forward<scalar_t, scalar_t, kBlend>(theta_inputs<scalar_t, scalar_t>(image, flow, texture, mask, t, padding),
+      launch_forward<scalar_t, scalar_t, kBlend>(theta_inputs<scalar_t, scalar_t>(image, flow, texture, mask, t, padding, interp),
                                                  t, out, stream);
     });
     return out;
@@ -177,10 +180,11 @@ struct CudaThetaBackend {
                                                   const at::Tensor& image, const at::Tensor& flow,
                                                   const at::Tensor* texture, const at::Tensor* mask,
                                                   const at::Tensor& theta, c10::string_view padding_mode,
-                                                  std::array<bool, 4> need) {
+                                                  c10::string_view mode, std::array<bool, 4> need) {
     detail::Padding padding;
-    const at::Tensor host =
-        check_theta_backward(op, grad_output, image, flow, texture, mask, theta, padding_mode, &padding);
+    detail::Interp interp;
+    const at::Tensor host = check_theta_backward(op, grad_output, image, flow, texture, mask, theta, padding_mode, mode,
+                                                 &padding, &interp);
     const c10::cuda::CUDAGuard guard(image.device());
     const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
     const int64_t h = flow.size(2), w = flow.size(3), K = 3 + C, total = N * H * W;
@@ -189,8 +193,9 @@ struct CudaThetaBackend {
     const at::ScalarType acc_type = at::toOpMathType(image.scalar_type());
     const auto acc_opts = image.options().dtype(acc_type);
     const auto idx_opts = image.options().dtype(at::kLong);
-    at::Tensor img_index = need[0] ? at::zeros({total * 4}, idx_opts) : at::Tensor();
-    at::Tensor img_value = need[0] ? at::zeros({total * 4, C}, acc_opts) : at::Tensor();
+    const int64_t taps = detail::taps_per_pixel(interp);
+    at::Tensor img_index = need[0] ? at::zeros({total * taps}, idx_opts) : at::Tensor();
+    at::Tensor img_value = need[0] ? at::zeros({total * taps, C}, acc_opts) : at::Tensor();
     at::Tensor grid_index = need_grid ? at::zeros({total * 4}, idx_opts) : at::Tensor();
     at::Tensor grid_value = need_grid ? at::zeros({total * 4, K}, acc_opts) : at::Tensor();
     if (total * C > 0 && (need[0] || need_grid)) {
@@ -200,7 +205,7 @@ struct CudaThetaBackend {
                                       [&] {
         using acc_t = at::opmath_type<scalar_t>;
         theta_backward_cuda_kernel<scalar_t, kBlend><<<blocks_for(total), kThreads, 0, stream>>>(
-            theta_inputs<scalar_t, scalar_t>(image, flow, texture, mask, nullptr, padding),
+            theta_inputs<scalar_t, scalar_t>(image, flow, texture, mask, nullptr, padding, interp),
             theta_dev.const_data_ptr<double>(),
             grad_output.const_data_ptr<scalar_t>(), strides4(grad_output),
             need[0] ? img_index.mutable_data_ptr<int64_t>() : nullptr,

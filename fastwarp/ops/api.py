@@ -16,11 +16,11 @@ __all__ = ["warp", "warp_blend", "mesh_flow", "Warp", "WarpBlend"]
 
 
 def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border", backend: str = "auto",
-         theta: Tensor | None = None) -> Tensor:
-    """Backward-warp ``image`` by a dense ``flow`` in pixels, bilinearly.
+         theta: Tensor | None = None, mode: str = "bilinear") -> Tensor:
+    """Backward-warp ``image`` by a dense ``flow`` in pixels, bilinearly or bicubically.
 
-    ``out[n, c, y, x] = bilinear(image[n, c], x + flow[n, 0, y, x], y + flow[n, 1, y, x])``,
-    pixel centres at integer coordinates: exactly ``F.grid_sample(..., mode="bilinear",
+    ``out[n, c, y, x] = sample(image[n, c], x + flow[n, 0, y, x], y + flow[n, 1, y, x])``,
+    pixel centres at integer coordinates: exactly ``F.grid_sample(..., mode=mode,
     align_corners=True)`` on the equivalent normalised grid (see :mod:`fastwarp.ops.reference`),
     in one fused pass with no grid tensor.
 
@@ -35,6 +35,16 @@ def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border", backend: 
         padding_mode (str): ``"border"`` clamps sample coordinates into the image (NaN
             clamps to the first pixel); ``"zeros"`` makes taps outside the image read 0
             (a NaN or infinite coordinate then gives NaN, as grid_sample does).
+        mode (str): the image taps. ``"bilinear"`` (2 x 2 taps, the default) or
+            ``"bicubic"``: 4 x 4 taps with Keys' cubic convolution weights (a = -0.75; R. Keys,
+            "Cubic convolution interpolation for digital image processing", IEEE TASSP 1981),
+            grid_sample's ``mode="bicubic"``: with ``"border"`` each tap's index is clamped into
+            the image, with ``"zeros"`` taps outside read 0; a non-finite coordinate gives NaN
+            in either padding mode. Bicubic keeps more of the image's detail at sub-pixel
+            offsets (a bilinear tap is a low-pass filter there) and can overshoot: a uint8
+            frame is clamped to 0..255 before rounding. The maps' own upsampling (a flow,
+            texture or mask smaller than the image) and their sampling at a theta grid stay
+            bilinear: only the image taps change.
         backend (str): which kernels run: ``"auto"`` (see :func:`resolve_backend`: the C++
             kernels on CPU, on CUDA the CUDA kernels where compiled in, else Triton),
             ``"cpu"`` (C++, CPU tensors), ``"cuda"`` (CUDA tensors), ``"triton"``
@@ -77,18 +87,19 @@ def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border", backend: 
     """
     if theta is not None:
         _refuse_uint8_under_autograd("fastwarp.warp", image, flow)
-        return kernel("warp", backend, image.device, theta=True)(image, flow, theta, padding_mode)
-    return kernel("warp", backend, image.device)(image, flow, padding_mode)
+        return kernel("warp", backend, image.device, theta=True)(image, flow, theta, padding_mode, mode)
+    return kernel("warp", backend, image.device)(image, flow, padding_mode, mode)
 
 
 def warp_blend(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, *,
-               padding_mode: str = "border", backend: str = "auto", theta: Tensor | None = None) -> Tensor:
+               padding_mode: str = "border", backend: str = "auto", theta: Tensor | None = None,
+               mode: str = "bilinear") -> Tensor:
     """Warp, then blend with a texture under a mask, fused: ``mask * warp(image, flow) +
     (1 - mask) * texture`` (GANimation's attention convention, Pumarola et al. 2018, eq. 1:
     mask = 1 keeps the warped pixel).
 
     Args:
-        image (Tensor[N, C, H, W]), flow (Tensor[N, 2, h, w]), padding_mode, backend, theta:
+        image (Tensor[N, C, H, W]), flow (Tensor[N, 2, h, w]), padding_mode, backend, theta, mode:
             as in :func:`warp` (with ``theta``, texture and mask are sampled at each pixel's
             grid position like the flow, and the editor's frame-space composite is one call:
             every face pixel is sampled once from the original frame).
@@ -112,8 +123,9 @@ def warp_blend(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, *,
     """
     if theta is not None:
         _refuse_uint8_under_autograd("fastwarp.warp_blend", image, flow, texture, mask)
-        return kernel("warp_blend", backend, image.device, theta=True)(image, flow, texture, mask, theta, padding_mode)
-    return kernel("warp_blend", backend, image.device)(image, flow, texture, mask, padding_mode)
+        return kernel("warp_blend", backend, image.device, theta=True)(image, flow, texture, mask, theta, padding_mode,
+                                                                        mode)
+    return kernel("warp_blend", backend, image.device)(image, flow, texture, mask, padding_mode, mode)
 
 
 def mesh_flow(vertices: Tensor, displacement: Tensor, triangles: Tensor, size, *,
@@ -186,31 +198,33 @@ def _refuse_uint8_under_autograd(op: str, image: Tensor, *maps: Tensor) -> None:
 
 
 class Warp(nn.Module):
-    """:func:`warp` as a module (no parameters); ``padding_mode`` and ``backend`` as there.
+    """:func:`warp` as a module (no parameters); ``padding_mode``, ``backend`` and ``mode`` as there.
 
     Raises:
-        ValueError: unknown ``padding_mode`` or ``backend``.
+        ValueError: unknown ``padding_mode``, ``backend`` or ``mode``.
     """
 
-    def __init__(self, padding_mode: str = "border", backend: str = "auto") -> None:
+    def __init__(self, padding_mode: str = "border", backend: str = "auto", mode: str = "bilinear") -> None:
         super().__init__()
-        if padding_mode not in checks.PADDING_MODES:
-            raise ValueError(f"padding_mode must be 'border' or 'zeros', got '{padding_mode}'")
+        checks.check_modes(type(self).__name__, padding_mode, mode)
         resolve_backend(backend, "cpu")  # checks the name
         self.padding_mode = padding_mode
         self.backend = backend
+        self.mode = mode
 
     def forward(self, image: Tensor, flow: Tensor) -> Tensor:
-        return warp(image, flow, padding_mode=self.padding_mode, backend=self.backend)
+        return warp(image, flow, padding_mode=self.padding_mode, backend=self.backend, mode=self.mode)
 
     def extra_repr(self) -> str:
-        return f"padding_mode={self.padding_mode!r}" + (f", backend={self.backend!r}" if self.backend != "auto" else "")
+        return (f"padding_mode={self.padding_mode!r}" + (f", mode={self.mode!r}" if self.mode != "bilinear" else "")
+                + (f", backend={self.backend!r}" if self.backend != "auto" else ""))
 
 
 class WarpBlend(Warp):
-    """:func:`warp_blend` as a module (no parameters); ``padding_mode`` and ``backend`` as there."""
+    """:func:`warp_blend` as a module (no parameters); ``padding_mode``, ``backend`` and ``mode`` as there."""
 
     def forward(self, image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor) -> Tensor:  # type: ignore[override]
-        return warp_blend(image, flow, texture, mask, padding_mode=self.padding_mode, backend=self.backend)
+        return warp_blend(image, flow, texture, mask, padding_mode=self.padding_mode, backend=self.backend,
+                          mode=self.mode)
 
 

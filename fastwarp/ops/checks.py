@@ -18,6 +18,16 @@ _C10_DTYPE_NAMES = {
 }
 
 PADDING_MODES = ("border", "zeros")
+#: The image taps (the ops' ``mode``): grid_sample's bilinear and bicubic (Keys, a = -0.75).
+MODES = ("bilinear", "bicubic")
+
+
+def check_modes(op: str, padding_mode: str, mode: str) -> None:
+    """``padding_mode`` and ``mode`` by name, as ``parse_padding``/``parse_mode`` in csrc/warp_checks.h."""
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"{op}: padding_mode must be 'border' or 'zeros', got '{padding_mode}'")
+    if mode not in MODES:
+        raise ValueError(f"{op}: mode must be 'bilinear' or 'bicubic', got '{mode}'")
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -53,10 +63,9 @@ def _check_tensor(op: str, name: str, t: torch.Tensor, image: torch.Tensor,
 
 
 def check_warp_args(op: str, image: torch.Tensor, flow: torch.Tensor, texture: torch.Tensor | None = None,
-                    mask: torch.Tensor | None = None, padding_mode: str = "border") -> None:
+                    mask: torch.Tensor | None = None, padding_mode: str = "border", mode: str = "bilinear") -> None:
     """Raise ``ValueError``/``TypeError`` naming the bad argument, as the C++ kernels do."""
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(f"{op}: padding_mode must be 'border' or 'zeros', got '{padding_mode}'")
+    check_modes(op, padding_mode, mode)
     if image.dim() != 4:
         raise ValueError(f"{op}: image must be a 4-D tensor [N, C, H, W], got {image.dim()}-D with shape "
                          f"{shape_str(image)}")
@@ -90,11 +99,10 @@ def check_grad_output(op: str, grad_output: torch.Tensor, image: torch.Tensor) -
 
 def check_theta_args(op: str, image: torch.Tensor, flow: torch.Tensor, texture: torch.Tensor | None,
                      mask: torch.Tensor | None, theta: torch.Tensor, padding_mode: str = "border",
-                     allow_uint8: bool = True) -> None:
+                     allow_uint8: bool = True, mode: str = "bilinear") -> None:
     """The frame-space composite's checks (docs/design.md): as ``check_theta_args`` in
     ``csrc/warp_checks.h``, less the values of theta (see :func:`check_theta_values`)."""
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(f"{op}: padding_mode must be 'border' or 'zeros', got '{padding_mode}'")
+    check_modes(op, padding_mode, mode)
     if image.dim() != 4:
         raise ValueError(f"{op}: image must be a 4-D tensor [N, C, H, W], got {image.dim()}-D with shape "
                          f"{shape_str(image)}")

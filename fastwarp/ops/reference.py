@@ -1,8 +1,9 @@
 """Pure-PyTorch reference of fastwarp's ops: the specification every backend is tested
 against (in float64 on CPU) and the baseline every benchmark compares with.
 
-``warp`` is exactly ``F.grid_sample(image, base_grid + normalised_flow, mode="bilinear",
-padding_mode=..., align_corners=True)`` (docs/design.md, "The ops"). ``align_corners=True``
+``warp`` is exactly ``F.grid_sample(image, base_grid + normalised_flow, mode=mode,
+padding_mode=..., align_corners=True)`` (docs/design.md, "The ops"), ``mode`` "bilinear" or
+"bicubic" (grid_sample's Keys cubic, a = -0.75, each tap's index clamped for "border"). ``align_corners=True``
 puts pixel centres at integer coordinates, so the flow in pixels is normalised by
 ``2 / (size - 1)``. A size-1 axis has no extent: grid_sample maps every finite
 coordinate onto its only pixel, so its normalising factor is 0 (non-finite flow still
@@ -118,7 +119,7 @@ def sample_grid(maps: Tensor, theta: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def _composite(image: Tensor, flow: Tensor, texture: Tensor | None, mask: Tensor | None, theta: Tensor,
-               padding_mode: str) -> Tensor:
+               padding_mode: str, mode: str = "bilinear") -> Tensor:
     """The frame-space composite, in the maps' dtype (float32 math for a uint8 image)."""
     theta = theta.detach()
     size = image.shape[-2:]
@@ -126,7 +127,7 @@ def _composite(image: Tensor, flow: Tensor, texture: Tensor | None, mask: Tensor
     inverse = torch.linalg.inv(theta[:, :, :2].to(torch.float64)).to(flow.dtype)  # L^-1: grid px -> image px
     f = sample_grid(flow, theta, size)
     disp = torch.einsum("nij,njhw->nihw", inverse, f)
-    out = warp(frame, disp, padding_mode=padding_mode)
+    out = warp(frame, disp, padding_mode=padding_mode, mode=mode)
     if texture is not None:
         m = sample_grid(mask, theta, size)
         out = m * out + (1 - m) * sample_grid(texture, theta, size)
@@ -136,8 +137,9 @@ def _composite(image: Tensor, flow: Tensor, texture: Tensor | None, mask: Tensor
     return out
 
 
-def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border", theta: Tensor | None = None) -> Tensor:
-    """Reference backward warp: ``out[n, c, y, x] = bilinear(image[n, c], x + dx, y + dy)``.
+def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border", theta: Tensor | None = None,
+         mode: str = "bilinear") -> Tensor:
+    """Reference backward warp: ``out[n, c, y, x] = sample(image[n, c], x + dx, y + dy)``.
 
     Args:
         image (Tensor[N, C, H, W]): floating point (uint8 with ``theta``: float32 math,
@@ -145,6 +147,7 @@ def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border", theta: Te
         flow (Tensor[N, 2, h, w]): displacement (dx, dy) in pixels, same dtype and device;
             ``h <= H``, ``w <= W`` (upsampled by :func:`upsample_flow`).
         padding_mode (str): ``"border"`` or ``"zeros"``.
+        mode (str): ``"bilinear"`` or ``"bicubic"``: the image taps (grid_sample's modes).
         theta (Tensor[N, 2, 3] or None): places the flow's grid on the image
             (docs/design.md, "Frame-space composite"): the flow is sampled at
             ``theta @ (x, y, 1)`` (clamped to the grid) in grid pixels, mapped to image pixels
@@ -154,28 +157,27 @@ def warp(image: Tensor, flow: Tensor, *, padding_mode: str = "border", theta: Te
         Tensor[N, C, H, W].
     """
     if theta is not None:
-        return _composite(image, flow, None, None, theta, padding_mode)
+        return _composite(image, flow, None, None, theta, padding_mode, mode)
     flow = upsample_flow(flow, image.shape[-2:])
-    return F.grid_sample(image, normalised_grid(flow), mode="bilinear", padding_mode=padding_mode,
-                         align_corners=True)
+    return F.grid_sample(image, normalised_grid(flow), mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
 def warp_blend(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, *,
-               padding_mode: str = "border", theta: Tensor | None = None) -> Tensor:
+               padding_mode: str = "border", theta: Tensor | None = None, mode: str = "bilinear") -> Tensor:
     """Reference warp-plus-blend: ``mask * warp(image, flow) + (1 - mask) * texture``.
 
     Args:
-        image (Tensor[N, C, H, W]), flow (Tensor[N, 2, h, w]), theta as in :func:`warp`.
+        image (Tensor[N, C, H, W]), flow (Tensor[N, 2, h, w]), theta, mode as in :func:`warp`.
         texture (Tensor[N, C, h, w]): the texture network's image.
         mask (Tensor[N, 1, h, w]): attention mask, 1 keeps the warped pixel (GANimation).
     Texture and mask are upsampled to H x W by :func:`upsample` (with ``theta``: sampled
     at each pixel's grid position, as the flow).
     """
     if theta is not None:
-        return _composite(image, flow, texture, mask, theta, padding_mode)
+        return _composite(image, flow, texture, mask, theta, padding_mode, mode)
     size = image.shape[-2:]
     mask = upsample(mask, size)
-    return mask * warp(image, flow, padding_mode=padding_mode) + (1 - mask) * upsample(texture, size)
+    return mask * warp(image, flow, padding_mode=padding_mode, mode=mode) + (1 - mask) * upsample(texture, size)
 
 
 # --- mesh_flow: a landmark mesh's motion rendered to a dense flow (docs/design.md, "mesh_flow") ---

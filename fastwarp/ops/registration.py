@@ -44,15 +44,15 @@ def output_like_image(image: Tensor) -> Tensor:
 
 
 @torch.library.register_fake("fastwarp::warp")
-def _warp_fake(image: Tensor, flow: Tensor, padding_mode: str = "border") -> Tensor:
-    checks.check_warp_args("fastwarp.warp", image, flow, padding_mode=padding_mode)
+def _warp_fake(image: Tensor, flow: Tensor, padding_mode: str = "border", mode: str = "bilinear") -> Tensor:
+    checks.check_warp_args("fastwarp.warp", image, flow, padding_mode=padding_mode, mode=mode)
     return output_like_image(image)
 
 
 @torch.library.register_fake("fastwarp::warp_blend")
 def _warp_blend_fake(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor,
-                     padding_mode: str = "border") -> Tensor:
-    checks.check_warp_args("fastwarp.warp_blend", image, flow, texture, mask, padding_mode)
+                     padding_mode: str = "border", mode: str = "bilinear") -> Tensor:
+    checks.check_warp_args("fastwarp.warp_blend", image, flow, texture, mask, padding_mode, mode)
     return output_like_image(image)
 
 
@@ -70,17 +70,17 @@ def _grads_fake(need: Sequence[bool], tensors: Sequence[Tensor]) -> tuple[Tensor
 
 
 @torch.library.register_fake("fastwarp::warp_backward")
-def _warp_backward_fake(grad_output: Tensor, image: Tensor, flow: Tensor, padding_mode: str,
+def _warp_backward_fake(grad_output: Tensor, image: Tensor, flow: Tensor, padding_mode: str, mode: str,
                         output_mask: Sequence[bool]) -> tuple[Tensor, Tensor]:
-    checks.check_warp_args("fastwarp.warp_backward", image, flow, padding_mode=padding_mode)
+    checks.check_warp_args("fastwarp.warp_backward", image, flow, padding_mode=padding_mode, mode=mode)
     checks.check_grad_output("fastwarp.warp_backward", grad_output, image)
     return _grads_fake(output_mask, (image, flow))  # type: ignore[return-value]
 
 
 @torch.library.register_fake("fastwarp::warp_blend_backward")
 def _warp_blend_backward_fake(grad_output: Tensor, image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor,
-                              padding_mode: str, output_mask: Sequence[bool]) -> tuple[Tensor, ...]:
-    checks.check_warp_args("fastwarp.warp_blend_backward", image, flow, texture, mask, padding_mode)
+                              padding_mode: str, mode: str, output_mask: Sequence[bool]) -> tuple[Tensor, ...]:
+    checks.check_warp_args("fastwarp.warp_blend_backward", image, flow, texture, mask, padding_mode, mode)
     checks.check_grad_output("fastwarp.warp_blend_backward", grad_output, image)
     return _grads_fake(output_mask, (image, flow, texture, mask))
 
@@ -88,14 +88,15 @@ def _warp_blend_backward_fake(grad_output: Tensor, image: Tensor, flow: Tensor, 
 # --- autograd: the backward calls the registered backward op ---------------------------
 
 def _setup_context(ctx, inputs, output) -> None:
-    *tensors, padding_mode = inputs
+    *tensors, padding_mode, mode = inputs
     ctx.save_for_backward(*tensors)
     ctx.padding_mode = padding_mode
+    ctx.mode = mode
 
 
 def register_op_autograd(op, backward_op, no_grad_tensors: int = 0) -> None:
-    """Registers autograd for a forward op ``op(*tensors, padding_mode)`` whose backward op is
-    ``backward_op(grad_output, *tensors, padding_mode, output_mask)`` (shared by the C++ and
+    """Registers autograd for a forward op ``op(*tensors, padding_mode, mode)`` whose backward op is
+    ``backward_op(grad_output, *tensors, padding_mode, mode, output_mask)`` (shared by the C++ and
     Triton ops). The last ``no_grad_tensors`` tensors (theta) are passed to the backward but
     get no gradient and no entry in ``output_mask``."""
 
@@ -103,9 +104,9 @@ def register_op_autograd(op, backward_op, no_grad_tensors: int = 0) -> None:
         tensors = ctx.saved_tensors
         k = len(tensors) - no_grad_tensors
         need = list(ctx.needs_input_grad[:k])
-        grads = backward_op(grad_output, *tensors, ctx.padding_mode, need)
-        # None for the rest: theta, and padding_mode where autograd lists it (the C++ ops'
-        # inputs do, custom ops' not).
+        grads = backward_op(grad_output, *tensors, ctx.padding_mode, ctx.mode, need)
+        # None for the rest: theta, and padding_mode and mode where autograd lists them (the
+        # C++ ops' inputs do, custom ops' not).
         rest = (None,) * (len(ctx.needs_input_grad) - k)
         return tuple(g if wanted else None for g, wanted in zip(grads, need)) + rest
 
@@ -138,31 +139,33 @@ def theta_output_like_image(image: Tensor) -> Tensor:
 
 
 @torch.library.register_fake("fastwarp::warp_theta")
-def _warp_theta_fake(image: Tensor, flow: Tensor, theta: Tensor, padding_mode: str = "border") -> Tensor:
-    checks.check_theta_args("fastwarp.warp", image, flow, None, None, theta, padding_mode)
+def _warp_theta_fake(image: Tensor, flow: Tensor, theta: Tensor, padding_mode: str = "border",
+                     mode: str = "bilinear") -> Tensor:
+    checks.check_theta_args("fastwarp.warp", image, flow, None, None, theta, padding_mode, mode=mode)
     return theta_output_like_image(image)
 
 
 @torch.library.register_fake("fastwarp::warp_blend_theta")
 def _warp_blend_theta_fake(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, theta: Tensor,
-                           padding_mode: str = "border") -> Tensor:
-    checks.check_theta_args("fastwarp.warp_blend", image, flow, texture, mask, theta, padding_mode)
+                           padding_mode: str = "border", mode: str = "bilinear") -> Tensor:
+    checks.check_theta_args("fastwarp.warp_blend", image, flow, texture, mask, theta, padding_mode, mode=mode)
     return theta_output_like_image(image)
 
 
 @torch.library.register_fake("fastwarp::warp_theta_backward")
 def _warp_theta_backward_fake(grad_output: Tensor, image: Tensor, flow: Tensor, theta: Tensor, padding_mode: str,
-                              output_mask: Sequence[bool]) -> tuple[Tensor, Tensor]:
-    checks.check_theta_args("fastwarp.warp_backward", image, flow, None, None, theta, padding_mode, False)
+                              mode: str, output_mask: Sequence[bool]) -> tuple[Tensor, Tensor]:
+    checks.check_theta_args("fastwarp.warp_backward", image, flow, None, None, theta, padding_mode, False, mode)
     checks.check_grad_output("fastwarp.warp_backward", grad_output, image)
     return _grads_fake(output_mask, (image, flow))  # type: ignore[return-value]
 
 
 @torch.library.register_fake("fastwarp::warp_blend_theta_backward")
 def _warp_blend_theta_backward_fake(grad_output: Tensor, image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor,
-                                    theta: Tensor, padding_mode: str,
+                                    theta: Tensor, padding_mode: str, mode: str,
                                     output_mask: Sequence[bool]) -> tuple[Tensor, ...]:
-    checks.check_theta_args("fastwarp.warp_blend_backward", image, flow, texture, mask, theta, padding_mode, False)
+    checks.check_theta_args("fastwarp.warp_blend_backward", image, flow, texture, mask, theta, padding_mode, False,
+                            mode)
     checks.check_grad_output("fastwarp.warp_blend_backward", grad_output, image)
     return _grads_fake(output_mask, (image, flow, texture, mask))
 

@@ -108,15 +108,15 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
 
 
 def kernel(op: str, backend: str, device: torch.device, theta: bool = False) -> Callable[..., Tensor]:
-    """The callable ``(*tensors, padding_mode)`` that runs ``op`` ("warp", "warp_blend") for
+    """The callable ``(*tensors, padding_mode, mode)`` that runs ``op`` ("warp", "warp_blend") for
     ``backend`` on tensors on ``device``, after checking that the backend can run there; with
-    ``theta=True`` the frame-space composite ``(*tensors, theta, padding_mode)``."""
+    ``theta=True`` the frame-space composite ``(*tensors, theta, padding_mode, mode)``."""
     name = resolve_backend(backend, device)
     if name == "reference":
         fn = getattr(reference, op)
         if theta:
-            return lambda *args: fn(*args[:-2], theta=args[-2], padding_mode=args[-1])
-        return lambda *args: fn(*args[:-1], padding_mode=args[-1])
+            return lambda *args: fn(*args[:-3], theta=args[-3], padding_mode=args[-2], mode=args[-1])
+        return lambda *args: fn(*args[:-2], padding_mode=args[-2], mode=args[-1])
     where = f"fastwarp.{op}: backend={name!r}"
     op = f"{op}_theta" if theta else op
     if name == "triton":

@@ -5,12 +5,15 @@
 signatures of the C++ ops (``csrc/fastwarp.cpp``) and the same per-pixel semantics
 (``csrc/warp_math.h``, docs/design.md "The ops"): this module mirrors that header function by
 function (``_axis`` is ``Axis::make``, ``_up_axis`` is ``UpAxis::make``, ``_lowres`` and
-``_sample`` are ``LowRes``, ``_quad`` is ``load_quad``). Reached through
+``_sample`` are ``LowRes``, ``_quad`` is ``load_quad``). ``mode="bicubic"`` (the CUBIC
+constexpr: the bilinear kernels compile as before) swaps the image's 2 x 2 taps for
+grid_sample's 4 x 4 Keys taps (``_cubic_axis``, ``_cubic_sample``); the maps stay bilinear.
+Reached through
 ``fastwarp.warp(..., backend="triton")``; importing it needs the ``triton`` package
 (fastwarp imports it lazily, on first use).
 
 Kernels: one program per block of output pixels, the channels looped inside, so the flow,
-the mask and the four taps are computed once per pixel. The image gradient is a scatter:
+the mask and the four (bicubic: sixteen) taps are computed once per pixel. The image gradient is a scatter:
 ``tl.atomic_add`` into a float32 (float64 for float64 inputs) buffer, or, when
 ``torch.are_deterministic_algorithms_enabled()``, one recorded (target pixel, value) pair
 per pixel and tap summed by ``index_put_(accumulate=True)`` in a fixed order, as the CUDA
@@ -38,6 +41,8 @@ from torch.library import triton_op, wrap_triton
 
 from . import checks
 from .registration import output_like_image, register_op_autocast, register_op_autograd
+from .triton_cubic import (_acc, _cubic_axis, _cubic_record_row, _cubic_row, _cubic_sample,  # noqa: F401
+                           _cubic_scatter_row, _cubic_tap, _cubic_value_row)
 
 __all__ = ["INTERPRET", "warp", "warp_blend"]
 
@@ -113,15 +118,6 @@ def check_int32_indexing(op: str, total: int, block: int, values: dict[str, int]
 
 
 # --- per-pixel math (csrc/warp_math.h) ---------------------------------------------------------
-
-@triton.jit
-def _acc(v, F64: tl.constexpr):
-    """``v`` in the accumulation type: float64 for float64 tensors, else float32."""
-    if F64:
-        return v.to(tl.float64)
-    else:
-        return v.to(tl.float32)
-
 
 @triton.jit
 def _ratio(num, den, like, F64: tl.constexpr):
@@ -214,9 +210,10 @@ def _quad(plane, sh, sw, tx, ty, ok, F64: tl.constexpr):
 @triton.jit
 def _pixels(flow, sf_n, sf_c, sf_h, sf_w, mask, sm_n, sm_h, sm_w, H, W, h, w, total,
             BLEND: tl.constexpr, IDENTITY: tl.constexpr, BORDER: tl.constexpr, F64: tl.constexpr,
-            BLOCK: tl.constexpr):
+            BLOCK: tl.constexpr, CUBIC: tl.constexpr = False):
     """This program's output pixels: (p, ok, n, y, x, lr, tx, ty, m) with p the flat pixel
-    index, lr their reads of the h x w grid, tx/ty the taps (``_axis``), m the mask (1 for warp)."""
+    index, lr their reads of the h x w grid, tx/ty the taps (``_axis``; ``_cubic_axis`` if
+    CUBIC), m the mask (1 for warp)."""
     p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = p < total
     x = p % W
@@ -228,8 +225,12 @@ def _pixels(flow, sf_n, sf_c, sf_h, sf_w, mask, sm_n, sm_h, sm_w, H, W, h, w, to
     if not IDENTITY:  # pixels of the h x w grid -> pixels of the image
         dx = dx * _ratio(W, w, x, F64)
         dy = dy * _ratio(H, h, y, F64)
-    tx = _axis(x, dx, W, BORDER, F64)
-    ty = _axis(y, dy, H, BORDER, F64)
+    if CUBIC:
+        tx = _cubic_axis(x, dx, W, BORDER, F64)
+        ty = _cubic_axis(y, dy, H, BORDER, F64)
+    else:
+        tx = _axis(x, dx, W, BORDER, F64)
+        ty = _axis(y, dy, H, BORDER, F64)
     if BLEND:
         m = _sample(mask + n * sm_n, sm_h, sm_w, lr, ok, IDENTITY, F64)
     else:
@@ -253,21 +254,25 @@ def _weights(tx, ty):
     return (1.0 - fx) * (1.0 - fy), fx * (1.0 - fy), (1.0 - fx) * fy, fx * fy
 
 
-# --- kernels -------------------------------------------------------------------------------------
+# (the bicubic image taps, mode="bicubic": fastwarp/ops/triton_cubic.py)
 
 @triton.jit
 def _forward_kernel(image, flow, texture, mask, out,
                     si_n, si_c, si_h, si_w, sf_n, sf_c, sf_h, sf_w, st_n, st_c, st_h, st_w, sm_n, sm_h, sm_w,
                     so_n, so_c, so_h, so_w, C, H, W, h, w, total,
                     BLEND: tl.constexpr, IDENTITY: tl.constexpr, BORDER: tl.constexpr, F64: tl.constexpr,
-                    BLOCK: tl.constexpr):
+                    CUBIC: tl.constexpr, BLOCK: tl.constexpr):
     """``warp_forward_pixel`` for a block of output pixels, all channels."""
     p, ok, n, y, x, lr, tx, ty, m = _pixels(flow, sf_n, sf_c, sf_h, sf_w, mask, sm_n, sm_h, sm_w, H, W, h, w,
-                                            total, BLEND, IDENTITY, BORDER, F64, BLOCK)
-    w_nw, w_ne, w_sw, w_se = _weights(tx, ty)
+                                            total, BLEND, IDENTITY, BORDER, F64, BLOCK, CUBIC)
+    if not CUBIC:
+        w_nw, w_ne, w_sw, w_se = _weights(tx, ty)
     for c in range(C):
-        nw, ne, sw_, se = _quad(image + n * si_n + c * si_c, si_h, si_w, tx, ty, ok, F64)
-        v = w_nw * nw + w_ne * ne + w_sw * sw_ + w_se * se
+        if CUBIC:
+            v, _ddx, _ddy = _cubic_sample(image + n * si_n + c * si_c, si_h, si_w, tx, ty, ok, F64)
+        else:
+            nw, ne, sw_, se = _quad(image + n * si_n + c * si_c, si_h, si_w, tx, ty, ok, F64)
+            v = w_nw * nw + w_ne * ne + w_sw * sw_ + w_se * se
         if BLEND:
             tex = _sample(texture + n * st_n + c * st_c, st_h, st_w, lr, ok, IDENTITY, F64)
             v = m * v + (1.0 - m) * tex
@@ -282,42 +287,77 @@ def _backward_kernel(grad_out, image, flow, texture, mask, g_image, rec_index, g
                      C, H, W, h, w, total,
                      BLEND: tl.constexpr, IDENTITY: tl.constexpr, BORDER: tl.constexpr, F64: tl.constexpr,
                      NEED_IMAGE: tl.constexpr, NEED_FLOW: tl.constexpr, NEED_TEXTURE: tl.constexpr,
-                     NEED_MASK: tl.constexpr, DETERMINISTIC: tl.constexpr, BLOCK: tl.constexpr):
+                     NEED_MASK: tl.constexpr, DETERMINISTIC: tl.constexpr, CUBIC: tl.constexpr,
+                     BLOCK: tl.constexpr):
     """``warp_backward_pixel`` for a block of output pixels. The image gradient goes to
     ``g_image``: an accumulation buffer (atomics), or, if DETERMINISTIC, records
-    ``rec_index[4 p + tap]`` (flat target pixel, 0 for taps outside) and
-    ``g_image[(4 p + tap) * C + c]`` (value, 0 outside). Flow, texture and mask gradients
-    are written per output pixel (into H x W buffers when the grid is smaller)."""
+    ``rec_index[T p + tap]`` (flat target pixel, 0 for taps outside) and
+    ``g_image[(T p + tap) * C + c]`` (value, 0 outside), T = 4 taps (bilinear: nw, ne, sw,
+    se) or, if CUBIC, 16 (row-major, 4 i + j for row tap i and column tap j). Flow, texture
+    and mask gradients are written per output pixel (into H x W buffers when the grid is smaller)."""
     p, ok, n, y, x, lr, tx, ty, m = _pixels(flow, sf_n, sf_c, sf_h, sf_w, mask, sm_n, sm_h, sm_w, H, W, h, w,
-                                            total, BLEND, IDENTITY, BORDER, F64, BLOCK)
-    x0, xv0, xv1, fx, gx = tx
-    y0, yv0, yv1, fy, gy = ty
-    w_nw, w_ne, w_sw, w_se = _weights(tx, ty)
-    t_nw, t_ne, t_sw, t_se = _tap_masks(tx, ty, ok)
+                                            total, BLEND, IDENTITY, BORDER, F64, BLOCK, CUBIC)
     zero = _acc(x * 0, F64)
-    if NEED_IMAGE and DETERMINISTIC:
-        slot = p.to(tl.int64) * 4
-        target = (n * H + y0) * W + x0
-        tl.store(rec_index + slot, tl.where(t_nw, target, 0), mask=ok)
-        tl.store(rec_index + slot + 1, tl.where(t_ne, target + 1, 0), mask=ok)
-        tl.store(rec_index + slot + 2, tl.where(t_sw, target + W, 0), mask=ok)
-        tl.store(rec_index + slot + 3, tl.where(t_se, target + W + 1, 0), mask=ok)
+    if CUBIC:
+        _xi, _xin, _wx, _dwx, gx = tx
+        yidx, yin, wy, _dwy, gy = ty
+        ty0, ty1, ty2, ty3 = yidx
+        yv0, yv1, yv2, yv3 = yin
+        wy0, wy1, wy2, wy3 = wy
+        no = ok & ~ok  # no pixel records anything else in its tap 0
+        if NEED_IMAGE and DETERMINISTIC:
+            slot = p.to(tl.int64) * 16
+            _cubic_record_row(rec_index, slot, (n * H + ty0) * W, tx, ok & yv0, ok, 0, no)
+            _cubic_record_row(rec_index, slot + 4, (n * H + ty1) * W, tx, ok & yv1, ok, 0, no)
+            _cubic_record_row(rec_index, slot + 8, (n * H + ty2) * W, tx, ok & yv2, ok, 0, no)
+            _cubic_record_row(rec_index, slot + 12, (n * H + ty3) * W, tx, ok & yv3, ok, 0, no)
+    else:
+        x0, xv0, xv1, fx, gx = tx
+        y0, yv0, yv1, fy, gy = ty
+        w_nw, w_ne, w_sw, w_se = _weights(tx, ty)
+        t_nw, t_ne, t_sw, t_se = _tap_masks(tx, ty, ok)
+        if NEED_IMAGE and DETERMINISTIC:
+            slot = p.to(tl.int64) * 4
+            target = (n * H + y0) * W + x0
+            tl.store(rec_index + slot, tl.where(t_nw, target, 0), mask=ok)
+            tl.store(rec_index + slot + 1, tl.where(t_ne, target + 1, 0), mask=ok)
+            tl.store(rec_index + slot + 2, tl.where(t_sw, target + W, 0), mask=ok)
+            tl.store(rec_index + slot + 3, tl.where(t_se, target + W + 1, 0), mask=ok)
     gdx = zero
     gdy = zero
     gmask = zero
     for c in range(C):
         go = _acc(tl.load(grad_out + n * sg_n + c * sg_c + y * sg_h + x * sg_w, mask=ok, other=0.0), F64)
         if NEED_FLOW or (BLEND and NEED_MASK):
-            nw, ne, sw_, se = _quad(image + n * si_n + c * si_c, si_h, si_w, tx, ty, ok, F64)
+            if CUBIC:  # the sample and its derivatives along t_x, t_y
+                val, ddx, ddy = _cubic_sample(image + n * si_n + c * si_c, si_h, si_w, tx, ty, ok, F64)
+            else:
+                nw, ne, sw_, se = _quad(image + n * si_n + c * si_c, si_h, si_w, tx, ty, ok, F64)
         if BLEND:
             if NEED_TEXTURE:
                 tl.store(g_texture + n * sgt_n + c * sgt_c + y * sgt_h + x * sgt_w,
                          (go * (1.0 - m)).to(g_texture.dtype.element_ty), mask=ok)
             if NEED_MASK:
                 tex = _sample(texture + n * st_n + c * st_c, st_h, st_w, lr, ok, IDENTITY, F64)
-                gmask += go * (w_nw * nw + w_ne * ne + w_sw * sw_ + w_se * se - tex)
+                if CUBIC:
+                    gmask += go * (val - tex)
+                else:
+                    gmask += go * (w_nw * nw + w_ne * ne + w_sw * sw_ + w_se * se - tex)
             go = go * m  # the gradient reaching the warped image
-        if NEED_IMAGE:
+        if NEED_IMAGE and CUBIC:
+            if DETERMINISTIC:
+                v = g_image + slot * C + c
+                _cubic_value_row(v, C, tx, wy0 * go, ok & yv0, ok, zero, no, zero)
+                _cubic_value_row(v + 4 * C, C, tx, wy1 * go, ok & yv1, ok, zero, no, zero)
+                _cubic_value_row(v + 8 * C, C, tx, wy2 * go, ok & yv2, ok, zero, no, zero)
+                _cubic_value_row(v + 12 * C, C, tx, wy3 * go, ok & yv3, ok, zero, no, zero)
+            else:
+                a = g_image + n * sa_n + c * sa_c
+                _cubic_scatter_row(a + ty0 * sa_h, sa_w, tx, wy0 * go, ok & yv0)
+                _cubic_scatter_row(a + ty1 * sa_h, sa_w, tx, wy1 * go, ok & yv1)
+                _cubic_scatter_row(a + ty2 * sa_h, sa_w, tx, wy2 * go, ok & yv2)
+                _cubic_scatter_row(a + ty3 * sa_h, sa_w, tx, wy3 * go, ok & yv3)
+        elif NEED_IMAGE:
             if DETERMINISTIC:
                 v = g_image + slot * C + c
                 tl.store(v, tl.where(t_nw, w_nw * go, zero), mask=ok)
@@ -330,7 +370,10 @@ def _backward_kernel(grad_out, image, flow, texture, mask, g_image, rec_index, g
                 tl.atomic_add(a + sa_w, w_ne * go, mask=t_ne, sem="relaxed")
                 tl.atomic_add(a + sa_h, w_sw * go, mask=t_sw, sem="relaxed")
                 tl.atomic_add(a + sa_h + sa_w, w_se * go, mask=t_se, sem="relaxed")
-        if NEED_FLOW:
+        if NEED_FLOW and CUBIC:
+            gdx += go * ddx
+            gdy += go * ddy
+        elif NEED_FLOW:
             gdx += go * ((1.0 - fy) * (ne - nw) + fy * (se - sw_))
             gdy += go * ((1.0 - fx) * (sw_ - nw) + fx * (se - ne))
     if NEED_FLOW:
@@ -397,14 +440,18 @@ def _strides(t: Tensor, channels: bool = True) -> tuple[int, ...]:
     return s if channels else (s[0], s[2], s[3])
 
 
-def _flags(image: Tensor, flow: Tensor, texture: Tensor | None, padding_mode: str) -> dict:
+def _flags(image: Tensor, flow: Tensor, texture: Tensor | None, padding_mode: str, mode: str) -> dict:
     return dict(BLEND=texture is not None, IDENTITY=tuple(flow.shape[2:]) == tuple(image.shape[2:]),
-                BORDER=padding_mode == "border", F64=image.dtype == torch.float64)
+                BORDER=padding_mode == "border", F64=image.dtype == torch.float64, CUBIC=mode == "bicubic")
+
+
+#: Image taps per output pixel of each ``mode`` (the deterministic backward's records per pixel).
+TAPS = {"bilinear": 4, "bicubic": 16}
 
 
 def _forward(op: str, image: Tensor, flow: Tensor, texture: Tensor | None, mask: Tensor | None,
-             padding_mode: str) -> Tensor:
-    checks.check_warp_args(op, image, flow, texture, mask, padding_mode)
+             padding_mode: str, mode: str) -> Tensor:
+    checks.check_warp_args(op, image, flow, texture, mask, padding_mode, mode)
     out = output_like_image(image)
     N, C, H, W = image.shape
     # Flat pixel index over the batch; the batch offset n * stride in int64, the rest in int32.
@@ -414,7 +461,7 @@ def _forward(op: str, image: Tensor, flow: Tensor, texture: Tensor | None, mask:
     tex, msk = (texture, mask) if texture is not None else (image, image)
     _launch(wrap_triton(_forward_kernel), N * H * W if C else 0, image, flow, tex, msk, out,
             *_strides(image), *_strides(flow), *_strides(tex), *_strides(msk, False), *_strides(out),
-            C, H, W, flow.shape[2], flow.shape[3], N * H * W, **_flags(image, flow, texture, padding_mode))
+            C, H, W, flow.shape[2], flow.shape[3], N * H * W, **_flags(image, flow, texture, padding_mode, mode))
     return out
 
 
@@ -442,8 +489,8 @@ def _upsample_adjoint(op: str, grad_hi: Tensor, grad: Tensor) -> None:
 
 
 def _backward(op: str, grad_output: Tensor, image: Tensor, flow: Tensor, texture: Tensor | None,
-              mask: Tensor | None, padding_mode: str, need: Sequence[bool]) -> tuple[Tensor, ...]:
-    checks.check_warp_args(op, image, flow, texture, mask, padding_mode)
+              mask: Tensor | None, padding_mode: str, mode: str, need: Sequence[bool]) -> tuple[Tensor, ...]:
+    checks.check_warp_args(op, image, flow, texture, mask, padding_mode, mode)
     checks.check_grad_output(op, grad_output, image)
     blend = texture is not None
     inputs = (image, flow, texture, mask) if blend else (image, flow)
@@ -469,8 +516,8 @@ def _backward(op: str, grad_output: Tensor, image: Tensor, flow: Tensor, texture
     acc = rec_index = rec_value = image.new_empty((0,))
     if need[0] and deterministic:
         acc = torch.zeros((total, C), dtype=acc_dtype, device=image.device)
-        rec_index = torch.empty((total * 4,), dtype=torch.int64, device=image.device)
-        rec_value = torch.empty((total * 4, C), dtype=acc_dtype, device=image.device)
+        rec_index = torch.empty((total * TAPS[mode],), dtype=torch.int64, device=image.device)
+        rec_value = torch.empty((total * TAPS[mode], C), dtype=acc_dtype, device=image.device)
     elif need[0]:
         acc = torch.zeros_like(image, dtype=acc_dtype, memory_format=fmt)
     g_flow, g_texture, g_mask = (targets + [targets[0], targets[0]])[:3]  # warp: placeholders
@@ -479,7 +526,7 @@ def _backward(op: str, grad_output: Tensor, image: Tensor, flow: Tensor, texture
             rec_value if deterministic else acc, rec_index, g_flow, g_texture, g_mask,
             *_strides(grad_output), *_strides(image), *_strides(flow), *_strides(tex), *_strides(msk, False),
             *_strides(acc), *_strides(g_flow), *_strides(g_texture), *_strides(g_mask, False),
-            C, H, W, flow.shape[2], flow.shape[3], total, **_flags(image, flow, texture, padding_mode),
+            C, H, W, flow.shape[2], flow.shape[3], total, **_flags(image, flow, texture, padding_mode, mode),
             NEED_IMAGE=need[0], NEED_FLOW=need[1], NEED_TEXTURE=blend and need[2],
             NEED_MASK=blend and need[3], DETERMINISTIC=deterministic)
     for g, target in zip(grads, targets):
@@ -497,31 +544,33 @@ def _backward(op: str, grad_output: Tensor, image: Tensor, flow: Tensor, texture
 # --- the ops -------------------------------------------------------------------------------------
 
 @triton_op("fastwarp::triton_warp", mutates_args=())
-def warp(image: Tensor, flow: Tensor, padding_mode: str = "border") -> Tensor:
+def warp(image: Tensor, flow: Tensor, padding_mode: str = "border", mode: str = "bilinear") -> Tensor:
     """Triton kernel of :func:`fastwarp.warp` (same arguments, result and errors)."""
-    return _forward("fastwarp.warp", image, flow, None, None, padding_mode)
+    return _forward("fastwarp.warp", image, flow, None, None, padding_mode, mode)
 
 
 @triton_op("fastwarp::triton_warp_blend", mutates_args=())
-def warp_blend(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, padding_mode: str = "border") -> Tensor:
+def warp_blend(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, padding_mode: str = "border",
+               mode: str = "bilinear") -> Tensor:
     """Triton kernel of :func:`fastwarp.warp_blend` (same arguments, result and errors)."""
-    return _forward("fastwarp.warp_blend", image, flow, texture, mask, padding_mode)
+    return _forward("fastwarp.warp_blend", image, flow, texture, mask, padding_mode, mode)
 
 
 @triton_op("fastwarp::triton_warp_backward", mutates_args=())
-def warp_backward(grad_output: Tensor, image: Tensor, flow: Tensor, padding_mode: str,
+def warp_backward(grad_output: Tensor, image: Tensor, flow: Tensor, padding_mode: str, mode: str,
                   output_mask: Sequence[bool]) -> tuple[Tensor, Tensor]:
     """Gradients (image, flow) of :func:`warp`; those not in ``output_mask`` are empty."""
-    return _backward("fastwarp.warp_backward", grad_output, image, flow, None, None, padding_mode,
+    return _backward("fastwarp.warp_backward", grad_output, image, flow, None, None, padding_mode, mode,
                      output_mask)  # type: ignore[return-value]
 
 
 @triton_op("fastwarp::triton_warp_blend_backward", mutates_args=())
 def warp_blend_backward(grad_output: Tensor, image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor,
-                        padding_mode: str, output_mask: Sequence[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                        padding_mode: str, mode: str,
+                        output_mask: Sequence[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Gradients (image, flow, texture, mask) of :func:`warp_blend`; those not in
     ``output_mask`` are empty."""
-    return _backward("fastwarp.warp_blend_backward", grad_output, image, flow, texture, mask, padding_mode,
+    return _backward("fastwarp.warp_blend_backward", grad_output, image, flow, texture, mask, padding_mode, mode,
                      output_mask)  # type: ignore[return-value]
 
 

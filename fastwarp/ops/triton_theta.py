@@ -3,14 +3,16 @@
 ``fastwarp::triton_warp_blend_theta`` with their backward ops: the signatures of the C++
 ops and the per-pixel math of ``csrc/warp_theta.h`` (``_grid_axis`` is ``GridAxis::make``,
 ``_grid_sample`` ``GridSample::sample``), built on :mod:`fastwarp.ops.triton_backend`'s
-image taps.
+image taps (``mode="bicubic"``: the CUBIC constexpr, its 4 x 4 taps ``_cubic_axis`` and
+``_cubic_sample``; the grid's own samples stay bilinear).
 
 Forward: one launch per image over its footprint's bounding box; the output starts as a
 copy of the image, so every pixel outside the footprint is the image, bit for bit. A uint8
 image (an OpenCV frame) takes float32 maps and float32 math, rounded to the nearest
-integer (ties to even). Backward: every pixel records its contributions (the image's four
-taps, or its own pixel outside the footprint; the grid's four taps for flow, mask and
-texture), summed by ``index_put_(accumulate=True)``: no atomics, the same order every run.
+integer (ties to even), after clamping to 0..255. Backward: every pixel records its
+contributions (the image's four taps, sixteen if bicubic, or its own pixel outside the
+footprint; the grid's four taps for flow, mask and texture), summed by
+``index_put_(accumulate=True)``: no atomics, the same order every run.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from torch.library import triton_op, wrap_triton
 
 from . import checks
 from .registration import register_op_autocast, register_op_autograd, theta_output_like_image
-from .triton_backend import (_acc, _axis, _block, _launch, _quad, _strides, _tap_masks, _weights,
-                             check_int32_indexing, keep_opaque_when_interpreted)
+from .triton_backend import (TAPS, _acc, _axis, _block, _cubic_axis, _cubic_record_row, _cubic_sample,
+                             _cubic_value_row, _launch, _quad, _strides, _tap_masks, _weights, check_int32_indexing,
+                             keep_opaque_when_interpreted)
 
 __all__ = ["warp_theta", "warp_blend_theta"]
 
@@ -72,9 +75,10 @@ def _round_half_even(v):
 
 @triton.jit
 def _composite_pixels(flow, sf_n, sf_c, sf_h, sf_w, mask, sm_n, sm_h, sm_w, coef, n, x, y, ok, H, W, h, w,
-                      BLEND: tl.constexpr, BORDER: tl.constexpr, F64: tl.constexpr):
+                      BLEND: tl.constexpr, BORDER: tl.constexpr, F64: tl.constexpr, CUBIC: tl.constexpr = False):
     """(inside, gx, gy, tx, ty, m, i00, i01, i10, i11) of pixels (n, y, x): whether each lies in
-    the footprint, its grid taps, its image taps (``_axis``) and its mask (1 for warp)."""
+    the footprint, its grid taps, its image taps (``_axis``; ``_cubic_axis`` if CUBIC) and its
+    mask (1 for warp)."""
     u = _coef(coef, n, 0, F64) * x + _coef(coef, n, 1, F64) * y + _coef(coef, n, 2, F64)
     v = _coef(coef, n, 3, F64) * x + _coef(coef, n, 4, F64) * y + _coef(coef, n, 5, F64)
     inside = ok & (u >= -0.5) & (u <= w - 0.5) & (v >= -0.5) & (v <= h - 0.5)
@@ -86,8 +90,12 @@ def _composite_pixels(flow, sf_n, sf_c, sf_h, sf_w, mask, sm_n, sm_h, sm_w, coef
     i01 = _coef(coef, n, 7, F64)
     i10 = _coef(coef, n, 8, F64)
     i11 = _coef(coef, n, 9, F64)
-    tx = _axis(x, i00 * fx + i01 * fy, W, BORDER, F64)
-    ty = _axis(y, i10 * fx + i11 * fy, H, BORDER, F64)
+    if CUBIC:
+        tx = _cubic_axis(x, i00 * fx + i01 * fy, W, BORDER, F64)
+        ty = _cubic_axis(y, i10 * fx + i11 * fy, H, BORDER, F64)
+    else:
+        tx = _axis(x, i00 * fx + i01 * fy, W, BORDER, F64)
+        ty = _axis(y, i10 * fx + i11 * fy, H, BORDER, F64)
     if BLEND:
         m = _grid_sample(mask + n * sm_n, sm_h, sm_w, gx, gy, inside, F64)
     else:
@@ -100,18 +108,23 @@ def _theta_forward_kernel(image, flow, texture, mask, out, coef,
                           si_n, si_c, si_h, si_w, sf_n, sf_c, sf_h, sf_w, st_n, st_c, st_h, st_w, sm_n, sm_h, sm_w,
                           so_n, so_c, so_h, so_w, n, C, H, W, h, w, x0, bw, y0, total,
                           BLEND: tl.constexpr, BORDER: tl.constexpr, F64: tl.constexpr, U8: tl.constexpr,
-                          BLOCK: tl.constexpr):
+                          CUBIC: tl.constexpr, BLOCK: tl.constexpr):
     """``theta_forward_pixel`` over a block of image n's footprint box, all channels."""
     q = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = q < total
     x = x0 + q % bw
     y = y0 + q // bw
     inside, gx, gy, tx, ty, m, _a, _b, _c, _d = _composite_pixels(
-        flow, sf_n, sf_c, sf_h, sf_w, mask, sm_n, sm_h, sm_w, coef, n, x, y, ok, H, W, h, w, BLEND, BORDER, F64)
-    w_nw, w_ne, w_sw, w_se = _weights(tx, ty)
+        flow, sf_n, sf_c, sf_h, sf_w, mask, sm_n, sm_h, sm_w, coef, n, x, y, ok, H, W, h, w, BLEND, BORDER, F64,
+        CUBIC)
+    if not CUBIC:
+        w_nw, w_ne, w_sw, w_se = _weights(tx, ty)
     for c in range(C):
-        nw, ne, sw_, se = _quad(image + n * si_n + c * si_c, si_h, si_w, tx, ty, inside, F64)
-        val = w_nw * nw + w_ne * ne + w_sw * sw_ + w_se * se
+        if CUBIC:
+            val, _ddx, _ddy = _cubic_sample(image + n * si_n + c * si_c, si_h, si_w, tx, ty, inside, F64)
+        else:
+            nw, ne, sw_, se = _quad(image + n * si_n + c * si_c, si_h, si_w, tx, ty, inside, F64)
+            val = w_nw * nw + w_ne * ne + w_sw * sw_ + w_se * se
         if BLEND:
             tex = _grid_sample(texture + n * st_n + c * st_c, st_h, st_w, gx, gy, inside, F64)
             val = m * val + (1.0 - m) * tex
@@ -126,33 +139,51 @@ def _theta_backward_kernel(grad_out, image, flow, texture, mask, coef, img_index
                            st_n, st_c, st_h, st_w, sm_n, sm_h, sm_w, C, K, H, W, h, w, total,
                            BLEND: tl.constexpr, BORDER: tl.constexpr, F64: tl.constexpr,
                            NEED_IMAGE: tl.constexpr, NEED_FLOW: tl.constexpr, NEED_MASK: tl.constexpr,
-                           NEED_TEXTURE: tl.constexpr, BLOCK: tl.constexpr):
-    """``theta_backward_pixel`` for a block of pixels, as records: ``img_index[4 p + tap]``
-    (flat target pixel n, y, x) with ``img_value[(4 p + tap) * C + c]`` (0 where a tap is
-    outside; outside the footprint tap 0 is the pixel itself with weight 1), and
-    ``grid_index[4 p + tap]`` (flat n, gy, gx) with ``grid_value[(4 p + tap) * K + k]``,
-    k = 0, 1 flow, 2 mask, 3 + c texture (0 outside the footprint)."""
+                           NEED_TEXTURE: tl.constexpr, CUBIC: tl.constexpr, BLOCK: tl.constexpr):
+    """``theta_backward_pixel`` for a block of pixels, as records: ``img_index[T p + tap]``
+    (flat target pixel n, y, x) with ``img_value[(T p + tap) * C + c]`` (0 where a tap is
+    outside; outside the footprint tap 0 is the pixel itself with weight 1), T = 4 image taps
+    or, if CUBIC, 16 (4 i + j for row tap i, column tap j), and ``grid_index[4 p + tap]``
+    (flat n, gy, gx) with ``grid_value[(4 p + tap) * K + k]``, k = 0, 1 flow, 2 mask, 3 + c
+    texture (0 outside the footprint)."""
     p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = p < total
     x = p % W
     y = (p // W) % H
-    n = (p // W // H).to(tl.int64)
+    # Lanes past the end (p >= total) are image 0's: _coef's loads of theta are unmasked.
+    n = tl.where(ok, p // W // H, 0).to(tl.int64)
     inside, gx, gy, tx, ty, m, i00, i01, i10, i11 = _composite_pixels(
-        flow, sf_n, sf_c, sf_h, sf_w, mask, sm_n, sm_h, sm_w, coef, n, x, y, ok, H, W, h, w, BLEND, BORDER, F64)
+        flow, sf_n, sf_c, sf_h, sf_w, mask, sm_n, sm_h, sm_w, coef, n, x, y, ok, H, W, h, w, BLEND, BORDER, F64,
+        CUBIC)
     outside = ok & ~inside
-    x0, xv0, xv1, fx, gxx = tx
-    y0, yv0, yv1, fy, gyy = ty
-    w_nw, w_ne, w_sw, w_se = _weights(tx, ty)
-    t_nw, t_ne, t_sw, t_se = _tap_masks(tx, ty, inside)
     zero = _acc(x * 0, F64)
     slot = p.to(tl.int64) * 4
-    if NEED_IMAGE:
-        target = (n * H + y0) * W + x0
-        own = (n * H + y) * W + x
-        tl.store(img_index + slot, tl.where(t_nw, target, tl.where(outside, own, 0)), mask=ok)
-        tl.store(img_index + slot + 1, tl.where(t_ne, target + 1, 0), mask=ok)
-        tl.store(img_index + slot + 2, tl.where(t_sw, target + W, 0), mask=ok)
-        tl.store(img_index + slot + 3, tl.where(t_se, target + W + 1, 0), mask=ok)
+    if CUBIC:
+        _xi, _xin, _wx, _dwx, gxx = tx
+        yidx, yin, wy, _dwy, gyy = ty
+        ty0, ty1, ty2, ty3 = yidx
+        yv0, yv1, yv2, yv3 = yin
+        wy0, wy1, wy2, wy3 = wy
+        no = ok & ~ok
+        islot = p.to(tl.int64) * 16
+        if NEED_IMAGE:
+            own = (n * H + y) * W + x
+            _cubic_record_row(img_index, islot, (n * H + ty0) * W, tx, inside & yv0, ok, own, outside)
+            _cubic_record_row(img_index, islot + 4, (n * H + ty1) * W, tx, inside & yv1, ok, own, no)
+            _cubic_record_row(img_index, islot + 8, (n * H + ty2) * W, tx, inside & yv2, ok, own, no)
+            _cubic_record_row(img_index, islot + 12, (n * H + ty3) * W, tx, inside & yv3, ok, own, no)
+    else:
+        x0, xv0, xv1, fx, gxx = tx
+        y0, yv0, yv1, fy, gyy = ty
+        w_nw, w_ne, w_sw, w_se = _weights(tx, ty)
+        t_nw, t_ne, t_sw, t_se = _tap_masks(tx, ty, inside)
+        if NEED_IMAGE:
+            target = (n * H + y0) * W + x0
+            own = (n * H + y) * W + x
+            tl.store(img_index + slot, tl.where(t_nw, target, tl.where(outside, own, 0)), mask=ok)
+            tl.store(img_index + slot + 1, tl.where(t_ne, target + 1, 0), mask=ok)
+            tl.store(img_index + slot + 2, tl.where(t_sw, target + W, 0), mask=ok)
+            tl.store(img_index + slot + 3, tl.where(t_se, target + W + 1, 0), mask=ok)
     gx0, gx1, lx0, lx1 = gx
     gy0, gy1, ly0, ly1 = gy
     gw0 = tl.where(inside, ly0 * lx0, zero)
@@ -172,7 +203,10 @@ def _theta_backward_kernel(grad_out, image, flow, texture, mask, coef, img_index
     for c in range(C):
         go = _acc(tl.load(grad_out + n * sg_n + c * sg_c + y * sg_h + x * sg_w, mask=ok, other=0.0), F64)
         if NEED_FLOW or (BLEND and NEED_MASK):
-            nw, ne, sw_, se = _quad(image + n * si_n + c * si_c, si_h, si_w, tx, ty, inside, F64)
+            if CUBIC:  # the sample and its derivatives along t_x, t_y
+                val, ddx, ddy = _cubic_sample(image + n * si_n + c * si_c, si_h, si_w, tx, ty, inside, F64)
+            else:
+                nw, ne, sw_, se = _quad(image + n * si_n + c * si_c, si_h, si_w, tx, ty, inside, F64)
         gin = go
         if BLEND:
             if NEED_TEXTURE:
@@ -184,15 +218,27 @@ def _theta_backward_kernel(grad_out, image, flow, texture, mask, coef, img_index
                 tl.store(v + 3 * K, gw3 * gt, mask=ok)
             if NEED_MASK:
                 tex = _grid_sample(texture + n * st_n + c * st_c, st_h, st_w, gx, gy, inside, F64)
-                gmask += tl.where(inside, go * (w_nw * nw + w_ne * ne + w_sw * sw_ + w_se * se - tex), zero)
+                if CUBIC:
+                    gmask += tl.where(inside, go * (val - tex), zero)
+                else:
+                    gmask += tl.where(inside, go * (w_nw * nw + w_ne * ne + w_sw * sw_ + w_se * se - tex), zero)
             gin = go * m
-        if NEED_IMAGE:
+        if NEED_IMAGE and CUBIC:
+            v = img_value + islot * C + c
+            _cubic_value_row(v, C, tx, wy0 * gin, inside & yv0, ok, go, outside, zero)
+            _cubic_value_row(v + 4 * C, C, tx, wy1 * gin, inside & yv1, ok, go, no, zero)
+            _cubic_value_row(v + 8 * C, C, tx, wy2 * gin, inside & yv2, ok, go, no, zero)
+            _cubic_value_row(v + 12 * C, C, tx, wy3 * gin, inside & yv3, ok, go, no, zero)
+        elif NEED_IMAGE:
             v = img_value + slot * C + c
             tl.store(v, tl.where(t_nw, w_nw * gin, tl.where(outside, go, zero)), mask=ok)
             tl.store(v + C, tl.where(t_ne, w_ne * gin, zero), mask=ok)
             tl.store(v + 2 * C, tl.where(t_sw, w_sw * gin, zero), mask=ok)
             tl.store(v + 3 * C, tl.where(t_se, w_se * gin, zero), mask=ok)
-        if NEED_FLOW:
+        if NEED_FLOW and CUBIC:
+            gdx += tl.where(inside, gin * ddx, zero)
+            gdy += tl.where(inside, gin * ddy, zero)
+        elif NEED_FLOW:
             gdx += tl.where(inside, gin * ((1.0 - fy) * (ne - nw) + fy * (se - sw_)), zero)
             gdy += tl.where(inside, gin * ((1.0 - fx) * (sw_ - nw) + fx * (se - ne)), zero)
     if NEED_FLOW:
@@ -261,8 +307,8 @@ def _footprint_box(t: list[float], h: int, w: int, H: int, W: int) -> tuple[int,
 
 
 def _forward(op: str, image: Tensor, flow: Tensor, texture: Tensor | None, mask: Tensor | None, theta: Tensor,
-             padding_mode: str) -> Tensor:
-    checks.check_theta_args(op, image, flow, texture, mask, theta, padding_mode)
+             padding_mode: str, mode: str) -> Tensor:
+    checks.check_theta_args(op, image, flow, texture, mask, theta, padding_mode, mode=mode)
     out = theta_output_like_image(image)
     coef, values = _coefficients(op, theta, flow)
     if not values or out.numel() == 0:
@@ -279,13 +325,15 @@ def _forward(op: str, image: Tensor, flow: Tensor, texture: Tensor | None, mask:
         _launch(wrap_triton(_theta_forward_kernel), total if C else 0, image, flow, tex, msk, out, coef,
                 *_strides(image), *_strides(flow), *_strides(tex), *_strides(msk, False), *_strides(out),
                 n, C, H, W, h, w, x0, x1 - x0, y0, total, BLEND=texture is not None,
-                BORDER=padding_mode == "border", F64=flow.dtype == torch.float64, U8=image.dtype == torch.uint8)
+                BORDER=padding_mode == "border", F64=flow.dtype == torch.float64, U8=image.dtype == torch.uint8,
+                CUBIC=mode == "bicubic")
     return out
 
 
 def _backward(op: str, grad_output: Tensor, image: Tensor, flow: Tensor, texture: Tensor | None,
-              mask: Tensor | None, theta: Tensor, padding_mode: str, need: Sequence[bool]) -> tuple[Tensor, ...]:
-    checks.check_theta_args(op, image, flow, texture, mask, theta, padding_mode, allow_uint8=False)
+              mask: Tensor | None, theta: Tensor, padding_mode: str, mode: str,
+              need: Sequence[bool]) -> tuple[Tensor, ...]:
+    checks.check_theta_args(op, image, flow, texture, mask, theta, padding_mode, allow_uint8=False, mode=mode)
     checks.check_grad_output(op, grad_output, image)
     blend = texture is not None
     inputs = (image, flow, texture, mask) if blend else (image, flow)
@@ -304,8 +352,9 @@ def _backward(op: str, grad_output: Tensor, image: Tensor, flow: Tensor, texture
     need_grid = any(need[1:])
     dev = image.device
     empty = image.new_empty((0,))
-    img_index = torch.zeros(total * 4, dtype=torch.int64, device=dev) if need[0] else empty
-    img_value = torch.zeros(total * 4, C, dtype=acc_dtype, device=dev) if need[0] else empty
+    taps = TAPS[mode]  # image records per pixel
+    img_index = torch.zeros(total * taps, dtype=torch.int64, device=dev) if need[0] else empty
+    img_value = torch.zeros(total * taps, C, dtype=acc_dtype, device=dev) if need[0] else empty
     grid_index = torch.zeros(total * 4, dtype=torch.int64, device=dev) if need_grid else empty
     grid_value = torch.zeros(total * 4, K, dtype=acc_dtype, device=dev) if need_grid else empty
     tex, msk = (texture, mask) if blend else (flow, flow)
@@ -313,7 +362,8 @@ def _backward(op: str, grad_output: Tensor, image: Tensor, flow: Tensor, texture
             img_index, img_value, grid_index, grid_value,
             *_strides(grad_output), *_strides(image), *_strides(flow), *_strides(tex), *_strides(msk, False),
             C, K, H, W, h, w, total, BLEND=blend, BORDER=padding_mode == "border", F64=image.dtype == torch.float64,
-            NEED_IMAGE=need[0], NEED_FLOW=need[1], NEED_MASK=blend and need[3], NEED_TEXTURE=blend and need[2])
+            NEED_IMAGE=need[0], NEED_FLOW=need[1], NEED_MASK=blend and need[3], NEED_TEXTURE=blend and need[2],
+            CUBIC=mode == "bicubic")
     out: list[Tensor] = []
     fmt = torch._prims_common.suggest_memory_format(image)
     if need[0]:
@@ -338,33 +388,34 @@ def _backward(op: str, grad_output: Tensor, image: Tensor, flow: Tensor, texture
 # --- the ops -------------------------------------------------------------------------------------
 
 @triton_op("fastwarp::triton_warp_theta", mutates_args=())
-def warp_theta(image: Tensor, flow: Tensor, theta: Tensor, padding_mode: str = "border") -> Tensor:
+def warp_theta(image: Tensor, flow: Tensor, theta: Tensor, padding_mode: str = "border",
+               mode: str = "bilinear") -> Tensor:
     """Triton kernel of :func:`fastwarp.warp` with ``theta`` (same arguments, result and errors)."""
-    return _forward("fastwarp.warp", image, flow, None, None, theta, padding_mode)
+    return _forward("fastwarp.warp", image, flow, None, None, theta, padding_mode, mode)
 
 
 @triton_op("fastwarp::triton_warp_blend_theta", mutates_args=())
 def warp_blend_theta(image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor, theta: Tensor,
-                     padding_mode: str = "border") -> Tensor:
+                     padding_mode: str = "border", mode: str = "bilinear") -> Tensor:
     """Triton kernel of :func:`fastwarp.warp_blend` with ``theta``."""
-    return _forward("fastwarp.warp_blend", image, flow, texture, mask, theta, padding_mode)
+    return _forward("fastwarp.warp_blend", image, flow, texture, mask, theta, padding_mode, mode)
 
 
 @triton_op("fastwarp::triton_warp_theta_backward", mutates_args=())
 def warp_theta_backward(grad_output: Tensor, image: Tensor, flow: Tensor, theta: Tensor, padding_mode: str,
-                        output_mask: Sequence[bool]) -> tuple[Tensor, Tensor]:
+                        mode: str, output_mask: Sequence[bool]) -> tuple[Tensor, Tensor]:
     """Gradients (image, flow) of :func:`warp_theta`; those not in ``output_mask`` are empty."""
-    return _backward("fastwarp.warp_backward", grad_output, image, flow, None, None, theta, padding_mode,
+    return _backward("fastwarp.warp_backward", grad_output, image, flow, None, None, theta, padding_mode, mode,
                      output_mask)  # type: ignore[return-value]
 
 
 @triton_op("fastwarp::triton_warp_blend_theta_backward", mutates_args=())
 def warp_blend_theta_backward(grad_output: Tensor, image: Tensor, flow: Tensor, texture: Tensor, mask: Tensor,
-                              theta: Tensor, padding_mode: str,
+                              theta: Tensor, padding_mode: str, mode: str,
                               output_mask: Sequence[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Gradients (image, flow, texture, mask) of :func:`warp_blend_theta`."""
     return _backward("fastwarp.warp_blend_backward", grad_output, image, flow, texture, mask, theta, padding_mode,
-                     output_mask)  # type: ignore[return-value]
+                     mode, output_mask)  # type: ignore[return-value]
 
 
 keep_opaque_when_interpreted(warp_theta, warp_blend_theta, warp_theta_backward, warp_blend_theta_backward)
