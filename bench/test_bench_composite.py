@@ -1,7 +1,8 @@
 """The frame-space composite against the chain it replaced, per edited face.
 
-``composite``: :meth:`fastwarp.ExpressionEditor.blend`, one ``warp_blend`` with ``theta`` on
-the uint8 frame itself (the face mask folded into the maps, texture converted to the
+``composite``: :meth:`fastwarp.ExpressionEditor.blend` with bilinear taps, one ``warp_blend``
+with ``theta`` on the uint8 frame itself (``composite-bicubic``: the same with bicubic taps,
+the editor's default) (the face mask folded into the maps, texture converted to the
 frame's BGR 0..255). ``chain``: the editor's previous steps, kept here as the baseline:
 ``cv2.warpAffine`` crop at the face's own side (at most 512 px) -> ``warp_blend`` of the
 float crop with the 128 px maps -> uint8 -> ``paste_back`` (inverse ``warpAffine`` under the
@@ -27,7 +28,7 @@ from fastwarp.face import FACE_OVAL, FaceCrop, paste_back
 
 FRAMES = {"480p": (480, 854), "720p": (720, 1280), "1080p": (1080, 1920)}
 FACES = (200, 400, 800)
-PROVIDERS = ("composite", "chain")
+PROVIDERS = ("composite", "composite-bicubic", "chain")
 GRID = 128
 MAX_CROP = 512
 
@@ -80,7 +81,10 @@ def test_composite(benchmark, bench_config, frame, face, provider):
     dev = bench_config.device
     image, crop, maps = _case(frame, face, dev)
     editor = ExpressionEditor.__new__(ExpressionEditor)  # blend() needs no model or FaceMesh
-    fn = (lambda: editor.blend(image, crop, maps)) if provider == "composite" else (lambda: _chain(image, crop, maps))
+    # composite: the bilinear taps this benchmark has always timed; composite-bicubic: the
+    # editor's default since issue 21 (bench/ratios.py prints bicubic / bilinear).
+    editor.resample = "bicubic" if provider == "composite-bicubic" else "bilinear"
+    fn = (lambda: _chain(image, crop, maps)) if provider == "chain" else (lambda: editor.blend(image, crop, maps))
     out = fn()
     assert out.shape == image.shape and out.dtype == np.uint8
     benchmark.group = f"composite {frame} face {face}"

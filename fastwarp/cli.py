@@ -92,7 +92,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
     try:
         editor = ExpressionEditor(args.weights, args.device, max_crop_size=args.max_crop_size, motion=args.motion,
-                                  max_faces=args.max_faces)
+                                  max_faces=args.max_faces, resample=args.resample, texture=args.texture)
     except (OSError, ValueError) as exc:  # (FileNotFoundError: weights)
         raise CLIError(str(exc)) from None
     with editor:
@@ -161,7 +161,8 @@ def _make_engine(args: argparse.Namespace, edits, weights):
     try:
         return RealtimeEngine(edits, weights, args.device, runtime=args.runtime, all_faces=args.all_faces,
                               max_faces=args.max_faces, smoothing=smoothing, max_crop_size=args.max_crop_size,
-                              gpu_graph=args.gpu_graph, motion=args.motion, engine=args.engine)
+                              gpu_graph=args.gpu_graph, motion=args.motion, engine=args.engine,
+                              resample=args.resample, texture=args.texture)
     except (OSError, ValueError, ImportError, RuntimeError) as exc:  # (FileNotFoundError: weights; TensorRT)
         raise CLIError(str(exc)) from None
 
@@ -470,6 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--motion", default="auto", choices=("auto", "mesh", "dense"),
                         help="mesh: landmark motion through the face mesh (the default where its weights are "
                              "installed); dense: the editor network's own flow")
+        sp.add_argument("--texture", default="auto", choices=("auto", "regions", "mesh", "none"),
+                        help="what paints where the warp cannot (mesh motion): regions = the mesh texture and the "
+                             "eyes' region texture (a closed lid, not a smeared eye); mesh = the mesh texture alone; "
+                             "none = the warp alone; auto (default) = regions where its weights are installed")
+        sp.add_argument("--resample", default="bicubic", choices=("bicubic", "bilinear"),
+                        help="image taps of the composite: bicubic (default; keeps the moved face's detail) or "
+                             "bilinear (a little faster, softer)")
         sp.add_argument("--max-crop-size", type=int, default=512,
                         help="largest side of the face crop the networks see (their input is resized from it; the output keeps every face at full detail)")
 

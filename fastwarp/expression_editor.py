@@ -22,12 +22,11 @@ times each step and swaps in other network runners) run the same code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from . import ops
@@ -35,11 +34,12 @@ from .au import apply_au_edits
 from .face import FaceCrop, FaceMesh, align_face, estimate_aus, face_mask
 from .face.align import alignment_matrix
 from .face.aus import consistent_targets
-from .face.mesh import MESH_POINTS, mesh_triangles, mesh_vertices, texture_regions
 from .images import tensor_to_bgr
 from .models import BUNDLED_WEIGHTS, WEIGHTS_DIR, EditorNet
 from .models.landmark_motion import LandmarkMotion
-from .models.mesh_texture import MeshTexture, gate_mask, opening_map
+from .models.mesh_texture import MeshTexture
+from .mesh_path import Maps, MeshMotion, image_tensor  # noqa: F401  (re-exported: the editor's types)
+from .region_paint import TEXTURES, RegionPainter, eye_weights_installed
 
 __all__ = ["ExpressionEditor", "FaceEdit", "FrameEdit", "Maps", "Network", "TorchNetwork", "default_device",
            "image_tensor", "image_bgr", "grid_theta", "MOTIONS", "MeshMotion", "mesh_weights_installed",
@@ -53,6 +53,9 @@ AUEdit = tuple[str, float, bool]
 MOTION_WEIGHTS = WEIGHTS_DIR / "motion"
 TEXTURE_WEIGHTS = WEIGHTS_DIR / "texture"
 MOTIONS = ("auto", "mesh", "dense")
+#: The image taps of the frame composite (``resample=``; the ops' ``mode``): bicubic keeps more
+#: of a moved face's detail than bilinear (docs/evaluation/resample.md).
+RESAMPLE_MODES = ("bicubic", "bilinear")
 
 
 def is_bundled(weights) -> bool:
@@ -68,27 +71,6 @@ def mesh_weights_installed() -> bool:
 def default_device() -> str:
     """``"cuda"`` where fastwarp's CUDA kernels and a GPU are available, else ``"cpu"``."""
     return "cuda" if ops.backends()["cuda"] else "cpu"
-
-
-def image_tensor(bgr: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32, *,
-                 channels_last: bool = False) -> Tensor:
-    """A uint8 BGR image ``[H, W, 3]`` as the networks' and ``warp_blend``'s input: RGB
-    ``[1, 3, H, W]`` in [-1, 1] (values as :func:`fastwarp.images.bgr_to_tensor`'s).
-
-    On the CPU the conversion runs in numpy, on one thread: for one frame's crop, waking
-    torch's intra-op threads costs more than the work (and many times more where other
-    processes share the cores). On a GPU the uint8 image is uploaded and converted there.
-    ``channels_last`` gives NHWC memory, else contiguous NCHW.
-    """
-    if device.type == "cpu":
-        hwc = bgr[..., ::-1].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-        t = torch.from_numpy(hwc).permute(2, 0, 1)[None]
-        if not channels_last:
-            t = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))[None]
-        return t if dtype == torch.float32 else t.to(dtype)
-    t = torch.from_numpy(np.ascontiguousarray(bgr)).to(device).flip(-1).permute(2, 0, 1)[None]
-    t = (t.float() / 127.5 - 1.0).to(dtype)
-    return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def image_bgr(t: Tensor) -> np.ndarray:
@@ -143,19 +125,6 @@ def grid_theta(crop: FaceCrop, grid: int) -> np.ndarray:
     return theta
 
 
-class Maps(NamedTuple):
-    """What the editor networks predict for a batch of crops, at the model's resolution S.
-
-    flow (Tensor[N, 2, S, S]): backward flow in pixels of the S x S grid;
-    texture (Tensor[N, 3, S, S]): RGB in [-1, 1]; mask (Tensor[N, 1, S, S]): in [0, 1],
-    1 = keep the warped pixel. One device and one floating dtype (the runner's).
-    """
-
-    flow: Tensor
-    texture: Tensor
-    mask: Tensor
-
-
 #: A network runner: ``(image [N, 3, S, S] float32 RGB in [-1, 1], target_aus [N, 17],
 #: current_aus [N, 17]) -> Maps``, inputs on the runner's device (its ``device``
 #: attribute). :class:`TorchNetwork` is the eager one; :mod:`fastwarp.realtime` adds ONNX
@@ -191,94 +160,6 @@ class TorchNetwork:
 
     def __repr__(self) -> str:
         return f"TorchNetwork(device={self.device}, dtype={self.dtype}, memory_format={self.memory_format})"
-
-
-class MeshMotion:
-    """The mesh path's maps (docs/design.md, "Motion from landmarks"): the landmark motion
-    model moves a face's landmarks, :func:`fastwarp.ops.mesh_flow` renders the motion through
-    the face mesh (:mod:`fastwarp.face.mesh`) and the mesh texture model paints where the
-    mesh opened.
-
-    Args:
-        motion_model: a :class:`~fastwarp.models.landmark_motion.LandmarkMotion`.
-        texture_model: a :class:`~fastwarp.models.mesh_texture.MeshTexture`, or None for the
-            mesh warp alone (mask 1).
-        grid: side of the maps' grid.
-
-    Both models are tiny and run on the CPU; :meth:`maps` moves the maps to the device asked.
-    """
-
-    def __init__(self, motion_model: LandmarkMotion, texture_model: MeshTexture | None = None, grid: int = 128) -> None:
-        self.motion_model = motion_model.eval()
-        self.texture_model = texture_model.eval() if texture_model is not None else None
-        self.grid = int(grid)
-        self.triangles = torch.from_numpy(np.array(mesh_triangles()))
-        self.regions = tuple(torch.from_numpy(np.array(r)) for r in texture_regions())
-
-    @torch.no_grad()
-    def motion(self, landmarks: np.ndarray, crop_size: int, current_aus: Sequence[float] | np.ndarray,
-               target_aus: Sequence[float] | np.ndarray, grid: int,
-               shape: np.ndarray | None = None) -> tuple[Tensor, Tensor]:
-        """The face mesh and its motion on a ``grid`` x ``grid`` map: ``(vertices,
-        displacement)``, each float32 ``[1, 468 + ring, 2]`` in grid pixels (the ring of
-        :mod:`fastwarp.face.mesh` does not move; no AU change moves nothing), from the
-        landmark motion model.
-
-        Args:
-            landmarks: ``[478, 2 or 3]`` in pixels of the ``crop_size`` crop.
-            current_aus, target_aus: ``[17]``, 0..5.
-            shape: ``[478, 2]``, the face shape (eye-line frame) the motion is computed from
-                (``LandmarkMotion``'s ``shape``); None: the landmarks' own.
-        """
-        current = torch.as_tensor(np.asarray(current_aus, np.float32))[None]
-        target = torch.as_tensor(np.asarray(target_aus, np.float32))[None]
-        lm = torch.as_tensor(np.asarray(landmarks, np.float32)[:, :2])[None]
-        lm_grid = (lm + 0.5) * (grid / crop_size) - 0.5
-        verts = mesh_vertices(lm_grid)
-        moved = torch.zeros_like(verts)
-        if not torch.equal(current, target):
-            q = None if shape is None else torch.as_tensor(np.asarray(shape, np.float32))
-            moved[:, :MESH_POINTS] = self.motion_model(lm_grid, current, target, q)[:, :MESH_POINTS]
-        return verts, moved
-
-    @torch.no_grad()
-    def maps(self, crop_bgr: np.ndarray, landmarks: np.ndarray, current_aus: Sequence[float] | np.ndarray,
-             target_aus: Sequence[float] | np.ndarray, device: torch.device | None = None,
-             shape: np.ndarray | None = None) -> Maps:
-        """:class:`Maps` of the mesh path on the maps' grid (:attr:`grid`), batch 1.
-
-        flow: :func:`fastwarp.ops.mesh_flow` of :meth:`motion` (0 beyond the mesh's
-        ring); texture and mask: the mesh texture model on the crop warped by the mesh flow,
-        run on its own (smaller) grid and bilinearly upsampled, its mask gated by the opening
-        map on the maps' grid (:func:`~fastwarp.models.mesh_texture.opening_map`), so it is
-        exactly 1 wherever the mesh did not open (where nothing opened the texture network
-        does not run). No AU change: flow exactly 0, mask exactly 1. ``shape``: see :meth:`motion`.
-        """
-        device = device or torch.device("cpu")
-        G = self.grid
-        verts, moved = self.motion(landmarks, crop_bgr.shape[0], current_aus, target_aus, G, shape)
-        texture, mask = torch.zeros(1, 3, G, G), torch.ones(1, 1, G, G)
-        if not moved.any():
-            return Maps(torch.zeros(1, 2, G, G, device=device), texture.to(device), mask.to(device))
-        flow, index = ops.mesh_flow(verts, moved, self.triangles, (G, G))
-        opened = opening_map(verts, moved, self.triangles, index, *self.regions)
-        if self.texture_model is not None and opened.any():  # (nothing opened: mask 1, no network)
-            T = self.texture_model.config.size
-            small = cv2.resize(crop_bgr, (T, T), interpolation=cv2.INTER_AREA) if crop_bgr.shape[0] != T else crop_bgr
-            # The same motion on the T grid (it scales with the grid: pixel centres map as
-            # (u + 0.5) T / G - 0.5), without running the motion model again.
-            v_t, m_t = (verts + 0.5) * (T / G) - 0.5, moved * (T / G)
-            flow_t, index_t = ops.mesh_flow(v_t, m_t, self.triangles, (T, T))
-            warped = ops.warp(image_tensor(small, torch.device("cpu")), flow_t)
-            cur = torch.as_tensor(np.asarray(current_aus, np.float32))[None]
-            tgt = torch.as_tensor(np.asarray(target_aus, np.float32))[None]
-            opening = opening_map(v_t, m_t, self.triangles, index_t, *self.regions)
-            texture, m = self.texture_model.ungated(warped, opening, cur, tgt)
-            if T != G:
-                texture = F.interpolate(texture, size=(G, G), mode="bilinear", align_corners=False)
-                m = F.interpolate(m, size=(G, G), mode="bilinear", align_corners=False)
-            mask = gate_mask(m, opened)
-        return Maps(flow.to(device), texture.to(device), mask.to(device))
 
 
 @dataclass
@@ -353,23 +234,46 @@ class ExpressionEditor:
         motion_weights, texture_weights: landmark motion and mesh texture checkpoints
             (paths without suffix) instead of the bundled ones; ``texture_weights="none"``
             edits by the mesh warp alone (the warp-only ablation).
+        resample: the image taps of the frame composite (:meth:`blend`): ``"bicubic"``
+            (default: 4 x 4 taps, Keys' cubic, keeps a moved face's detail) or
+            ``"bilinear"`` (2 x 2 taps, a little faster, softer where pixels move by a
+            fraction of a pixel). A zero edit returns the input bit for bit either way.
+        texture: what paints where the warp cannot (mesh motion): ``"regions"`` the mesh
+            texture and, on top, the eye region texture at the eye's own resolution
+            (:mod:`fastwarp.region_paint`: a closed lid with its lash line instead of a
+            smeared open eye); ``"mesh"`` the mesh texture alone (before issue 19);
+            ``"none"`` the warp alone. ``"auto"`` (default): ``"regions"`` where the eye
+            weights are installed (``fastwarp/weights/region_eye.*``) or given
+            (``region_weights``), else ``"mesh"``; with the dense path, the network's own.
+        region_weights: an eye region texture checkpoint (path without suffix) instead of
+            the bundled one.
 
     Raises:
         FileNotFoundError / ValueError: from :meth:`EditorNet.load` and
-            :meth:`LandmarkMotion.load`; ValueError: an unknown ``motion``.
+            :meth:`LandmarkMotion.load`; ValueError: an unknown ``motion``, ``resample`` or
+            ``texture``, or ``texture="regions"`` without mesh motion.
 
     Use as a context manager (or call :meth:`close`) to release MediaPipe.
     """
 
     #: The mesh path's models (None: the network's dense flow).
     mesh_motion: MeshMotion | None = None
+    #: The eye region texture (None: not painted) and the composite's image taps.
+    regions: RegionPainter | None = None
+    resample: str = "bicubic"
 
     def __init__(self, weights: str | None = None, device: str | None = None, *, video: bool = False,
                  max_crop_size: int = 512, max_faces: int = 1, model: EditorNet | None = None,
                  network: Network | None = None, motion: str = "auto", motion_weights: str | None = None,
-                 texture_weights: str | None = None) -> None:
+                 texture_weights: str | None = None, resample: str = "bicubic", texture: str = "auto",
+                 region_weights: str | None = None) -> None:
+        if texture not in TEXTURES:
+            raise ValueError(f"texture must be one of {', '.join(TEXTURES)}, got {texture!r}")
         if motion not in MOTIONS:
             raise ValueError(f"motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
+        if resample not in RESAMPLE_MODES:
+            raise ValueError(f"resample must be one of {', '.join(RESAMPLE_MODES)}, got {resample!r}")
+        self.resample = resample
         self.device = torch.device(device or default_device())
         self.model = (model.to(self.device).eval() if model is not None
                       else EditorNet.load(weights, map_location=self.device))
@@ -379,10 +283,20 @@ class ExpressionEditor:
         self.motion = motion
         self.size = self.model.config.image_size
         self.mesh_motion: MeshMotion | None = None
+        self.regions: RegionPainter | None = None
+        if texture == "auto":
+            texture = "regions" if motion == "mesh" and (region_weights or eye_weights_installed()) else "mesh"
+        if texture == "regions" and motion != "mesh":
+            raise ValueError("texture='regions' paints through the mesh motion: use motion='mesh' (--motion mesh)")
+        if texture == "none":
+            texture_weights = "none"
+        self.texture = texture if motion == "mesh" else "dense"
         if motion == "mesh":
-            texture = None if texture_weights == "none" else MeshTexture.load(texture_weights or TEXTURE_WEIGHTS)
-            self.mesh_motion = MeshMotion(LandmarkMotion.load(motion_weights or MOTION_WEIGHTS), texture,
+            mesh_texture = None if texture_weights == "none" else MeshTexture.load(texture_weights or TEXTURE_WEIGHTS)
+            self.mesh_motion = MeshMotion(LandmarkMotion.load(motion_weights or MOTION_WEIGHTS), mesh_texture,
                                           self.model.config.map_size or self.size)
+            if texture == "regions":
+                self.regions = RegionPainter.load(region_weights, resample)
         self.max_crop_size = max(int(max_crop_size), self.size)
         self.network: Network = network if network is not None else TorchNetwork(self.model)
         self.mesh = FaceMesh(static_image_mode=not video, max_faces=max_faces)
@@ -510,7 +424,9 @@ class ExpressionEditor:
         else:
             frame = torch.from_numpy(np.ascontiguousarray(frame_bgr)).to(device)
         out = ops.warp_blend(frame.permute(2, 0, 1)[None], flow, texture, mask,
-                             theta=torch.from_numpy(theta[None]).to(device))
+                             theta=torch.from_numpy(theta[None]).to(device), mode=self.resample)
+        if self.regions is not None and maps.motion is not None:  # the eyes, at their own resolution
+            out = self.regions.paint(out, _uint8(frame_bgr), crop.matrix, maps.motion, 65535.0 / 255.0 if deep else 1.0)
         out = out[0].permute(1, 2, 0)
         if deep:
             return out.round().clamp(0, 65535).cpu().numpy().astype(np.uint16)

@@ -22,6 +22,7 @@ import torch
 from fastwarp import reference
 from fastwarp.au import AU_INDEX, parse_au_edit
 from fastwarp.cli import main
+from fastwarp.expression_editor import Maps
 from fastwarp.face import FACE_OVAL, align_face, estimate_aus, face_mask
 from fastwarp.models import EditorConfig, EditorNet
 from fastwarp.realtime import (
@@ -282,7 +283,7 @@ def _reference_edit(model, frame, landmarks, side):
         a = torch.from_numpy(face_mask((crop.landmarks[:, :2] + 0.5) * k - 0.5, grid)).double()[None, None]
         frame_t = torch.from_numpy(frame).double().permute(2, 0, 1)[None]  # BGR 0..255
         out = reference.warp_blend(frame_t, r.flow * a, (r.texture.flip(1) + 1) * 127.5, 1 - a * (1 - r.mask),
-                                   theta=torch.from_numpy(theta)[None])
+                                   theta=torch.from_numpy(theta)[None], mode="bicubic")  # the editor's default taps
     return out[0].permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy(), crop
 
 
@@ -855,7 +856,7 @@ def test_tensorrt_runner_wraps_the_engine_outputs(tiny_weights, monkeypatch):
     net = TensorRTNetwork(OnGpu(), engine="m.engine")
     assert (net.device, net.dtype, net.size, net.path) == (torch.device("cuda", 0), torch.float32, 128, Path("m.engine"))
     maps = net(torch.zeros(1, 3, 128, 128), torch.zeros(1, 17), torch.zeros(1, 17))
-    assert maps._fields == ("flow", "texture", "mask") and float(maps.flow[0, 0, 0, 0]) == 2.0
+    assert isinstance(maps, Maps) and maps.motion is None and float(maps.flow[0, 0, 0, 0]) == 2.0
     assert float(maps.mask.min()) == 1.0 and "TensorRTNetwork(m.engine" in repr(net)
     Runner.image_size = 256
     with pytest.raises(ValueError, match="takes 256 px images, the model 128 px"):

@@ -45,7 +45,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
-def measure(faces: Path, weights: str | None, limit: int) -> tuple[list[dict], list[str], list[np.ndarray]]:
+def measure(faces: Path, weights: str | None, limit: int,
+            resample: str | None = None) -> tuple[list[dict], list[str], list[np.ndarray]]:
     try:
         from fastwarp import ExpressionEditor
     except ImportError:  # checkouts before the layout issue
@@ -54,7 +55,8 @@ def measure(faces: Path, weights: str | None, limit: int) -> tuple[list[dict], l
 
     rows, skipped, tiles = [], [], []
     photos = sorted((faces / "images").iterdir())
-    with ExpressionEditor(weights, "cpu") as editor:
+    options = {"resample": resample} if resample else {}  # (older checkouts have no resample=)
+    with ExpressionEditor(weights, "cpu", **options) as editor:
         for path in photos:
             if len(rows) >= limit:
                 break
@@ -90,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos", type=int, default=DEFAULT_PHOTOS, help="how many photos with a face")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--label", default="", help="a line on what was measured (e.g. the commit)")
+    ap.add_argument("--resample", choices=("bicubic", "bilinear"), default=None,
+                    help="the composite's image taps (default: the editor's own)")
     args = ap.parse_args(argv)
-    rows, skipped, tiles = measure(args.faces, args.weights, args.photos)
+    rows, skipped, tiles = measure(args.faces, args.weights, args.photos, args.resample)
     if not rows:
         print("no photo with a face", file=sys.stderr)
         return 1

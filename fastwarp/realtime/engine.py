@@ -165,6 +165,10 @@ class RealtimeEngine:
             editor network is not run, so ``runtime`` is moot (``stats.runtime`` is ``"mesh"``)
             and ``runtime="tensorrt"`` or an ``engine`` is refused (ValueError: TensorRT runs
             the dense path, ``motion="dense"``).
+        resample: the frame composite's image taps, ``"bicubic"`` (default) or ``"bilinear"``
+            (see :class:`~fastwarp.expression_editor.ExpressionEditor`).
+        texture: ``"auto"``, ``"regions"``, ``"mesh"`` or ``"none"`` (see
+            :class:`~fastwarp.expression_editor.ExpressionEditor`).
     Raises:
         FileNotFoundError / ValueError: weights missing or invalid; a bad ``runtime``,
             ``gpu_graph`` or ``max_faces``; ``runtime="tensorrt"`` with mesh motion or on the
@@ -180,7 +184,8 @@ class RealtimeEngine:
                  half: bool | None = None, channels_last: bool | None = None, gpu_graph: str = "cuda-graph",
                  onnx_cache: str | os.PathLike | None = None, auto_trial_calls: int = 4,
                  model: EditorNet | None = None, motion: str = "auto", engine: str | os.PathLike | None = None,
-                 engine_cache: str | os.PathLike | None = None) -> None:
+                 engine_cache: str | os.PathLike | None = None, resample: str = "bicubic",
+                 texture: str = "auto") -> None:
         self.device = torch.device(device or default_device())
         from_bundled = model is None and (weights is None or is_bundled(str(weights)))
         if model is None:
@@ -210,7 +215,8 @@ class RealtimeEngine:
         if self.max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
         self.editor = ExpressionEditor(device=str(self.device), video=True, max_crop_size=max_crop_size,
-                                       max_faces=self.max_faces, model=model, network=network, motion=motion)
+                                       max_faces=self.max_faces, model=model, network=network, motion=motion,
+                                       resample=resample, texture=texture)
         params = smoothing if isinstance(smoothing, dict) else {}
         self.tracker = FaceTracker(**params) if smoothing is not False else None
         self.edits: list[AUEdit] = list(edits)

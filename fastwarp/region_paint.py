@@ -1,0 +1,180 @@
+"""Region textures in the editor: paint what the warp cannot make inside each eye (issue 19;
+docs/design.md, "Data flow"), at the eye's own resolution, after the face's composite.
+
+For each eye of an edited face (:class:`RegionPainter.paint`):
+
+1. the eye region (:data:`fastwarp.face.regions.EYE`, 64 x 128 px along the eye line, the
+   left eye mirrored) is cut from the frame before the edit (:func:`cut_region`);
+2. it is warped through the face mesh by the same landmark motion as the face
+   (:func:`fastwarp.ops.mesh_flow` on the region's grid, as in training), which gives the
+   network its inputs: the warped region, the opening map, the moved lids' contours, the
+   motion gate, and the AU change;
+3. :class:`~fastwarp.models.region_texture.RegionTexture` returns texture and mask; the mask
+   is exactly 1 where no mesh triangle deformed and on the region's border;
+4. texture and mask are blended onto the face's composite by one
+   :func:`fastwarp.warp_blend` with a zero flow and ``theta`` = the region's matrix: a zero
+   flow samples every pixel at its own centre (bilinear and bicubic taps both return the
+   pixel itself there), so no frame pixel is resampled a second time; where the mask is 1
+   (outside the region, its border, everything that did not deform) the output is the
+   composite bit for bit.
+
+The network runs only for an eye whose lids move: the lid gap (:func:`eye_gap`, in eye
+widths) of the moved landmarks differs from the face's by :data:`LID_MOTION` or more, and
+the region deforms at all. Blinks, half-closed and widened eyes (AU45, AU43, AU05, AU07)
+move the gap by 0.06 to 0.3; a smile, a jaw drop, brows or a frown by 0.02 at most (three
+photos, measured), and there the mesh texture alone paints as before: a zero edit, or an
+edit that does not move the lids, costs nothing here and changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import ops
+from .face.mesh import MESH_POINTS, mesh_triangles, mesh_vertices, texture_regions
+from .face.regions import EYE, contour_map, cut_region, eye_gap, region_matrix, to_region
+from .models import WEIGHTS_DIR
+from .models.mesh_texture import opening_map
+from .models.region_texture import RegionTexture, deformation_map, motion_gate
+
+__all__ = ["EYE_WEIGHTS", "LID_MOTION", "TEXTURES", "RegionMotion", "RegionPainter", "eye_weights_installed"]
+
+#: The bundled eye region texture (trained by ``python -m training.region_gan --kind eye``).
+EYE_WEIGHTS = WEIGHTS_DIR / "region_eye"
+#: The editor's ``texture=`` choices: the mesh texture and the eye region textures on top
+#: ("regions"), the mesh texture alone ("mesh", the texture before issue 19), or none (the
+#: warp alone).
+TEXTURES = ("auto", "regions", "mesh", "none")
+#: The lid gap change (eye widths) from which an eye's region texture runs.
+LID_MOTION = 0.03
+
+
+def eye_weights_installed() -> bool:
+    return EYE_WEIGHTS.with_suffix(".safetensors").is_file()
+
+
+@dataclass
+class RegionMotion:
+    """A face's landmark motion in its crop, for the region textures (mesh motion only).
+
+    Attributes:
+        source, target: ``[478, 2]`` float64 landmarks in pixels of the crop, before and after
+            the edit (the iris points, 468..477, do not move).
+        au_delta: ``[17]`` float32, target minus current AU intensities.
+    """
+
+    source: np.ndarray
+    target: np.ndarray
+    au_delta: np.ndarray
+
+
+class RegionPainter:
+    """The eye region texture of :mod:`fastwarp.region_paint`, applied to a face's composite.
+
+    Args:
+        eye: a :class:`RegionTexture` of kind ``"eye"``.
+        resample: the image taps of the blend (``warp_blend``'s ``mode``; with a zero flow
+            both give the pixel itself, so it only names the kernel path).
+    Raises:
+        ValueError: ``eye`` is not an eye model of the region's size.
+    """
+
+    def __init__(self, eye: RegionTexture, resample: str = "bicubic") -> None:
+        c = eye.config
+        if c.kind != "eye" or (c.height, c.width) != (EYE.height, EYE.width):
+            raise ValueError(f"the eye region texture must be kind 'eye' of {EYE.height}x{EYE.width}, "
+                             f"got {c.kind!r} {c.height}x{c.width}")
+        self.eye = eye.eval()
+        self.resample = resample
+        self.triangles = torch.from_numpy(np.array(mesh_triangles()))
+        self.regions = tuple(torch.from_numpy(np.array(r)) for r in texture_regions())
+
+    @classmethod
+    def load(cls, eye_weights: str | Path | None = None, resample: str = "bicubic") -> "RegionPainter":
+        """From checkpoint files (default: the bundled :data:`EYE_WEIGHTS`).
+
+        Raises:
+            FileNotFoundError: a file is missing. ValueError: not an eye region texture.
+        """
+        return cls(RegionTexture.load(eye_weights or EYE_WEIGHTS), resample)
+
+    @torch.no_grad()
+    def eye_maps(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, au_delta: np.ndarray,
+                 side: str) -> tuple[np.ndarray, Tensor, Tensor] | None:
+        """One eye's ``(matrix [2, 3] frame -> region, texture [1, 3, 64, 128] RGB [-1, 1], mask
+        [1, 1, 64, 128])``, or None where the lids do not move (:data:`LID_MOTION`) or the
+        region does not deform.
+
+        Args:
+            frame8: ``[H, W, 3]`` uint8 BGR, the frame before the edit.
+            source, target: ``[478, 2]`` landmarks in frame pixels.
+            au_delta: ``[17]`` target minus current AUs.
+            side: ``"right"`` or ``"left"`` (the subject's).
+        """
+        k = 0 if side == "right" else 1
+        if abs(float(eye_gap(target[None])[0, k] - eye_gap(source[None])[0, k])) < LID_MOTION:
+            return None
+        matrix = region_matrix(source[None], EYE, side)[0]
+        rs, rt = to_region(source, matrix), to_region(target, matrix)
+        verts = mesh_vertices(torch.from_numpy(rs)[None])
+        disp = mesh_vertices(torch.from_numpy(rt)[None]) - verts
+        size = (EYE.height, EYE.width)
+        flow, index = ops.mesh_flow(verts, disp, self.triangles, size)
+        gate = motion_gate(deformation_map(verts, disp, self.triangles, index))
+        if not gate.any():
+            return None
+        region, _ = cut_region(frame8, matrix, EYE)
+        rgb = torch.from_numpy(np.ascontiguousarray(region[..., ::-1])).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        warped = ops.warp(rgb, flow)
+        opening = opening_map(verts, disp, self.triangles, index, *self.regions)
+        contours = torch.from_numpy(contour_map(rt, "eye", EYE.height, EYE.width, side))[None]
+        texture, mask = self.eye(warped, opening, contours, gate, torch.from_numpy(au_delta)[None].float())
+        return matrix, texture, mask
+
+    @torch.no_grad()
+    def paint(self, image: Tensor, frame8: np.ndarray, crop_matrix: np.ndarray, motion: RegionMotion,
+              scale: float = 1.0) -> Tensor:
+        """Both eyes painted onto a face's composite.
+
+        Args:
+            image (Tensor[1, 3, H, W]): the composite (BGR; uint8, or float32 for a 16-bit
+                frame), as :meth:`ExpressionEditor.blend` holds it; never written.
+            frame8: ``[H, W, 3]`` uint8 BGR, the frame before this face's edit (the regions
+                are cut from it).
+            crop_matrix: ``[2, 3]`` frame -> crop (:attr:`FaceCrop.matrix`).
+            motion: the face's :class:`RegionMotion`.
+            scale: the frame's value of 255 (65535 / 255 for a 16-bit frame composited in
+                float32).
+        Returns:
+            Tensor like ``image``: the composite, bit for bit where no eye deforms.
+        """
+        inv = cv2.invertAffineTransform(np.asarray(crop_matrix, np.float64))
+        source = motion.source @ inv[:, :2].T + inv[:, 2]
+        target = motion.target @ inv[:, :2].T + inv[:, 2]
+        out = image
+        for side in ("right", "left"):
+            got = self.eye_maps(frame8, source, target, motion.au_delta, side)
+            if got is None:
+                continue
+            matrix, texture, mask = got
+            bgr = (texture.flip(1) + 1.0) * (127.5 * scale)  # RGB [-1, 1] -> the frame's BGR
+            theta = torch.from_numpy(matrix[None]).to(device=out.device, dtype=torch.float32)
+            zero = torch.zeros(1, 2, EYE.height, EYE.width, device=out.device)
+            out = ops.warp_blend(out, zero, bgr.to(out.device), mask.to(out.device), theta=theta, mode=self.resample)
+        return out
+
+
+def region_motion(landmarks: np.ndarray, moved: Tensor, grid: int, crop_size: int, au_delta: np.ndarray) -> RegionMotion:
+    """A :class:`RegionMotion` from the mesh path's motion on its ``grid`` (``moved``: the mesh
+    vertices' displacement ``[1, V, 2]`` in grid pixels; grid pixels scale to crop pixels by
+    ``crop_size / grid``)."""
+    source = np.asarray(landmarks, np.float64)[:, :2]
+    target = source.copy()
+    target[:MESH_POINTS] += moved[0, :MESH_POINTS].double().numpy() * (crop_size / grid)
+    return RegionMotion(source, target, np.asarray(au_delta, np.float32))

@@ -1,0 +1,105 @@
+"""The eye region texture in the editor (fastwarp/region_paint.py, issue 19), on real photos:
+a blink closes the eye as MediaPipe reads it (more than the mesh texture alone) and changes
+nothing outside the eye regions; edits that do not move the lids, and the zero edit, are
+the mesh texture's output bit for bit; 16-bit photos take the same path."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from fastwarp.au import parse_au_edit
+from fastwarp.face import FaceMesh
+from fastwarp.face.regions import EYE, eye_gap, region_matrix
+from fastwarp.region_paint import RegionMotion, eye_weights_installed
+from op_helpers import FACES_DIR
+
+PHOTOS = ["df_img2.jpg", "df_img24.jpg", "st_people_0.png"]
+
+pytestmark = [
+    pytest.mark.skipif(not (FACES_DIR / "images" / PHOTOS[0]).is_file(), reason=f"faces data not found at {FACES_DIR}"),
+    pytest.mark.skipif(not eye_weights_installed(), reason="the eye region texture (fastwarp/weights/region_eye.*) "
+                                                          "is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def editors():
+    from fastwarp import ExpressionEditor
+
+    eds = {t: ExpressionEditor("base", "cpu", texture=t) for t in ("regions", "mesh")}
+    yield eds
+    for e in eds.values():
+        e.close()
+
+
+def _photo(name: str) -> np.ndarray:
+    return cv2.imread(str(FACES_DIR / "images" / name), cv2.IMREAD_COLOR)
+
+
+def _eye_boxes(landmarks: np.ndarray, shape) -> np.ndarray:
+    """Pixels under either eye region's footprint (where the region texture may paint)."""
+    inside = np.zeros(shape[:2], bool)
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
+    for side in ("right", "left"):
+        m = region_matrix(landmarks[None], EYE, side)[0]
+        u = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
+        v = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+        inside |= (u >= -0.5) & (u <= EYE.width - 0.5) & (v >= -0.5) & (v <= EYE.height - 0.5)
+    return inside
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_blink_closes_the_eye_more_and_paints_only_the_eye_regions(editors, name):
+    image = _photo(name)
+    blink = [parse_au_edit("AU45=5")]
+    regions, mesh = editors["regions"].edit(image, blink).frame, editors["mesh"].edit(image, blink).frame
+    landmarks = editors["mesh"].detect(image)[0]
+    differ = np.any(regions != mesh, axis=2)
+    assert differ.sum() > 200  # the region texture painted
+    assert not differ[~_eye_boxes(landmarks[:, :2].astype(np.float64), image.shape)].any()
+    with FaceMesh(static_image_mode=True) as reader:  # MediaPipe reads each output afresh
+        gaps = {k: eye_gap(reader.detect(im)[0][None]).mean() for k, im in
+                (("input", image), ("mesh", mesh), ("regions", regions))}
+    assert gaps["regions"] < gaps["mesh"] < gaps["input"], gaps
+
+
+@pytest.mark.parametrize("au", ["AU12=+2.5", "AU25=+2 AU26=+2.5", "AU01=+2.5 AU02=+2.5", "AU04=+3", "AU12=+0"])
+def test_edits_that_do_not_move_the_lids_are_the_mesh_texture_bit_for_bit(editors, au):
+    image = _photo(PHOTOS[0])
+    edits = [parse_au_edit(a) for a in au.split()]
+    assert np.array_equal(editors["regions"].edit(image, edits).frame, editors["mesh"].edit(image, edits).frame)
+
+
+def test_no_lid_motion_returns_the_composite_itself(editors):
+    """RegionPainter.paint with target == source: the composite tensor, untouched."""
+    image = _photo(PHOTOS[0])
+    ed = editors["regions"]
+    crop = ed.crop(image, ed.detect(image)[0])
+    lm = crop.landmarks[:, :2].astype(np.float64)
+    composite = torch.from_numpy(image.copy()).permute(2, 0, 1)[None]
+    out = ed.regions.paint(composite, image, crop.matrix, RegionMotion(lm, lm.copy(), np.zeros(17, np.float32)))
+    assert out is composite
+
+
+def test_a_16_bit_photo_takes_the_same_paint(editors):
+    image = _photo(PHOTOS[0])
+    deep = image.astype(np.uint16) * 257
+    blink = [parse_au_edit("AU45=5")]
+    out8 = editors["regions"].edit(image, blink).frame
+    out16 = editors["regions"].edit(deep, blink).frame
+    assert out16.dtype == np.uint16
+    # The same edit within a grey level (the composite rounds once at 16 bits, once at 8).
+    assert np.abs(np.rint(out16 / 257.0) - out8).max() <= 1
+    assert not np.array_equal(out8, editors["mesh"].edit(image, blink).frame)
+
+
+def test_texture_regions_needs_mesh_motion():
+    from fastwarp import ExpressionEditor
+
+    with pytest.raises(ValueError, match="texture='regions' paints through the mesh motion"):
+        ExpressionEditor("base", "cpu", motion="dense", texture="regions")
+    with pytest.raises(ValueError, match="texture must be one of"):
+        ExpressionEditor("base", "cpu", texture="gan")
