@@ -467,19 +467,90 @@ FW_HOST_DEVICE void store_grad(scalar_t* p, acc_t* p_acc, int64_t offset, acc_t 
   }
 }
 
-// Backward of one output pixel (n, y, x) with bicubic taps (warp_backward_pixel's branch):
-// the image gradient scattered over the 16 taps (tap = 4 * row + column, 0..15), the flow
-// gradient through the weights' derivatives.
-template <typename scalar_t, typename acc_t, bool kBlend, typename Scatter>
-FW_HOST_DEVICE void warp_backward_pixel_cubic(const WarpInputs<scalar_t>& in, const scalar_t* grad_out,
-                                              const Strides4& s_gout, const WarpGrads<scalar_t, acc_t>& g,
-                                              int64_t n, int64_t y, int64_t x, Scatter& scatter) {
+// The image taps of one output pixel for the backward, bilinear or bicubic, behind one
+// interface (so warp_backward_pixel has one body): `load` a channel plane's tap values,
+// `interpolate` them, their `gradient` d(sample)/d(x, y) in pixels, `scatter` a gradient to
+// the taps (tap 0..3 = nw, ne, sw, se; bicubic 4 * row + column, 0..15), and the clamp
+// factors `grad_x`, `grad_y` (Axis::grad, CubicAxis::grad).
+template <typename acc_t>
+struct BilinearTaps {
+  Taps<acc_t> t;
+  acc_t w_nw, w_ne, w_sw, w_se;
+  using Values = Quad<acc_t>;
+
+  FW_HOST_DEVICE static BilinearTaps make(int64_t x, int64_t y, acc_t dx, acc_t dy, int64_t W, int64_t H,
+                                          Padding padding, bool /*want_dw*/) {
+    BilinearTaps b;
+    b.t = make_taps<acc_t>(x, y, dx, dy, W, H, padding);
+    b.w_nw = b.t.w_nw();
+    b.w_ne = b.t.w_ne();
+    b.w_sw = b.t.w_sw();
+    b.w_se = b.t.w_se();
+    return b;
+  }
+  template <typename scalar_t>
+  FW_HOST_DEVICE Values load(const scalar_t* plane, int64_t sh, int64_t sw) const {
+    return load_quad<acc_t>(plane, sh, sw, t);
+  }
+  FW_HOST_DEVICE acc_t interpolate(const Values& q) const { return q.interpolate(t); }
+  FW_HOST_DEVICE void gradient(const Values& q, acc_t* gx, acc_t* gy) const {
+    *gx = q.d_dx(t);
+    *gy = q.d_dy(t);
+  }
+  template <typename Scatter>
+  FW_HOST_DEVICE void scatter(Scatter& s, int64_t n, int64_t c, acc_t go) const {
+    s(n, c, 0, t.y.v0 && t.x.v0, t.y.i0, t.x.i0, w_nw * go);
+    s(n, c, 1, t.y.v0 && t.x.v1, t.y.i0, t.x.i0 + 1, w_ne * go);
+    s(n, c, 2, t.y.v1 && t.x.v0, t.y.i0 + 1, t.x.i0, w_sw * go);
+    s(n, c, 3, t.y.v1 && t.x.v1, t.y.i0 + 1, t.x.i0 + 1, w_se * go);
+  }
+  FW_HOST_DEVICE acc_t grad_x() const { return t.x.grad; }
+  FW_HOST_DEVICE acc_t grad_y() const { return t.y.grad; }
+};
+
+template <typename acc_t>
+struct BicubicTaps {
+  CubicTaps<acc_t> t;
+  using Values = Patch<acc_t>;
+
+  FW_HOST_DEVICE static BicubicTaps make(int64_t x, int64_t y, acc_t dx, acc_t dy, int64_t W, int64_t H,
+                                         Padding padding, bool want_dw) {
+    BicubicTaps b;
+    b.t = make_cubic_taps<acc_t>(x, y, dx, dy, W, H, padding, want_dw);
+    return b;
+  }
+  template <typename scalar_t>
+  FW_HOST_DEVICE Values load(const scalar_t* plane, int64_t sh, int64_t sw) const {
+    return load_patch<acc_t>(plane, sh, sw, t);
+  }
+  FW_HOST_DEVICE acc_t interpolate(const Values& q) const { return q.interpolate(t); }
+  FW_HOST_DEVICE void gradient(const Values& q, acc_t* gx, acc_t* gy) const { q.gradient(t, gx, gy); }
+  template <typename Scatter>
+  FW_HOST_DEVICE void scatter(Scatter& s, int64_t n, int64_t c, acc_t go) const {
+    for (int r = 0; r < 4; ++r) {
+      const acc_t gr = t.y.w[r] * go;
+      for (int k = 0; k < 4; ++k) s(n, c, 4 * r + k, t.y.v[r] && t.x.v[k], t.y.i[r], t.x.i[k], t.x.w[k] * gr);
+    }
+  }
+  FW_HOST_DEVICE acc_t grad_x() const { return t.x.grad; }
+  FW_HOST_DEVICE acc_t grad_y() const { return t.y.grad; }
+};
+
+// Backward of one output pixel (n, y, x) with the image taps `Sampler` (BilinearTaps or
+// BicubicTaps). The image-gradient scatter goes through `scatter(n, c, tap, valid, ty, tx,
+// value)` (tap 0..taps_per_pixel - 1), so each backend chooses how taps that several pixels
+// share are summed: plain adds on a CPU thread's own buffer, atomics on CUDA, or recorded
+// (index, value) pairs for a deterministic reduction.
+template <typename Sampler, typename scalar_t, typename acc_t, bool kBlend, typename Scatter>
+FW_HOST_DEVICE void warp_backward_pixel_with(const WarpInputs<scalar_t>& in, const scalar_t* grad_out,
+                                             const Strides4& s_gout, const WarpGrads<scalar_t, acc_t>& g, int64_t n,
+                                             int64_t y, int64_t x, Scatter& scatter) {
   const LowRes<acc_t> lr = LowRes<acc_t>::make(y, x, in.h, in.w, in.H, in.W);
   const scalar_t* fl = in.flow + n * in.s_flow.n;
   const acc_t dx = lr.sample(fl, in.s_flow.h, in.s_flow.w) * lr.sx;
   const acc_t dy = lr.sample(fl + in.s_flow.c, in.s_flow.h, in.s_flow.w) * lr.sy;
   const bool want_flow = g.want_flow(), want_mask = kBlend && g.want_mask(), want_texture = kBlend && g.want_texture();
-  const CubicTaps<acc_t> t = make_cubic_taps<acc_t>(x, y, dx, dy, in.W, in.H, in.padding, want_flow);
+  const Sampler t = Sampler::make(x, y, dx, dy, in.W, in.H, in.padding, want_flow);
   acc_t m = acc_t(1);
   if (kBlend) m = lr.sample(in.mask + n * in.s_mask.n, in.s_mask.h, in.s_mask.w);
   const bool need_values = want_flow || want_mask;
@@ -488,8 +559,8 @@ FW_HOST_DEVICE void warp_backward_pixel_cubic(const WarpInputs<scalar_t>& in, co
   acc_t gdx = acc_t(0), gdy = acc_t(0), gmask = acc_t(0);
   for (int64_t c = 0; c < in.C; ++c) {
     acc_t go = static_cast<acc_t>(go_px[c * s_gout.c]);
-    Patch<acc_t> q;
-    if (need_values) q = load_patch<acc_t>(img_n + c * in.s_image.c, in.s_image.h, in.s_image.w, t);
+    typename Sampler::Values q{};
+    if (need_values) q = t.load(img_n + c * in.s_image.c, in.s_image.h, in.s_image.w);
     if (kBlend) {
       if (want_texture) {
         store_grad(g.texture, g.texture_acc,
@@ -499,91 +570,36 @@ FW_HOST_DEVICE void warp_backward_pixel_cubic(const WarpInputs<scalar_t>& in, co
       if (want_mask) {
         const acc_t tex = lr.sample(in.texture + n * in.s_texture.n + c * in.s_texture.c, in.s_texture.h,
                                     in.s_texture.w);
-        gmask += go * (q.interpolate(t) - tex);
+        gmask += go * (t.interpolate(q) - tex);
       }
       go = go * m;  // gradient reaching the warped image
     }
-    if (g.image != nullptr) {
-      for (int r = 0; r < 4; ++r) {
-        const acc_t gr = t.y.w[r] * go;
-        for (int k = 0; k < 4; ++k) scatter(n, c, 4 * r + k, t.y.v[r] && t.x.v[k], t.y.i[r], t.x.i[k], t.x.w[k] * gr);
-      }
-    }
+    if (g.image != nullptr) t.scatter(scatter, n, c, go);
     if (want_flow) {
       acc_t sx, sy;
-      q.gradient(t, &sx, &sy);
+      t.gradient(q, &sx, &sy);
       gdx += go * sx;
       gdy += go * sy;
     }
   }
   if (want_flow) {
     const int64_t off = n * g.s_flow.n + y * g.s_flow.h + x * g.s_flow.w;
-    store_grad(g.flow, g.flow_acc, off, gdx * t.x.grad * lr.sx);
-    store_grad(g.flow, g.flow_acc, off + g.s_flow.c, gdy * t.y.grad * lr.sy);
+    store_grad(g.flow, g.flow_acc, off, gdx * t.grad_x() * lr.sx);
+    store_grad(g.flow, g.flow_acc, off + g.s_flow.c, gdy * t.grad_y() * lr.sy);
   }
   if (want_mask) store_grad(g.mask, g.mask_acc, n * g.s_mask.n + y * g.s_mask.h + x * g.s_mask.w, gmask);
 }
 
-// Backward of one output pixel (n, y, x). The image-gradient scatter goes through
-// `scatter(n, c, tap, valid, ty, tx, value)` (tap 0..3 = nw, ne, sw, se; 0..15 for bicubic,
-// kTapsPerPixel), so each backend
-// chooses how taps that several pixels share are summed: plain adds on a CPU thread's own
-// buffer, atomics on CUDA, or recorded (index, value) pairs for a deterministic reduction.
+// Backward of one output pixel (n, y, x): warp_backward_pixel_with the call's image taps.
 template <typename scalar_t, typename acc_t, bool kBlend, typename Scatter>
 FW_HOST_DEVICE void warp_backward_pixel(const WarpInputs<scalar_t>& in, const scalar_t* grad_out,
                                         const Strides4& s_gout, const WarpGrads<scalar_t, acc_t>& g, int64_t n,
                                         int64_t y, int64_t x, Scatter& scatter) {
   if (in.interp == Interp::Bicubic) {
-    warp_backward_pixel_cubic<scalar_t, acc_t, kBlend>(in, grad_out, s_gout, g, n, y, x, scatter);
-    return;
+    warp_backward_pixel_with<BicubicTaps<acc_t>, scalar_t, acc_t, kBlend>(in, grad_out, s_gout, g, n, y, x, scatter);
+  } else {
+    warp_backward_pixel_with<BilinearTaps<acc_t>, scalar_t, acc_t, kBlend>(in, grad_out, s_gout, g, n, y, x, scatter);
   }
-  const LowRes<acc_t> lr = LowRes<acc_t>::make(y, x, in.h, in.w, in.H, in.W);
-  const scalar_t* fl = in.flow + n * in.s_flow.n;
-  const acc_t dx = lr.sample(fl, in.s_flow.h, in.s_flow.w) * lr.sx;
-  const acc_t dy = lr.sample(fl + in.s_flow.c, in.s_flow.h, in.s_flow.w) * lr.sy;
-  const Taps<acc_t> t = make_taps<acc_t>(x, y, dx, dy, in.W, in.H, in.padding);
-  acc_t m = acc_t(1);
-  if (kBlend) m = lr.sample(in.mask + n * in.s_mask.n, in.s_mask.h, in.s_mask.w);
-  const bool want_flow = g.want_flow(), want_mask = kBlend && g.want_mask(), want_texture = kBlend && g.want_texture();
-  const bool need_values = want_flow || want_mask;
-  const scalar_t* img_n = in.image + n * in.s_image.n;
-  const scalar_t* go_px = grad_out + n * s_gout.n + y * s_gout.h + x * s_gout.w;
-  acc_t gdx = acc_t(0), gdy = acc_t(0), gmask = acc_t(0);
-  const acc_t w_nw = t.w_nw(), w_ne = t.w_ne(), w_sw = t.w_sw(), w_se = t.w_se();
-  for (int64_t c = 0; c < in.C; ++c) {
-    acc_t go = static_cast<acc_t>(go_px[c * s_gout.c]);
-    Quad<acc_t> q;
-    if (need_values) q = load_quad<acc_t>(img_n + c * in.s_image.c, in.s_image.h, in.s_image.w, t);
-    if (kBlend) {
-      if (want_texture) {
-        store_grad(g.texture, g.texture_acc,
-                   n * g.s_texture.n + c * g.s_texture.c + y * g.s_texture.h + x * g.s_texture.w,
-                   go * (acc_t(1) - m));
-      }
-      if (want_mask) {
-        const acc_t tex = lr.sample(in.texture + n * in.s_texture.n + c * in.s_texture.c, in.s_texture.h,
-                                    in.s_texture.w);
-        gmask += go * (q.interpolate(t) - tex);
-      }
-      go = go * m;  // gradient reaching the warped image
-    }
-    if (g.image != nullptr) {
-      scatter(n, c, 0, t.y.v0 && t.x.v0, t.y.i0, t.x.i0, w_nw * go);
-      scatter(n, c, 1, t.y.v0 && t.x.v1, t.y.i0, t.x.i0 + 1, w_ne * go);
-      scatter(n, c, 2, t.y.v1 && t.x.v0, t.y.i0 + 1, t.x.i0, w_sw * go);
-      scatter(n, c, 3, t.y.v1 && t.x.v1, t.y.i0 + 1, t.x.i0 + 1, w_se * go);
-    }
-    if (want_flow) {
-      gdx += go * q.d_dx(t);
-      gdy += go * q.d_dy(t);
-    }
-  }
-  if (want_flow) {
-    const int64_t off = n * g.s_flow.n + y * g.s_flow.h + x * g.s_flow.w;
-    store_grad(g.flow, g.flow_acc, off, gdx * t.x.grad * lr.sx);
-    store_grad(g.flow, g.flow_acc, off + g.s_flow.c, gdy * t.y.grad * lr.sy);
-  }
-  if (want_mask) store_grad(g.mask, g.mask_acc, n * g.s_mask.n + y * g.s_mask.h + x * g.s_mask.w, gmask);
 }
 
 }  // namespace detail

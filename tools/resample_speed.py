@@ -8,6 +8,9 @@ load falls on both alike), on the CPU:
    a clip held in memory (``RealtimeEngine.process``: landmarks, motion, texture, composite):
    frames per second, median of the rounds after a warm-up round.
 
+``--texture``: instead, the engine with ``texture="mesh"`` against ``texture="regions"`` (the
+eye region texture, issue 19) on ``--expr blink=1``, interleaved the same way.
+
     python tools/resample_speed.py [--photo ../shared/data/faces/images/df_img2.jpg]
         [--video ../shared/data/faces/videos/lp_d6.mp4] [--frames 90] [--rounds 5]
 
@@ -57,7 +60,10 @@ def composite_ms(photo: Path, rounds: int, calls: int = 20) -> dict[str, float]:
     return {m: statistics.median(v) for m, v in times.items()}
 
 
-def engine_fps(video: Path, frames: int, rounds: int) -> dict[str, float]:
+def engine_fps(video: Path, frames: int, rounds: int, variants: dict[str, dict] | None = None,
+               expr: str = "smile") -> dict[str, float]:
+    """Frames/s of the real-time engine (``lite``, ``--expr <expr>=1``) per variant (keyword
+    arguments of :class:`RealtimeEngine`; default: the two ``resample`` modes), interleaved."""
     from fastwarp.media.video import VideoReader
     from fastwarp.presets import ExprEdit
     from fastwarp.realtime import RealtimeEngine
@@ -68,9 +74,10 @@ def engine_fps(video: Path, frames: int, rounds: int) -> dict[str, float]:
             clip.append(image)
             if len(clip) >= frames:
                 break
-    engines = {m: RealtimeEngine([ExprEdit("smile", 1.0)], "lite", "cpu", runtime="torch", resample=m)
-               for m in MODES}
-    fps: dict[str, list[float]] = {m: [] for m in MODES}
+    variants = variants or {m: {"resample": m} for m in MODES}
+    engines = {name: RealtimeEngine([ExprEdit(expr, 1.0)], "lite", "cpu", runtime="torch", **kw)
+               for name, kw in variants.items()}
+    fps: dict[str, list[float]] = {name: [] for name in variants}
     try:
         for rnd in range(rounds + 1):
             for mode, engine in engines.items():
@@ -92,7 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video", type=Path, default=ROOT.parent / "shared/data/faces/videos/lp_d6.mp4")
     p.add_argument("--frames", type=int, default=90)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--texture", action="store_true",
+                   help="instead: the engine with --texture mesh against --texture regions on a blink (issue 19)")
     args = p.parse_args(argv)
+    if args.texture:
+        fps = engine_fps(args.video, args.frames, args.rounds,
+                         {t: {"texture": t} for t in ("mesh", "regions")}, expr="blink")
+        print(f"real time, lite, blink=1, {args.frames} frames of {args.video.name}: --texture mesh "
+              f"{fps['mesh']:.1f} frames/s, regions {fps['regions']:.1f} frames/s "
+              f"({fps['regions'] / fps['mesh']:.3f}x)")
+        return 0
     ms = composite_ms(args.photo, args.rounds)
     print(f"composite, 400 px face on 1080p (uint8, warp_blend with theta): bilinear {ms['bilinear']:.2f} ms, "
           f"bicubic {ms['bicubic']:.2f} ms ({ms['bicubic'] / ms['bilinear']:.2f}x)")

@@ -153,108 +153,6 @@ FW_THETA_AVX2 CubicAxisV cubic_axis(__m256 c, int64_t size, int64_t stride) {
   return a;
 }
 
-}  // namespace
-
-__attribute__((target("avx2"))) static void theta_forward_row_cubic(const ThetaRowArgs& a);
-
-__attribute__((target("avx2"))) void theta_forward_row_avx2(const ThetaRowArgs& a) {
-  if (a.cubic) {
-    theta_forward_row_cubic(a);
-    return;
-  }
-  constexpr int kLanes = 8;
-  const float y = static_cast<float>(a.y);
-  // u = a00 x + a01 y + a02 as GridMap::u computes it: ((a00 x) + (a01 y)) + a02.
-  const __m256 a00 = _mm256_set1_ps(a.t[0]), a01y = _mm256_set1_ps(a.t[1] * y), a02 = _mm256_set1_ps(a.t[2]);
-  const __m256 a10 = _mm256_set1_ps(a.t[3]), a11y = _mm256_set1_ps(a.t[4] * y), a12 = _mm256_set1_ps(a.t[5]);
-  const __m256 i00 = _mm256_set1_ps(a.inv[0]), i01 = _mm256_set1_ps(a.inv[1]);
-  const __m256 i10 = _mm256_set1_ps(a.inv[2]), i11 = _mm256_set1_ps(a.inv[3]);
-  const __m256 lo = _mm256_set1_ps(-0.5f);
-  const __m256 u_hi = _mm256_set1_ps(static_cast<float>(a.w) - 0.5f);
-  const __m256 v_hi = _mm256_set1_ps(static_cast<float>(a.h) - 0.5f);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256i lane_idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256 yv = _mm256_set1_ps(y);
-  const __m256i vs_h = _mm256_set1_epi32(static_cast<int>(a.s_h)), vs_w = _mm256_set1_epi32(static_cast<int>(a.s_w));
-  alignas(32) float vals[kLanes];
-  alignas(32) float keep[kLanes];
-  for (int64_t x = a.x0; x < a.x1; x += kLanes) {
-    const int n = static_cast<int>(a.x1 - x < kLanes ? a.x1 - x : kLanes);
-    const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane_idx));
-    const __m256 xv = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(x)), lane_idx));
-    const __m256 u = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(a00, xv), a01y), a02);
-    const __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(a10, xv), a11y), a12);
-    __m256 inside = _mm256_and_ps(_mm256_cmp_ps(u, lo, _CMP_GE_OQ), _mm256_cmp_ps(u, u_hi, _CMP_LE_OQ));
-    inside = _mm256_and_ps(inside, _mm256_and_ps(_mm256_cmp_ps(v, lo, _CMP_GE_OQ), _mm256_cmp_ps(v, v_hi, _CMP_LE_OQ)));
-    inside = _mm256_and_ps(inside, valid);
-    if (_mm256_movemask_ps(inside) == 0) continue;
-    const GridTapsV ft = grid_taps(grid_axis(u, a.w), grid_axis(v, a.h), a.f_s_h, a.f_s_w);
-    const __m256 fx = grid_sample(ft, a.flow, inside);
-    const __m256 fy = grid_sample(ft, a.flow + a.f_s_c, inside);
-    const __m256 dx = _mm256_add_ps(_mm256_mul_ps(i00, fx), _mm256_mul_ps(i01, fy));
-    const __m256 dy = _mm256_add_ps(_mm256_mul_ps(i10, fx), _mm256_mul_ps(i11, fy));
-    const AxisV tx = border_axis(xv, dx, a.W), ty = border_axis(yv, dy, a.H);
-    // Taps::w_nw() etc.
-    const __m256 ox = _mm256_sub_ps(one, tx.frac), oy = _mm256_sub_ps(one, ty.frac);
-    const __m256 w_nw = _mm256_mul_ps(ox, oy), w_ne = _mm256_mul_ps(tx.frac, oy);
-    const __m256 w_sw = _mm256_mul_ps(ox, ty.frac), w_se = _mm256_mul_ps(tx.frac, ty.frac);
-    const __m256i r0 = _mm256_mullo_epi32(ty.i0, vs_h), r1 = _mm256_mullo_epi32(ty.i1, vs_h);
-    const __m256i c0 = _mm256_mullo_epi32(tx.i0, vs_w), c1 = _mm256_mullo_epi32(tx.i1, vs_w);
-    const __m256i o_nw = _mm256_add_epi32(r0, c0), o_ne = _mm256_add_epi32(r0, c1);
-    const __m256i o_sw = _mm256_add_epi32(r1, c0), o_se = _mm256_add_epi32(r1, c1);
-    const __m256 in_ne = _mm256_and_ps(inside, tx.v1), in_sw = _mm256_and_ps(inside, ty.v1);
-    const __m256 in_se = _mm256_and_ps(in_ne, ty.v1);
-    __m256 m = one;
-    GridTapsV tt{};
-    if (a.mask != nullptr) {
-      m = grid_sample(a.m_s_h == a.f_s_h && a.m_s_w == a.f_s_w ? ft : grid_taps(ft.x, ft.y, a.m_s_h, a.m_s_w), a.mask,
-                      inside);
-      tt = (a.t_s_h == a.f_s_h && a.t_s_w == a.f_s_w) ? ft : grid_taps(ft.x, ft.y, a.t_s_h, a.t_s_w);
-    }
-    _mm256_store_ps(keep, inside);
-    for (int64_t c = 0; c < a.C; ++c) {
-      __m256 nw, ne, sw, se;
-      if (a.u8) {
-        const uint8_t* plane = static_cast<const uint8_t*>(a.image) + c * a.s_c;
-        nw = gather_u8(plane, o_nw, inside);
-        ne = gather_u8(plane, o_ne, in_ne);
-        sw = gather_u8(plane, o_sw, in_sw);
-        se = gather_u8(plane, o_se, in_se);
-      } else {
-        const float* plane = static_cast<const float*>(a.image) + c * a.s_c;
-        nw = gather(plane, o_nw, inside);
-        ne = gather(plane, o_ne, in_ne);
-        sw = gather(plane, o_sw, in_sw);
-        se = gather(plane, o_se, in_se);
-      }
-      // Quad::interpolate: ((w_nw nw + w_ne ne) + w_sw sw) + w_se se
-      __m256 val = _mm256_add_ps(_mm256_mul_ps(w_nw, nw), _mm256_mul_ps(w_ne, ne));
-      val = _mm256_add_ps(val, _mm256_mul_ps(w_sw, sw));
-      val = _mm256_add_ps(val, _mm256_mul_ps(w_se, se));
-      if (a.mask != nullptr) {
-        const __m256 tex = grid_sample(tt, a.texture + c * a.t_s_c, inside);
-        val = _mm256_add_ps(_mm256_mul_ps(m, val), _mm256_mul_ps(_mm256_sub_ps(one, m), tex));
-      }
-      if (a.u8) {  // store_pixel<uint8_t>: clamp (NaN -> 0), round half to even
-        val = _mm256_min_ps(_mm256_max_ps(val, _mm256_setzero_ps()), _mm256_set1_ps(255.0f));
-        val = _mm256_round_ps(val, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      }
-      _mm256_store_ps(vals, val);
-      if (a.u8) {
-        uint8_t* out = static_cast<uint8_t*>(a.out) + c * a.o_s_c;
-        for (int i = 0; i < n; ++i)
-          if (keep[i] != 0.0f) out[(x + i) * a.o_s_w] = static_cast<uint8_t>(vals[i]);
-      } else {
-        float* out = static_cast<float*>(a.out) + c * a.o_s_c;
-        for (int i = 0; i < n; ++i)
-          if (keep[i] != 0.0f) out[(x + i) * a.o_s_w] = vals[i];
-      }
-    }
-  }
-}
-
-namespace {
-
 // Stores lanes [0, n) of channel c's values where the lane is in the footprint; uint8:
 // store_pixel's clamp (NaN -> 0) and rounding half to even.
 FW_THETA_AVX2 void store_lanes(const ThetaRowArgs& a, int64_t c, int64_t x, int n, const float* keep, __m256 val) {
@@ -284,6 +182,124 @@ FW_THETA_AVX2 void finish(const ThetaRowArgs& a, const GridTapsV& tt, __m256 m, 
   }
   store_lanes(a, c, x, n, keep, val);
 }
+
+// Per row: the constants of the grid part (theta, L^-1, the footprint's bounds); per block of
+// eight lanes at x: what the bilinear and bicubic image taps share, operation for operation
+// as ThetaPixel::make (the lanes' x, the footprint test, the flow's grid taps, the image
+// displacement dx, dy through L^-1, the mask m and the texture's grid taps).
+struct ThetaLanes {
+  __m256 a00, a01y, a02, a10, a11y, a12, i00, i01, i10, i11, lo, u_hi, v_hi;
+  __m256i lane_idx;
+};
+
+struct ThetaBlock {
+  int n;  // lanes in the row: min(8, x1 - x)
+  __m256 xv, inside, dx, dy, m;
+  GridTapsV tt;
+};
+
+FW_THETA_AVX2 ThetaLanes theta_lanes(const ThetaRowArgs& a, float y) {
+  ThetaLanes l;
+  // u = a00 x + a01 y + a02 as GridMap::u computes it: ((a00 x) + (a01 y)) + a02.
+  l.a00 = _mm256_set1_ps(a.t[0]);
+  l.a01y = _mm256_set1_ps(a.t[1] * y);
+  l.a02 = _mm256_set1_ps(a.t[2]);
+  l.a10 = _mm256_set1_ps(a.t[3]);
+  l.a11y = _mm256_set1_ps(a.t[4] * y);
+  l.a12 = _mm256_set1_ps(a.t[5]);
+  l.i00 = _mm256_set1_ps(a.inv[0]);
+  l.i01 = _mm256_set1_ps(a.inv[1]);
+  l.i10 = _mm256_set1_ps(a.inv[2]);
+  l.i11 = _mm256_set1_ps(a.inv[3]);
+  l.lo = _mm256_set1_ps(-0.5f);
+  l.u_hi = _mm256_set1_ps(static_cast<float>(a.w) - 0.5f);
+  l.v_hi = _mm256_set1_ps(static_cast<float>(a.h) - 0.5f);
+  l.lane_idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return l;
+}
+
+// The block at x; false (b unset) when no lane lies in the footprint.
+FW_THETA_AVX2 bool theta_block(const ThetaRowArgs& a, const ThetaLanes& l, int64_t x, ThetaBlock* b) {
+  b->n = static_cast<int>(a.x1 - x < 8 ? a.x1 - x : 8);
+  const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(b->n), l.lane_idx));
+  b->xv = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(x)), l.lane_idx));
+  const __m256 u = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(l.a00, b->xv), l.a01y), l.a02);
+  const __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(l.a10, b->xv), l.a11y), l.a12);
+  __m256 inside = _mm256_and_ps(_mm256_cmp_ps(u, l.lo, _CMP_GE_OQ), _mm256_cmp_ps(u, l.u_hi, _CMP_LE_OQ));
+  inside = _mm256_and_ps(inside, _mm256_and_ps(_mm256_cmp_ps(v, l.lo, _CMP_GE_OQ), _mm256_cmp_ps(v, l.v_hi, _CMP_LE_OQ)));
+  b->inside = _mm256_and_ps(inside, valid);
+  if (_mm256_movemask_ps(b->inside) == 0) return false;
+  const GridTapsV ft = grid_taps(grid_axis(u, a.w), grid_axis(v, a.h), a.f_s_h, a.f_s_w);
+  const __m256 fx = grid_sample(ft, a.flow, b->inside);
+  const __m256 fy = grid_sample(ft, a.flow + a.f_s_c, b->inside);
+  b->dx = _mm256_add_ps(_mm256_mul_ps(l.i00, fx), _mm256_mul_ps(l.i01, fy));
+  b->dy = _mm256_add_ps(_mm256_mul_ps(l.i10, fx), _mm256_mul_ps(l.i11, fy));
+  b->m = _mm256_set1_ps(1.0f);
+  b->tt = GridTapsV{};
+  if (a.mask != nullptr) {
+    b->m = grid_sample(a.m_s_h == a.f_s_h && a.m_s_w == a.f_s_w ? ft : grid_taps(ft.x, ft.y, a.m_s_h, a.m_s_w),
+                       a.mask, b->inside);
+    b->tt = (a.t_s_h == a.f_s_h && a.t_s_w == a.f_s_w) ? ft : grid_taps(ft.x, ft.y, a.t_s_h, a.t_s_w);
+  }
+  return true;
+}
+
+}  // namespace
+
+__attribute__((target("avx2"))) static void theta_forward_row_cubic(const ThetaRowArgs& a);
+
+__attribute__((target("avx2"))) void theta_forward_row_avx2(const ThetaRowArgs& a) {
+  if (a.cubic) {
+    theta_forward_row_cubic(a);
+    return;
+  }
+  const float y = static_cast<float>(a.y);
+  const ThetaLanes lanes = theta_lanes(a, y);
+  const __m256 yv = _mm256_set1_ps(y);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256i vs_h = _mm256_set1_epi32(static_cast<int>(a.s_h)), vs_w = _mm256_set1_epi32(static_cast<int>(a.s_w));
+  alignas(32) float keep[8];
+  ThetaBlock b;
+  for (int64_t x = a.x0; x < a.x1; x += 8) {
+    if (!theta_block(a, lanes, x, &b)) continue;
+    const __m256 inside = b.inside;
+    const AxisV tx = border_axis(b.xv, b.dx, a.W), ty = border_axis(yv, b.dy, a.H);
+    // Taps::w_nw() etc.
+    const __m256 ox = _mm256_sub_ps(one, tx.frac), oy = _mm256_sub_ps(one, ty.frac);
+    const __m256 w_nw = _mm256_mul_ps(ox, oy), w_ne = _mm256_mul_ps(tx.frac, oy);
+    const __m256 w_sw = _mm256_mul_ps(ox, ty.frac), w_se = _mm256_mul_ps(tx.frac, ty.frac);
+    const __m256i r0 = _mm256_mullo_epi32(ty.i0, vs_h), r1 = _mm256_mullo_epi32(ty.i1, vs_h);
+    const __m256i c0 = _mm256_mullo_epi32(tx.i0, vs_w), c1 = _mm256_mullo_epi32(tx.i1, vs_w);
+    const __m256i o_nw = _mm256_add_epi32(r0, c0), o_ne = _mm256_add_epi32(r0, c1);
+    const __m256i o_sw = _mm256_add_epi32(r1, c0), o_se = _mm256_add_epi32(r1, c1);
+    const __m256 in_ne = _mm256_and_ps(inside, tx.v1), in_sw = _mm256_and_ps(inside, ty.v1);
+    const __m256 in_se = _mm256_and_ps(in_ne, ty.v1);
+    _mm256_store_ps(keep, inside);
+    for (int64_t c = 0; c < a.C; ++c) {
+      __m256 nw, ne, sw, se;
+      if (a.u8) {
+        const uint8_t* plane = static_cast<const uint8_t*>(a.image) + c * a.s_c;
+        nw = gather_u8(plane, o_nw, inside);
+        ne = gather_u8(plane, o_ne, in_ne);
+        sw = gather_u8(plane, o_sw, in_sw);
+        se = gather_u8(plane, o_se, in_se);
+      } else {
+        const float* plane = static_cast<const float*>(a.image) + c * a.s_c;
+        nw = gather(plane, o_nw, inside);
+        ne = gather(plane, o_ne, in_ne);
+        sw = gather(plane, o_sw, in_sw);
+        se = gather(plane, o_se, in_se);
+      }
+      // Quad::interpolate: ((w_nw nw + w_ne ne) + w_sw sw) + w_se se
+      __m256 val = _mm256_add_ps(_mm256_mul_ps(w_nw, nw), _mm256_mul_ps(w_ne, ne));
+      val = _mm256_add_ps(val, _mm256_mul_ps(w_sw, sw));
+      val = _mm256_add_ps(val, _mm256_mul_ps(w_se, se));
+      finish(a, b.tt, b.m, inside, keep, x, b.n, c, val);
+    }
+  }
+}
+
+namespace {
 
 // Patch::interpolate of channels [0, kC) of a uint8 image with channels contiguous per
 // pixel (s_c == 1, 2 <= kC <= 4): per tap, the 32-bit word ending at the pixel's last
@@ -334,46 +350,21 @@ FW_THETA_AVX2 __m256 cubic_plane(const ThetaRowArgs& a, int64_t c, const CubicAx
 }  // namespace
 
 __attribute__((target("avx2"))) static void theta_forward_row_cubic(const ThetaRowArgs& a) {
-  constexpr int kLanes = 8;
   const float y = static_cast<float>(a.y);
-  // As theta_forward_row_avx2 up to the image displacement (dx, dy).
-  const __m256 a00 = _mm256_set1_ps(a.t[0]), a01y = _mm256_set1_ps(a.t[1] * y), a02 = _mm256_set1_ps(a.t[2]);
-  const __m256 a10 = _mm256_set1_ps(a.t[3]), a11y = _mm256_set1_ps(a.t[4] * y), a12 = _mm256_set1_ps(a.t[5]);
-  const __m256 i00 = _mm256_set1_ps(a.inv[0]), i01 = _mm256_set1_ps(a.inv[1]);
-  const __m256 i10 = _mm256_set1_ps(a.inv[2]), i11 = _mm256_set1_ps(a.inv[3]);
-  const __m256 lo = _mm256_set1_ps(-0.5f);
-  const __m256 u_hi = _mm256_set1_ps(static_cast<float>(a.w) - 0.5f);
-  const __m256 v_hi = _mm256_set1_ps(static_cast<float>(a.h) - 0.5f);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256i lane_idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const ThetaLanes lanes = theta_lanes(a, y);
   const __m256 yv = _mm256_set1_ps(y);
   // A uint8 frame with its channels together: one word gather per tap for every channel.
   const int words = (a.u8 && a.s_c == 1 && a.C >= 2 && a.C <= 4) ? static_cast<int>(a.C) : 0;
-  alignas(32) float keep[kLanes];
-  for (int64_t x = a.x0; x < a.x1; x += kLanes) {
-    const int n = static_cast<int>(a.x1 - x < kLanes ? a.x1 - x : kLanes);
-    const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane_idx));
-    const __m256 xv = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(x)), lane_idx));
-    const __m256 u = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(a00, xv), a01y), a02);
-    const __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(a10, xv), a11y), a12);
-    __m256 inside = _mm256_and_ps(_mm256_cmp_ps(u, lo, _CMP_GE_OQ), _mm256_cmp_ps(u, u_hi, _CMP_LE_OQ));
-    inside = _mm256_and_ps(inside, _mm256_and_ps(_mm256_cmp_ps(v, lo, _CMP_GE_OQ), _mm256_cmp_ps(v, v_hi, _CMP_LE_OQ)));
-    inside = _mm256_and_ps(inside, valid);
-    if (_mm256_movemask_ps(inside) == 0) continue;
-    const GridTapsV ft = grid_taps(grid_axis(u, a.w), grid_axis(v, a.h), a.f_s_h, a.f_s_w);
-    const __m256 fx = grid_sample(ft, a.flow, inside);
-    const __m256 fy = grid_sample(ft, a.flow + a.f_s_c, inside);
-    const __m256 dx = _mm256_add_ps(_mm256_mul_ps(i00, fx), _mm256_mul_ps(i01, fy));
-    const __m256 dy = _mm256_add_ps(_mm256_mul_ps(i10, fx), _mm256_mul_ps(i11, fy));
-    const CubicAxisV cx = cubic_axis(_mm256_add_ps(xv, dx), a.W, a.s_w);
-    const CubicAxisV cy = cubic_axis(_mm256_add_ps(yv, dy), a.H, a.s_h);
-    __m256 m = one;
-    GridTapsV tt{};
-    if (a.mask != nullptr) {
-      m = grid_sample(a.m_s_h == a.f_s_h && a.m_s_w == a.f_s_w ? ft : grid_taps(ft.x, ft.y, a.m_s_h, a.m_s_w), a.mask,
-                      inside);
-      tt = (a.t_s_h == a.f_s_h && a.t_s_w == a.f_s_w) ? ft : grid_taps(ft.x, ft.y, a.t_s_h, a.t_s_w);
-    }
+  alignas(32) float keep[8];
+  ThetaBlock b;
+  for (int64_t x = a.x0; x < a.x1; x += 8) {
+    if (!theta_block(a, lanes, x, &b)) continue;
+    const __m256 inside = b.inside;
+    const int n = b.n;
+    const CubicAxisV cx = cubic_axis(_mm256_add_ps(b.xv, b.dx), a.W, a.s_w);
+    const CubicAxisV cy = cubic_axis(_mm256_add_ps(yv, b.dy), a.H, a.s_h);
+    const GridTapsV& tt = b.tt;
+    const __m256 m = b.m;
     _mm256_store_ps(keep, inside);
     if (words != 0) {
       __m256 val[4];

@@ -1,0 +1,92 @@
+"""Is the eye region texture steady in video? A constant blink through the real-time engine
+(``base``, mesh motion, steady edit, bicubic composite) on held-out clips, with
+``texture="regions"`` against ``texture="mesh"`` (the shipped path before issue 19).
+
+For each frame t the edit is ``e_t = output_t - input_t`` (float, BGR); its frame-to-frame
+change inside the eye regions is ``mean |e_t - e_{t-1}|`` over the pixels that lie in either
+eye's region (:data:`fastwarp.face.regions.EYE` under that frame's landmarks) in both frames.
+Reported per clip: the median over frames of that change, for each texture, and regions /
+mesh (issue 19's target: at most 1.2, i.e. no worse than +20 %).
+
+    python tools/region_steadiness.py [--faces ../shared/data/faces] [--frames 90]
+        [--clips lp_d3 lp_d12 eamm_surprised sty_src_Obama_clip1 dt_W009_neutral] [--out DIR]
+
+Writes ``region_steadiness.json`` into ``--out`` when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_CLIPS = ("lp_d3", "lp_d12", "eamm_surprised", "sty_src_Obama_clip1", "dt_W009_neutral")
+TEXTURES = ("mesh", "regions")
+
+
+def eye_mask(landmarks: np.ndarray, shape) -> np.ndarray:
+    from fastwarp.face.regions import EYE, region_matrix
+
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
+    inside = np.zeros(shape[:2], bool)
+    for side in ("right", "left"):
+        m = region_matrix(np.asarray(landmarks, np.float64)[None, :, :2], EYE, side)[0]
+        u = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
+        v = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+        inside |= (u >= -0.5) & (u <= EYE.width - 0.5) & (v >= -0.5) & (v <= EYE.height - 0.5)
+    return inside
+
+
+def clip_change(video: Path, texture: str, frames: int) -> list[float]:
+    from fastwarp.media.video import VideoReader
+    from fastwarp.presets import ExprEdit
+    from fastwarp.realtime import RealtimeEngine
+
+    changes, prev = [], None
+    with RealtimeEngine([ExprEdit("blink", 1.0)], "base", "cpu", runtime="torch", texture=texture) as engine, \
+            VideoReader(video) as reader:
+        for i, (image, t) in enumerate(reader):
+            if i >= frames:
+                break
+            r = engine.process(image, t, i)
+            if not r.faces:
+                prev = None
+                continue
+            edit = r.frame.astype(np.float32) - image.astype(np.float32)
+            mask = eye_mask(r.faces[0].smoothed, image.shape)
+            if prev is not None:
+                both = mask & prev[1]
+                if both.any():
+                    changes.append(float(np.abs(edit - prev[0])[both].mean()))
+            prev = (edit, mask)
+    return changes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--faces", type=Path, default=Path("../shared/data/faces"))
+    ap.add_argument("--clips", nargs="+", default=list(DEFAULT_CLIPS))
+    ap.add_argument("--frames", type=int, default=90)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    rows = {}
+    print("| clip | frames | mesh: median |e_t - e_t-1| | regions | regions / mesh |")
+    print("|---|---:|---:|---:|---:|")
+    for clip in args.clips:
+        got = {tex: clip_change(args.faces / "videos" / f"{clip}.mp4", tex, args.frames) for tex in TEXTURES}
+        med = {tex: statistics.median(v) if v else float("nan") for tex, v in got.items()}
+        rows[clip] = {"frames": len(got["mesh"]), **{f"{tex}_median": med[tex] for tex in TEXTURES},
+                      "ratio": med["regions"] / med["mesh"]}
+        print(f"| {clip} | {len(got['mesh'])} | {med['mesh']:.2f} | {med['regions']:.2f} | "
+              f"{med['regions'] / med['mesh']:.2f} |", flush=True)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "region_steadiness.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
