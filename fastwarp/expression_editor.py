@@ -39,7 +39,7 @@ from .models import BUNDLED_WEIGHTS, WEIGHTS_DIR, EditorNet
 from .models.landmark_motion import LandmarkMotion
 from .models.mesh_texture import MeshTexture
 from .mesh_path import Maps, MeshMotion, image_tensor  # noqa: F401  (re-exported: the editor's types)
-from .region_paint import TEXTURES, RegionPainter, eye_weights_installed
+from .region_paint import TEXTURES, RegionPainter, eye_weights, eye_weights_installed
 
 __all__ = ["ExpressionEditor", "FaceEdit", "FrameEdit", "Maps", "Network", "TorchNetwork", "default_device",
            "image_tensor", "image_bgr", "grid_theta", "MOTIONS", "MeshMotion", "mesh_weights_installed",
@@ -246,7 +246,7 @@ class ExpressionEditor:
             weights are installed (``fastwarp/weights/region_eye.*``) or given
             (``region_weights``), else ``"mesh"``; with the dense path, the network's own.
         region_weights: an eye region texture checkpoint (path without suffix) instead of
-            the bundled one.
+            the bundled one (``region_eye``; ``region_eye_lite`` for ``"lite"`` where installed).
 
     Raises:
         FileNotFoundError / ValueError: from :meth:`EditorNet.load` and
@@ -296,7 +296,7 @@ class ExpressionEditor:
             self.mesh_motion = MeshMotion(LandmarkMotion.load(motion_weights or MOTION_WEIGHTS), mesh_texture,
                                           self.model.config.map_size or self.size)
             if texture == "regions":
-                self.regions = RegionPainter.load(region_weights, resample)
+                self.regions = RegionPainter.load(region_weights or eye_weights(weights), resample)
         self.max_crop_size = max(int(max_crop_size), self.size)
         self.network: Network = network if network is not None else TorchNetwork(self.model)
         self.mesh = FaceMesh(static_image_mode=not video, max_faces=max_faces)

@@ -43,16 +43,27 @@ from .models import WEIGHTS_DIR
 from .models.mesh_texture import opening_map
 from .models.region_texture import RegionTexture, deformation_map, motion_gate
 
-__all__ = ["EYE_WEIGHTS", "LID_MOTION", "TEXTURES", "RegionMotion", "RegionPainter", "eye_weights_installed"]
+__all__ = ["EYE_WEIGHTS", "EYE_WEIGHTS_LITE", "LID_MOTION", "eye_weights", "TEXTURES", "RegionMotion", "RegionPainter", "eye_weights_installed"]
 
-#: The bundled eye region texture (trained by ``python -m training.region_gan --kind eye``).
+#: The bundled eye region texture (trained by ``python -m training.region_gan --kind eye``), and
+#: its narrower ``lite`` form (8-16-32-64 channels, a quarter of the parameters) that the
+#: ``lite`` editor uses where installed.
 EYE_WEIGHTS = WEIGHTS_DIR / "region_eye"
+EYE_WEIGHTS_LITE = WEIGHTS_DIR / "region_eye_lite"
 #: The editor's ``texture=`` choices: the mesh texture and the eye region textures on top
 #: ("regions"), the mesh texture alone ("mesh", the texture before issue 19), or none (the
 #: warp alone).
 TEXTURES = ("auto", "regions", "mesh", "none")
 #: The lid gap change (eye widths) from which an eye's region texture runs.
 LID_MOTION = 0.03
+
+
+def eye_weights(editor_weights: str | None = None) -> Path:
+    """The bundled eye region texture for an editor's weights: ``region_eye_lite`` for
+    ``"lite"`` where installed, else ``region_eye``."""
+    if editor_weights == "lite" and EYE_WEIGHTS_LITE.with_suffix(".safetensors").is_file():
+        return EYE_WEIGHTS_LITE
+    return EYE_WEIGHTS
 
 
 def eye_weights_installed() -> bool:

@@ -103,3 +103,20 @@ def test_texture_regions_needs_mesh_motion():
         ExpressionEditor("base", "cpu", motion="dense", texture="regions")
     with pytest.raises(ValueError, match="texture must be one of"):
         ExpressionEditor("base", "cpu", texture="gan")
+
+
+def test_lite_uses_the_lite_eye_texture_where_installed():
+    from fastwarp import ExpressionEditor
+    from fastwarp.realtime import RealtimeEngine
+    from fastwarp.region_paint import EYE_WEIGHTS_LITE, eye_weights
+
+    want = EYE_WEIGHTS_LITE if EYE_WEIGHTS_LITE.with_suffix(".safetensors").is_file() else eye_weights("base")
+    assert eye_weights("lite") == want and eye_weights("base") != EYE_WEIGHTS_LITE
+    with ExpressionEditor("lite", "cpu") as ed:
+        lite_channels = ed.regions.eye.config.channels
+    with RealtimeEngine([], "lite", "cpu", runtime="torch") as engine:
+        assert engine.editor.regions.eye.config.channels == lite_channels
+    with ExpressionEditor("base", "cpu") as ed:
+        assert ed.regions.eye.config.channels == [16, 32, 64, 128]
+    if want == EYE_WEIGHTS_LITE:
+        assert lite_channels == [8, 16, 32, 64]

@@ -214,7 +214,9 @@ class RealtimeEngine:
         self.max_faces = int(max_faces) if max_faces is not None else 4
         if self.max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
-        self.editor = ExpressionEditor(device=str(self.device), video=True, max_crop_size=max_crop_size,
+        # (weights names the bundled editor, which picks its eye region texture; the model is the one loaded here)
+        self.editor = ExpressionEditor(self.weights if from_bundled else None, device=str(self.device), video=True,
+                                       max_crop_size=max_crop_size,
                                        max_faces=self.max_faces, model=model, network=network, motion=motion,
                                        resample=resample, texture=texture)
         params = smoothing if isinstance(smoothing, dict) else {}
