@@ -368,7 +368,7 @@ class ExpressionEditor:
         return self.network(image_tensor(small, device), as_batch(target_aus), as_batch(current_aus))
 
     @torch.no_grad()
-    def blend(self, frame_bgr: np.ndarray, crop: FaceCrop, maps: Maps) -> np.ndarray:
+    def blend(self, frame_bgr: np.ndarray, crop: FaceCrop, maps: Maps, region_memory: dict | None = None) -> np.ndarray:
         """The edited frame: the frame-space composite (docs/design.md), one
         :func:`fastwarp.warp_blend` call with ``theta`` on the frame itself.
 
@@ -383,6 +383,10 @@ class ExpressionEditor:
         the face's edge and nothing cross-fades two images; outside the grid's footprint
         the frame is untouched. Returns a new ``[H, W, 3]`` BGR frame in the input's dtype
         (the input is never written); a zero flow with mask 1 returns it bit for bit.
+
+        With ``texture="regions"`` the eyes are painted next (:mod:`fastwarp.region_paint`);
+        ``region_memory`` (video: a dict kept per face track) steadies their texture over
+        frames (:meth:`RegionPainter.paint`).
 
         Raises:
             TypeError: a frame neither uint8 nor uint16.
@@ -426,7 +430,10 @@ class ExpressionEditor:
         out = ops.warp_blend(frame.permute(2, 0, 1)[None], flow, texture, mask,
                              theta=torch.from_numpy(theta[None]).to(device), mode=self.resample)
         if self.regions is not None and maps.motion is not None:  # the eyes, at their own resolution
-            out = self.regions.paint(out, _uint8(frame_bgr), crop.matrix, maps.motion, 65535.0 / 255.0 if deep else 1.0)
+            out = self.regions.paint(out, _uint8(frame_bgr), crop.matrix, maps.motion, 65535.0 / 255.0 if deep else 1.0,
+                                     region_memory)
+        elif region_memory:
+            region_memory.clear()  # nothing moved: no eye painted, so no past to keep
         out = out[0].permute(1, 2, 0)
         if deep:
             return out.round().clamp(0, 65535).cpu().numpy().astype(np.uint16)

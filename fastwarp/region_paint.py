@@ -43,7 +43,7 @@ from .models import WEIGHTS_DIR
 from .models.mesh_texture import opening_map
 from .models.region_texture import RegionTexture, deformation_map, motion_gate
 
-__all__ = ["EYE_WEIGHTS", "EYE_WEIGHTS_LITE", "LID_MOTION", "eye_weights", "TEXTURES", "RegionMotion", "RegionPainter", "eye_weights_installed"]
+__all__ = ["EYE_WEIGHTS", "EYE_WEIGHTS_LITE", "LID_MOTION", "VIDEO_SMOOTHING", "eye_weights", "TEXTURES", "RegionMotion", "RegionPainter", "eye_weights_installed"]
 
 #: The bundled eye region texture (trained by ``python -m training.region_gan --kind eye``), and
 #: its narrower ``lite`` form (8-16-32-64 channels, a quarter of the parameters) that the
@@ -56,6 +56,10 @@ EYE_WEIGHTS_LITE = WEIGHTS_DIR / "region_eye_lite"
 TEXTURES = ("auto", "regions", "mesh", "none")
 #: The lid gap change (eye widths) from which an eye's region texture runs.
 LID_MOTION = 0.03
+#: Video: the weight of this frame's texture and mask against the previous frame's, in the
+#: region's own coordinates (which move with the face): an exponential moving average that
+#: steadies the generator's frame-to-frame noise without dragging the texture behind motion.
+VIDEO_SMOOTHING = 0.5
 
 
 def eye_weights(editor_weights: str | None = None) -> Path:
@@ -150,7 +154,7 @@ class RegionPainter:
 
     @torch.no_grad()
     def paint(self, image: Tensor, frame8: np.ndarray, crop_matrix: np.ndarray, motion: RegionMotion,
-              scale: float = 1.0) -> Tensor:
+              scale: float = 1.0, memory: dict | None = None) -> Tensor:
         """Both eyes painted onto a face's composite.
 
         Args:
@@ -162,6 +166,10 @@ class RegionPainter:
             motion: the face's :class:`RegionMotion`.
             scale: the frame's value of 255 (65535 / 255 for a 16-bit frame composited in
                 float32).
+            memory: video only: one face track's state across frames (a dict the caller keeps
+                per track, empty at its start). Each eye's texture and mask are then
+                ``VIDEO_SMOOTHING * this + (1 - VIDEO_SMOOTHING) * previous`` in region
+                coordinates; an eye that is not painted forgets its past.
         Returns:
             Tensor like ``image``: the composite, bit for bit where no eye deforms.
         """
@@ -172,8 +180,16 @@ class RegionPainter:
         for side in ("right", "left"):
             got = self.eye_maps(frame8, source, target, motion.au_delta, side)
             if got is None:
+                if memory is not None:
+                    memory.pop(side, None)
                 continue
             matrix, texture, mask = got
+            if memory is not None:
+                if side in memory:
+                    a = VIDEO_SMOOTHING
+                    texture = a * texture + (1.0 - a) * memory[side][0]
+                    mask = a * mask + (1.0 - a) * memory[side][1]
+                memory[side] = (texture, mask)
             bgr = (texture.flip(1) + 1.0) * (127.5 * scale)  # RGB [-1, 1] -> the frame's BGR
             theta = torch.from_numpy(matrix[None]).to(device=out.device, dtype=torch.float32)
             zero = torch.zeros(1, 2, EYE.height, EYE.width, device=out.device)

@@ -120,3 +120,23 @@ def test_lite_uses_the_lite_eye_texture_where_installed():
         assert ed.regions.eye.config.channels == [16, 32, 64, 128]
     if want == EYE_WEIGHTS_LITE:
         assert lite_channels == [8, 16, 32, 64]
+
+
+def test_video_memory_averages_each_eye_over_frames_and_forgets_unpainted_eyes(editors):
+    """RegionPainter.paint with a track's memory: the same frame twice gives the same output
+    (the average of two equal textures is that texture), the memory holds both eyes, and a
+    frame whose lids do not move empties it."""
+    image = _photo(PHOTOS[0])
+    ed = editors["regions"]
+    crop = ed.crop(image, ed.detect(image)[0])
+    current, target = ed.aus(crop, [parse_au_edit("AU45=5")])
+    maps = ed.predict(crop.image, target, current, crop.landmarks)
+    memory: dict = {}
+    first = ed.blend(image, crop, maps, memory)
+    assert set(memory) == {"right", "left"}
+    again = ed.blend(image, crop, maps, memory)
+    assert np.abs(again.astype(int) - first.astype(int)).max() <= 1
+    assert np.array_equal(first, ed.blend(image, crop, maps))  # no memory: the photo path
+    still = ed.predict(crop.image, current, current, crop.landmarks)
+    ed.blend(image, crop, still, memory)
+    assert memory == {}

@@ -224,6 +224,8 @@ class RealtimeEngine:
         self.edits: list[AUEdit] = list(edits)
         self.stats = self._new_stats()
         self._size: tuple[int, int] | None = None
+        # Per face track: the eye region textures of its previous frame (ExpressionEditor.blend).
+        self._region_memory: dict[int, dict] = {}
 
     def __enter__(self) -> "RealtimeEngine":
         return self
@@ -254,6 +256,7 @@ class RealtimeEngine:
         if self.tracker is not None:
             self.tracker.reset()
         self._size = None
+        self._region_memory.clear()
 
     # --- one frame ---------------------------------------------------------------------
 
@@ -303,10 +306,15 @@ class RealtimeEngine:
             if maps.flow.device.type == "cuda":
                 torch.cuda.synchronize(maps.flow.device)  # time the model, not the blend that waits for it
             t1 = clock()
-            out = self.editor.blend(out, face.crop, maps)
+            memory = self._region_memory.setdefault(face.track, {})
+            if face.new_track:
+                memory.clear()
+            out = self.editor.blend(out, face.crop, maps, memory)
             t2 = clock()
             for stage, dt in (("model", t1 - t0), ("blend", t2 - t1)):
                 timings[stage] = timings.get(stage, 0.0) + dt * 1e3
+        for track in set(self._region_memory) - {face.track for face in located.faces}:
+            del self._region_memory[track]  # tracks that ended
         if not located.faces:
             out = located.frame.copy()
         return FrameResult(out, located.index, located.t, located.faces, located.faces_found, timings)
