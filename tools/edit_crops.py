@@ -5,7 +5,7 @@ what a setting keeps, blurs or paints.
     python tools/edit_crops.py --au AU12=+2.5 --variant bilinear:resample=bilinear \\
         --variant bicubic:resample=bicubic --parts mouth right_eye --out docs/evaluation/resample/crops.png
     python tools/edit_crops.py --au AU45=5 --variant mesh:texture=mesh --variant regions:texture=regions \\
-        --parts right_eye left_eye --photos 10 --out docs/evaluation/regions/blink_crops.png
+        --parts right_eye left_eye --photos 10 --out docs/evaluation/regions/blink_crops.jpg
 
 Each ``--variant NAME:KEY=VALUE[,KEY=VALUE]`` is an :class:`fastwarp.ExpressionEditor` with those
 keyword arguments (weights ``base``, CPU). Crops are cut around the landmarks at the photo's own
