@@ -120,16 +120,15 @@ class RegionPainter:
         return cls(RegionTexture.load(eye_weights or EYE_WEIGHTS), resample)
 
     @torch.no_grad()
-    def eye_maps(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, au_delta: np.ndarray,
-                 side: str) -> tuple[np.ndarray, Tensor, Tensor] | None:
-        """One eye's ``(matrix [2, 3] frame -> region, texture [1, 3, 64, 128] RGB [-1, 1], mask
-        [1, 1, 64, 128])``, or None where the lids do not move (:data:`LID_MOTION`) or the
-        region does not deform.
+    def eye_inputs(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray,
+                   side: str) -> tuple[np.ndarray, tuple[Tensor, ...]] | None:
+        """One eye's ``(matrix [2, 3] frame -> region, (warped [1, 3, 64, 128] RGB [-1, 1],
+        opening [1, 1, ...], contours [1, 2, ...], gate [1, 1, ...]))``: the generator's inputs,
+        or None where the lids do not move (:data:`LID_MOTION`) or the region does not deform.
 
         Args:
             frame8: ``[H, W, 3]`` uint8 BGR, the frame before the edit.
             source, target: ``[478, 2]`` landmarks in frame pixels.
-            au_delta: ``[17]`` target minus current AUs.
             side: ``"right"`` or ``"left"`` (the subject's).
         """
         k = 0 if side == "right" else 1
@@ -149,8 +148,26 @@ class RegionPainter:
         warped = ops.warp(rgb, flow)
         opening = opening_map(verts, disp, self.triangles, index, *self.regions)
         contours = torch.from_numpy(contour_map(rt, "eye", EYE.height, EYE.width, side))[None]
-        texture, mask = self.eye(warped, opening, contours, gate, torch.from_numpy(au_delta)[None].float())
-        return matrix, texture, mask
+        return matrix, (warped, opening, contours, gate)
+
+    @torch.no_grad()
+    def eye_maps(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, au_delta: np.ndarray,
+                 sides: tuple[str, ...] = ("right", "left")) -> dict[str, tuple[np.ndarray, Tensor, Tensor]]:
+        """``{side: (matrix, texture [1, 3, 64, 128] RGB [-1, 1], mask [1, 1, 64, 128])}`` for
+        each eye of ``sides`` that :meth:`eye_inputs` paints, the eyes run as one batch (a
+        small network's convolutions cost little more for two images than for one).
+
+        Args:
+            frame8, source, target: as :meth:`eye_inputs`.
+            au_delta: ``[17]`` target minus current AUs.
+        """
+        eyes = {side: got for side in sides if (got := self.eye_inputs(frame8, source, target, side)) is not None}
+        if not eyes:
+            return {}
+        batch = [torch.cat(parts) for parts in zip(*(inputs for _, inputs in eyes.values()))]
+        au = torch.from_numpy(np.asarray(au_delta, np.float32))[None].expand(len(eyes), -1)
+        texture, mask = self.eye(*batch, au)
+        return {side: (matrix, texture[i:i + 1], mask[i:i + 1]) for i, (side, (matrix, _)) in enumerate(eyes.items())}
 
     @torch.no_grad()
     def paint(self, image: Tensor, frame8: np.ndarray, crop_matrix: np.ndarray, motion: RegionMotion,
@@ -177,13 +194,13 @@ class RegionPainter:
         source = motion.source @ inv[:, :2].T + inv[:, 2]
         target = motion.target @ inv[:, :2].T + inv[:, 2]
         out = image
+        painted = self.eye_maps(frame8, source, target, motion.au_delta)
         for side in ("right", "left"):
-            got = self.eye_maps(frame8, source, target, motion.au_delta, side)
-            if got is None:
+            if side not in painted:
                 if memory is not None:
                     memory.pop(side, None)
                 continue
-            matrix, texture, mask = got
+            matrix, texture, mask = painted[side]
             if memory is not None:
                 if side in memory:
                     a = VIDEO_SMOOTHING
