@@ -290,7 +290,6 @@ class ExpressionEditor:
             raise ValueError("texture='regions' paints through the mesh motion: use motion='mesh' (--motion mesh)")
         if texture == "none":
             texture_weights = "none"
-        self.texture = texture if motion == "mesh" else "dense"
         if motion == "mesh":
             mesh_texture = None if texture_weights == "none" else MeshTexture.load(texture_weights or TEXTURE_WEIGHTS)
             self.mesh_motion = MeshMotion(LandmarkMotion.load(motion_weights or MOTION_WEIGHTS), mesh_texture,

@@ -37,11 +37,10 @@ import torch
 from torch import Tensor
 
 from . import ops
-from .face.mesh import MESH_POINTS, mesh_triangles, mesh_vertices, texture_regions
-from .face.regions import EYE, contour_map, cut_region, eye_gap, region_matrix, to_region
+from .face.mesh import MESH_POINTS
+from .face.regions import EYE, cut_region, eye_gap, region_matrix, to_region
 from .models import WEIGHTS_DIR
-from .models.mesh_texture import opening_map
-from .models.region_texture import RegionTexture, deformation_map, motion_gate
+from .models.region_texture import RegionTexture, region_inputs
 
 __all__ = ["EYE_WEIGHTS", "EYE_WEIGHTS_LITE", "LID_MOTION", "VIDEO_SMOOTHING", "eye_weights", "TEXTURES", "RegionMotion", "RegionPainter", "eye_weights_installed"]
 
@@ -107,8 +106,6 @@ class RegionPainter:
                              f"got {c.kind!r} {c.height}x{c.width}")
         self.eye = eye.eval()
         self.resample = resample
-        self.triangles = torch.from_numpy(np.array(mesh_triangles()))
-        self.regions = tuple(torch.from_numpy(np.array(r)) for r in texture_regions())
 
     @classmethod
     def load(cls, eye_weights: str | Path | None = None, resample: str = "bicubic") -> "RegionPainter":
@@ -121,52 +118,44 @@ class RegionPainter:
 
     @torch.no_grad()
     def eye_inputs(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray,
-                   side: str) -> tuple[np.ndarray, tuple[Tensor, ...]] | None:
-        """One eye's ``(matrix [2, 3] frame -> region, (warped [1, 3, 64, 128] RGB [-1, 1],
-        opening [1, 1, ...], contours [1, 2, ...], gate [1, 1, ...]))``: the generator's inputs,
-        or None where the lids do not move (:data:`LID_MOTION`) or the region does not deform.
+                   side: str) -> tuple[np.ndarray, dict[str, Tensor]] | None:
+        """One eye's ``(matrix [2, 3] frame -> region, inputs)``: the generator's inputs
+        (:func:`~fastwarp.models.region_texture.region_inputs`, as in training), or None where
+        the region does not deform.
 
         Args:
             frame8: ``[H, W, 3]`` uint8 BGR, the frame before the edit.
             source, target: ``[478, 2]`` landmarks in frame pixels.
             side: ``"right"`` or ``"left"`` (the subject's).
         """
-        k = 0 if side == "right" else 1
-        if abs(float(eye_gap(target[None])[0, k] - eye_gap(source[None])[0, k])) < LID_MOTION:
-            return None
         matrix = region_matrix(source[None], EYE, side)[0]
-        rs, rt = to_region(source, matrix), to_region(target, matrix)
-        verts = mesh_vertices(torch.from_numpy(rs)[None])
-        disp = mesh_vertices(torch.from_numpy(rt)[None]) - verts
-        size = (EYE.height, EYE.width)
-        flow, index = ops.mesh_flow(verts, disp, self.triangles, size)
-        gate = motion_gate(deformation_map(verts, disp, self.triangles, index))
-        if not gate.any():
-            return None
         region, _ = cut_region(frame8, matrix, EYE)
         rgb = torch.from_numpy(np.ascontiguousarray(region[..., ::-1])).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-        warped = ops.warp(rgb, flow)
-        opening = opening_map(verts, disp, self.triangles, index, *self.regions)
-        contours = torch.from_numpy(contour_map(rt, "eye", EYE.height, EYE.width, side))[None]
-        return matrix, (warped, opening, contours, gate)
+        inputs = region_inputs(rgb, torch.from_numpy(to_region(source, matrix))[None],
+                               torch.from_numpy(to_region(target, matrix))[None], "eye", [side])
+        return (matrix, inputs) if inputs["gate"].any() else None
 
     @torch.no_grad()
     def eye_maps(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, au_delta: np.ndarray,
                  sides: tuple[str, ...] = ("right", "left")) -> dict[str, tuple[np.ndarray, Tensor, Tensor]]:
         """``{side: (matrix, texture [1, 3, 64, 128] RGB [-1, 1], mask [1, 1, 64, 128])}`` for
-        each eye of ``sides`` that :meth:`eye_inputs` paints, the eyes run as one batch (a
-        small network's convolutions cost little more for two images than for one).
+        each eye of ``sides`` whose lid gap moves by :data:`LID_MOTION` or more and whose
+        region deforms, the eyes run as one batch (a small network's convolutions cost little
+        more for two images than for one).
 
         Args:
             frame8, source, target: as :meth:`eye_inputs`.
             au_delta: ``[17]`` target minus current AUs.
         """
-        eyes = {side: got for side in sides if (got := self.eye_inputs(frame8, source, target, side)) is not None}
+        gap = eye_gap(target[None])[0] - eye_gap(source[None])[0]  # (right, left), eye widths
+        moving = [side for side in sides if abs(float(gap[0 if side == "right" else 1])) >= LID_MOTION]
+        eyes = {side: got for side in moving if (got := self.eye_inputs(frame8, source, target, side)) is not None}
         if not eyes:
             return {}
-        batch = [torch.cat(parts) for parts in zip(*(inputs for _, inputs in eyes.values()))]
+        batch = {k: torch.cat([inputs[k] for _, inputs in eyes.values()])
+                 for k in ("warped", "opening", "contours", "gate")}
         au = torch.from_numpy(np.asarray(au_delta, np.float32))[None].expand(len(eyes), -1)
-        texture, mask = self.eye(*batch, au)
+        texture, mask = self.eye(batch["warped"], batch["opening"], batch["contours"], batch["gate"], au)
         return {side: (matrix, texture[i:i + 1], mask[i:i + 1]) for i, (side, (matrix, _)) in enumerate(eyes.items())}
 
     @torch.no_grad()

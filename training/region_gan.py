@@ -52,13 +52,10 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 from tqdm import tqdm
 
-from fastwarp import ops
 from fastwarp._io import atomic_path
 from fastwarp.au import AU_INDEX
-from fastwarp.face.mesh import mesh_triangles, mesh_vertices, texture_regions
 from fastwarp.face.regions import REGIONS, contour_map
-from fastwarp.models.mesh_texture import opening_map
-from fastwarp.models.region_texture import RegionTexture, RegionTextureConfig, composite, deformation_map, motion_gate
+from fastwarp.models.region_texture import RegionTexture, RegionTextureConfig, composite, region_inputs
 
 from .regions import CLOSED_GAP, OPEN_GAP, TEETH_FRACTION, RegionSet, load_regions
 from .small_run import cli, open_run
@@ -213,17 +210,6 @@ class PairSampler:
         return out
 
 
-_TRIANGLES = None
-
-
-def _triangles() -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    global _TRIANGLES
-    if _TRIANGLES is None:
-        _TRIANGLES = (torch.from_numpy(np.array(mesh_triangles())),
-                      tuple(torch.from_numpy(np.array(r)) for r in texture_regions()))
-    return _TRIANGLES
-
-
 def make_batch(rs: RegionSet, rows: np.ndarray, *, flip: np.ndarray | None = None) -> dict[str, Tensor]:
     """The tensors of pairs ``rows`` ``[B, 2]`` (source, target):
 
@@ -234,24 +220,16 @@ def make_batch(rs: RegionSet, rows: np.ndarray, *, flip: np.ndarray | None = Non
     mirrors those samples left-right after they are made (the mouth's augmentation: the
     mesh, the warp and the maps all commute with a mirror).
     """
-    tri, regions = _triangles()
     s, t = rows[:, 0], rows[:, 1]
     H, W = rs.images.shape[1:3]
     img = lambda r: torch.from_numpy(rs.images[r]).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # noqa: E731
     src, tgt = img(s), img(t)
-    lm_s = torch.from_numpy(rs.landmarks[s]).float()
-    lm_t = torch.from_numpy(rs.landmarks[t]).float()
-    verts = mesh_vertices(lm_s)
-    disp = mesh_vertices(lm_t) - verts
-    flow, index = ops.mesh_flow(verts, disp, tri, (H, W))
-    warped = ops.warp(src, flow)
-    opening = opening_map(verts, disp, tri, index, *regions)
     side = lambda r: "left" if rs.side[r] == 1 else "right"  # noqa: E731
-    contours = torch.from_numpy(np.stack([contour_map(rs.landmarks[r], rs.kind, H, W, side(r)) for r in t]))
+    # The generator's inputs, as the editor makes them (fastwarp.models.region_texture.region_inputs).
+    inputs = region_inputs(src, torch.from_numpy(rs.landmarks[s]).float(), torch.from_numpy(rs.landmarks[t]).float(),
+                           rs.kind, [side(r) for r in t])
     src_contours = torch.from_numpy(np.stack([contour_map(rs.landmarks[r], rs.kind, H, W, side(r)) for r in s]))
-    gate = motion_gate(deformation_map(verts, disp, tri, index))
-    b = {"source": src, "target": tgt, "warped": warped, "flow": flow, "opening": opening, "gate": gate,
-         "contours": contours, "source_contours": src_contours,
+    b = {"source": src, "target": tgt, **inputs, "source_contours": src_contours,
          "au_delta": torch.from_numpy(rs.aus[t] - rs.aus[s]).float(),
          "gap_change": torch.from_numpy(rs.gap[t] - rs.gap[s]).float(),
          "scale": torch.from_numpy(rs.scale[t]).float()}

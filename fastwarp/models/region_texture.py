@@ -27,16 +27,23 @@ Inputs (all on the region's ``H x W`` grid, ``H`` and ``W`` divisible by 8):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import ops
 from ..au import AU_MAX, NUM_AUS
+from ..face.mesh import mesh_triangles, mesh_vertices, texture_regions
+from ..face.regions import contour_map
 from .mesh_texture import opening_map
 from .small_checkpoint import SmallModel
 
-__all__ = ["RegionTextureConfig", "RegionTexture", "motion_gate", "deformation_map", "region_window", "composite"]
+__all__ = ["RegionTextureConfig", "RegionTexture", "motion_gate", "deformation_map", "region_window", "composite",
+           "region_inputs"]
 
 
 def region_window(height: int, width: int, ramp: float = 6.0, *, dtype: torch.dtype = torch.float32,
@@ -80,6 +87,40 @@ def deformation_map(vertices: Tensor, displacement: Tensor, triangles: Tensor, t
     triangles (exactly 0 with no displacement, and for any rigid motion up to rounding)."""
     every = torch.ones(triangles.shape[0], dtype=torch.bool, device=vertices.device)
     return opening_map(vertices, displacement, triangles, triangle_index, None, every)
+
+
+@lru_cache(maxsize=1)
+def _mesh_tensors() -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The face mesh's triangles and texture regions as tensors (built once)."""
+    return (torch.from_numpy(np.array(mesh_triangles())),
+            tuple(torch.from_numpy(np.array(r)) for r in texture_regions()))
+
+
+def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Tensor, kind: str,
+                  sides: Sequence[str]) -> dict[str, Tensor]:
+    """The generator's inputs for regions moved from their source landmarks to their target
+    landmarks through the face mesh: what training pairs them with (training/region_gan.py,
+    ``make_batch``) and what the editor paints with (:mod:`fastwarp.region_paint`), one function
+    so the two cannot drift apart.
+
+    Args:
+        source (Tensor[B, 3, H, W]): the regions, RGB in [-1, 1].
+        source_landmarks, target_landmarks (Tensor[B, 478, 2]): float32, in region pixels.
+        kind: ``"eye"`` or ``"mouth"`` (which contours, :func:`fastwarp.face.regions.contour_map`).
+        sides: each region's eye side (``"right"``, ``"left"``; any for the mouth).
+    Returns:
+        ``warped`` [B, 3, H, W] (the source warped by ``flow``), ``flow`` [B, 2, H, W] (region
+        pixels), ``opening``, ``gate`` [B, 1, H, W] (:func:`motion_gate`), ``contours``
+        [B, 2, H, W] (the target's).
+    """
+    tri, regions = _mesh_tensors()
+    H, W = source.shape[-2:]
+    verts = mesh_vertices(source_landmarks)
+    disp = mesh_vertices(target_landmarks) - verts
+    flow, index = ops.mesh_flow(verts, disp, tri, (H, W))
+    contours = np.stack([contour_map(lm, kind, H, W, side) for lm, side in zip(target_landmarks.numpy(), sides)])
+    return {"warped": ops.warp(source, flow), "flow": flow, "opening": opening_map(verts, disp, tri, index, *regions),
+            "gate": motion_gate(deformation_map(verts, disp, tri, index)), "contours": torch.from_numpy(contours)}
 
 
 def composite(warped: Tensor, texture: Tensor, mask: Tensor) -> Tensor:
