@@ -471,10 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--motion", default="auto", choices=("auto", "mesh", "dense"),
                         help="mesh: landmark motion through the face mesh (the default where its weights are "
                              "installed); dense: the editor network's own flow")
-        sp.add_argument("--texture", default="auto", choices=("auto", "regions", "mesh", "none"),
+        sp.add_argument("--texture", default="auto", choices=("auto", "regions", "eyes", "mesh", "none"),
                         help="what paints where the warp cannot (mesh motion): regions = the mesh texture and the "
-                             "eyes' region texture (a closed lid, not a smeared eye); mesh = the mesh texture alone; "
-                             "none = the warp alone; auto (default) = regions where its weights are installed")
+                             "eye and mouth region textures (a closed lid, not a smeared eye; a cavity between the "
+                             "teeth, not stretched teeth); eyes = the eye region texture only; mesh = the mesh "
+                             "texture alone; none = the warp alone; auto (default) = regions where its weights "
+                             "are installed")
         sp.add_argument("--resample", default="bicubic", choices=("bicubic", "bilinear"),
                         help="image taps of the composite: bicubic (default; keeps the moved face's detail) or "
                              "bilinear (a little faster, softer)")

@@ -39,7 +39,7 @@ from .models import BUNDLED_WEIGHTS, WEIGHTS_DIR, EditorNet
 from .models.landmark_motion import LandmarkMotion
 from .models.mesh_texture import MeshTexture
 from .mesh_path import Maps, MeshMotion, image_tensor  # noqa: F401  (re-exported: the editor's types)
-from .region_paint import TEXTURES, RegionPainter, eye_weights, eye_weights_installed
+from .region_paint import TEXTURES, RegionPainter, eye_weights, eye_weights_installed, mouth_weights_for
 
 __all__ = ["ExpressionEditor", "FaceEdit", "FrameEdit", "Maps", "Network", "TorchNetwork", "default_device",
            "image_tensor", "image_bgr", "grid_theta", "MOTIONS", "MeshMotion", "mesh_weights_installed",
@@ -239,14 +239,19 @@ class ExpressionEditor:
             ``"bilinear"`` (2 x 2 taps, a little faster, softer where pixels move by a
             fraction of a pixel). A zero edit returns the input bit for bit either way.
         texture: what paints where the warp cannot (mesh motion): ``"regions"`` the mesh
-            texture and, on top, the eye region texture at the eye's own resolution
-            (:mod:`fastwarp.region_paint`: a closed lid with its lash line instead of a
-            smeared open eye); ``"mesh"`` the mesh texture alone (before issue 19);
+            texture and, on top, the eye and mouth region textures at the region's own
+            resolution (:mod:`fastwarp.region_paint`: a closed lid with its lash line instead
+            of a smeared open eye, a cavity between the teeth instead of stretched teeth);
+            ``"eyes"`` the eye region texture only; ``"mesh"`` the mesh texture alone (before issue 19);
             ``"none"`` the warp alone. ``"auto"`` (default): ``"regions"`` where the eye
             weights are installed (``fastwarp/weights/region_eye.*``) or given
             (``region_weights``), else ``"mesh"``; with the dense path, the network's own.
         region_weights: an eye region texture checkpoint (path without suffix) instead of
             the bundled one (``region_eye``; ``region_eye_lite`` for ``"lite"`` where installed).
+        mouth_weights: with ``"regions"``, a mouth region texture checkpoint (path without
+            suffix) instead of the bundled ``region_mouth`` (painted where installed: the
+            cavity and teeth of a mouth that opens); ``"none"``: the mouth keeps the mesh
+            texture.
 
     Raises:
         FileNotFoundError / ValueError: from :meth:`EditorNet.load` and
@@ -258,7 +263,7 @@ class ExpressionEditor:
 
     #: The mesh path's models (None: the network's dense flow).
     mesh_motion: MeshMotion | None = None
-    #: The eye region texture (None: not painted) and the composite's image taps.
+    #: The eye and mouth region textures (None: not painted) and the composite's image taps.
     regions: RegionPainter | None = None
     resample: str = "bicubic"
 
@@ -266,7 +271,7 @@ class ExpressionEditor:
                  max_crop_size: int = 512, max_faces: int = 1, model: EditorNet | None = None,
                  network: Network | None = None, motion: str = "auto", motion_weights: str | None = None,
                  texture_weights: str | None = None, resample: str = "bicubic", texture: str = "auto",
-                 region_weights: str | None = None) -> None:
+                 region_weights: str | None = None, mouth_weights: str | None = None) -> None:
         if texture not in TEXTURES:
             raise ValueError(f"texture must be one of {', '.join(TEXTURES)}, got {texture!r}")
         if motion not in MOTIONS:
@@ -286,8 +291,10 @@ class ExpressionEditor:
         self.regions: RegionPainter | None = None
         if texture == "auto":
             texture = "regions" if motion == "mesh" and (region_weights or eye_weights_installed()) else "mesh"
-        if texture == "regions" and motion != "mesh":
-            raise ValueError("texture='regions' paints through the mesh motion: use motion='mesh' (--motion mesh)")
+        if texture in ("regions", "eyes") and motion != "mesh":
+            raise ValueError(f"texture={texture!r} paints through the mesh motion: use motion='mesh' (--motion mesh)")
+        if texture == "eyes":
+            texture, mouth_weights = "regions", "none"
         if texture == "none":
             texture_weights = "none"
         if motion == "mesh":
@@ -295,7 +302,8 @@ class ExpressionEditor:
             self.mesh_motion = MeshMotion(LandmarkMotion.load(motion_weights or MOTION_WEIGHTS), mesh_texture,
                                           self.model.config.map_size or self.size)
             if texture == "regions":
-                self.regions = RegionPainter.load(region_weights or eye_weights(weights), resample)
+                self.regions = RegionPainter.load(region_weights or eye_weights(weights), resample,
+                                                  mouth_weights_for(mouth_weights))
         self.max_crop_size = max(int(max_crop_size), self.size)
         self.network: Network = network if network is not None else TorchNetwork(self.model)
         self.mesh = FaceMesh(static_image_mode=not video, max_faces=max_faces)

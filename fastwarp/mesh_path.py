@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ops
+from .face.jaws import split_mouth_flow
 from .face.mesh import MESH_POINTS, mesh_triangles, mesh_vertices, texture_regions
 from .models.landmark_motion import LandmarkMotion
 from .models.mesh_texture import MeshTexture, gate_mask, opening_map
@@ -79,6 +80,8 @@ class MeshMotion:
         self.motion_model = motion_model.eval()
         self.texture_model = texture_model.eval() if texture_model is not None else None
         self.grid = int(grid)
+        #: Teeth follow the jaws (:func:`fastwarp.face.jaws.split_mouth_flow`) in the maps' flow.
+        self.split_mouth = True
         self.triangles = torch.from_numpy(np.array(mesh_triangles()))
         self.regions = tuple(torch.from_numpy(np.array(r)) for r in texture_regions())
 
@@ -128,6 +131,9 @@ class MeshMotion:
         if not moved.any():
             return Maps(torch.zeros(1, 2, G, G, device=device), texture.to(device), mask.to(device))
         flow, index = ops.mesh_flow(verts, moved, self.triangles, (G, G))
+        rigid = None
+        if self.split_mouth:
+            flow, _, rigid = split_mouth_flow(flow, verts, verts + moved)
         motion = region_motion(landmarks, moved, G, crop_bgr.shape[0],
                                np.asarray(target_aus, np.float32) - np.asarray(current_aus, np.float32))
         opened = opening_map(verts, moved, self.triangles, index, *self.regions)
@@ -147,4 +153,6 @@ class MeshMotion:
                 texture = F.interpolate(texture, size=(G, G), mode="bilinear", align_corners=False)
                 m = F.interpolate(m, size=(G, G), mode="bilinear", align_corners=False)
             mask = gate_mask(m, opened)
+            if rigid is not None:  # the teeth that moved with a lip stay as the warp brought them
+                mask = torch.where(rigid > 0, torch.ones_like(mask), mask)
         return Maps(flow.to(device), texture.to(device), mask.to(device), motion)

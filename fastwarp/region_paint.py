@@ -1,10 +1,12 @@
-"""Region textures in the editor: paint what the warp cannot make inside each eye (issue 19;
-docs/design.md, "Data flow"), at the eye's own resolution, after the face's composite.
+"""Region textures in the editor: paint what the warp cannot make inside each eye and the
+mouth (issue 19; docs/design.md, "Data flow"), at the region's own resolution, after the
+face's composite.
 
-For each eye of an edited face (:class:`RegionPainter.paint`):
+For each region of an edited face (:class:`RegionPainter.paint`):
 
-1. the eye region (:data:`fastwarp.face.regions.EYE`, 64 x 128 px along the eye line, the
-   left eye mirrored) is cut from the frame before the edit (:func:`cut_region`);
+1. the region (:data:`fastwarp.face.regions.EYE`, 64 x 128 px along the eye line, the left
+   eye mirrored; :data:`~fastwarp.face.regions.MOUTH`, 128 x 128 px below the nose) is cut
+   from the frame before the edit (:func:`cut_region`);
 2. it is warped through the face mesh by the same landmark motion as the face
    (:func:`fastwarp.ops.mesh_flow` on the region's grid, as in training), which gives the
    network its inputs: the warped region, the opening map, the moved lids' contours, the
@@ -18,12 +20,16 @@ For each eye of an edited face (:class:`RegionPainter.paint`):
    (outside the region, its border, everything that did not deform) the output is the
    composite bit for bit.
 
-The network runs only for an eye whose lids move: the lid gap (:func:`eye_gap`, in eye
+The eye network runs only for an eye whose lids move: the lid gap (:func:`eye_gap`, in eye
 widths) of the moved landmarks differs from the face's by :data:`LID_MOTION` or more, and
 the region deforms at all. Blinks, half-closed and widened eyes (AU45, AU43, AU05, AU07)
 move the gap by 0.06 to 0.3; a smile, a jaw drop, brows or a frown by 0.02 at most (three
-photos, measured), and there the mesh texture alone paints as before: a zero edit, or an
-edit that does not move the lids, costs nothing here and changes nothing.
+photos, measured), and there the mesh texture alone paints as before. The mouth network
+(where loaded) runs only when a lip landmark moves by :data:`LIP_MOTION` IOD or more: lips
+parting by AU25 +2 / AU26 +2.5 move them by 0.14 to 0.25, a smile of AU12 +2.5 by 0.05 to
+0.09 (less on a face that already smiles); a blink, brows or a frown by 0.033 at most
+(twelve photos, measured), and there the mouth keeps the mesh texture. A zero edit, or an
+edit that moves no lid and no lip, costs nothing here and changes nothing.
 """
 
 from __future__ import annotations
@@ -38,23 +44,31 @@ from torch import Tensor
 
 from . import ops
 from .face.mesh import MESH_POINTS
-from .face.regions import EYE, cut_region, eye_gap, region_matrix, to_region
+from .face.regions import (EYE, LOWER_INNER_LIP, LOWER_OUTER_LIP, MOUTH, UPPER_INNER_LIP, UPPER_OUTER_LIP,
+                           RegionSpec, cut_region, eye_gap, eye_line_axes, region_matrix, to_region)
 from .models import WEIGHTS_DIR
 from .models.region_texture import RegionTexture, region_inputs
 
-__all__ = ["EYE_WEIGHTS", "EYE_WEIGHTS_LITE", "LID_MOTION", "VIDEO_SMOOTHING", "eye_weights", "TEXTURES", "RegionMotion", "RegionPainter", "eye_weights_installed"]
+__all__ = ["EYE_WEIGHTS", "EYE_WEIGHTS_LITE", "MOUTH_WEIGHTS", "LID_MOTION", "LIP_MOTION", "mouth_weights_installed", "mouth_weights_for", "VIDEO_SMOOTHING", "eye_weights", "TEXTURES", "RegionMotion", "RegionPainter", "eye_weights_installed"]
 
 #: The bundled eye region texture (trained by ``python -m training.region_gan --kind eye``), and
 #: its narrower ``lite`` form (8-16-32-64 channels, a quarter of the parameters) that the
 #: ``lite`` editor uses where installed.
 EYE_WEIGHTS = WEIGHTS_DIR / "region_eye"
 EYE_WEIGHTS_LITE = WEIGHTS_DIR / "region_eye_lite"
-#: The editor's ``texture=`` choices: the mesh texture and the eye region textures on top
-#: ("regions"), the mesh texture alone ("mesh", the texture before issue 19), or none (the
-#: warp alone).
-TEXTURES = ("auto", "regions", "mesh", "none")
+#: The bundled mouth region texture (``python -m training.region_gan --kind mouth``): the cavity
+#: and teeth of a mouth that opens, the lips and folds of a smile.
+MOUTH_WEIGHTS = WEIGHTS_DIR / "region_mouth"
+#: The editor's ``texture=`` choices: the mesh texture and the eye and mouth region textures on
+#: top ("regions"), the eye region textures only ("eyes"), the mesh texture alone ("mesh", the
+#: texture before issue 19), or none (the warp alone).
+TEXTURES = ("auto", "regions", "eyes", "mesh", "none")
 #: The lid gap change (eye widths) from which an eye's region texture runs.
 LID_MOTION = 0.03
+#: The largest lip landmark displacement (IOD) from which the mouth's region texture runs.
+LIP_MOTION = 0.045
+#: The lip landmarks (inner and outer lines) whose motion wakes the mouth texture.
+_LIPS = np.array(sorted(set(UPPER_INNER_LIP + LOWER_INNER_LIP + UPPER_OUTER_LIP + LOWER_OUTER_LIP)))
 #: Video: the weight of this frame's texture and mask against the previous frame's, in the
 #: region's own coordinates (which move with the face): an exponential moving average that
 #: steadies the generator's frame-to-frame noise without dragging the texture behind motion.
@@ -73,6 +87,18 @@ def eye_weights_installed() -> bool:
     return EYE_WEIGHTS.with_suffix(".safetensors").is_file()
 
 
+def mouth_weights_installed() -> bool:
+    return MOUTH_WEIGHTS.with_suffix(".safetensors").is_file()
+
+
+def mouth_weights_for(choice: str | Path | None) -> Path | None:
+    """The mouth region texture to paint with: ``choice`` (a checkpoint path without suffix),
+    None for ``"none"``, and for None the bundled :data:`MOUTH_WEIGHTS` where installed."""
+    if choice is None:
+        return MOUTH_WEIGHTS if mouth_weights_installed() else None
+    return None if str(choice) == "none" else Path(choice)
+
+
 @dataclass
 class RegionMotion:
     """A face's landmark motion in its crop, for the region textures (mesh motion only).
@@ -89,51 +115,70 @@ class RegionMotion:
 
 
 class RegionPainter:
-    """The eye region texture of :mod:`fastwarp.region_paint`, applied to a face's composite.
+    """The region textures of :mod:`fastwarp.region_paint`, applied to a face's composite.
 
     Args:
-        eye: a :class:`RegionTexture` of kind ``"eye"``.
+        eye: a :class:`RegionTexture` of kind ``"eye"`` (both eyes), or None.
         resample: the image taps of the blend (``warp_blend``'s ``mode``; with a zero flow
             both give the pixel itself, so it only names the kernel path).
+        mouth: a :class:`RegionTexture` of kind ``"mouth"``, or None (the mouth keeps the mesh
+            texture).
     Raises:
-        ValueError: ``eye`` is not an eye model of the region's size.
+        ValueError: a model is not of its region's kind and size, or neither is given.
     """
 
-    def __init__(self, eye: RegionTexture, resample: str = "bicubic") -> None:
-        c = eye.config
-        if c.kind != "eye" or (c.height, c.width) != (EYE.height, EYE.width):
-            raise ValueError(f"the eye region texture must be kind 'eye' of {EYE.height}x{EYE.width}, "
-                             f"got {c.kind!r} {c.height}x{c.width}")
-        self.eye = eye.eval()
+    def __init__(self, eye: RegionTexture | None, resample: str = "bicubic", mouth: RegionTexture | None = None) -> None:
+        for model, spec in ((eye, EYE), (mouth, MOUTH)):
+            c = None if model is None else model.config
+            if c is not None and (c.kind != spec.kind or (c.height, c.width) != (spec.height, spec.width)):
+                raise ValueError(f"the {spec.kind} region texture must be kind {spec.kind!r} of "
+                                 f"{spec.height}x{spec.width}, got {c.kind!r} {c.height}x{c.width}")
+        if eye is None and mouth is None:
+            raise ValueError("RegionPainter needs an eye or a mouth region texture")
+        self.eye = None if eye is None else eye.eval()
+        self.mouth = None if mouth is None else mouth.eval()
         self.resample = resample
 
     @classmethod
-    def load(cls, eye_weights: str | Path | None = None, resample: str = "bicubic") -> "RegionPainter":
-        """From checkpoint files (default: the bundled :data:`EYE_WEIGHTS`).
+    def load(cls, eye_weights: str | Path | None = None, resample: str = "bicubic",
+             mouth_weights: str | Path | None = None) -> "RegionPainter":
+        """From checkpoint files (default: the bundled :data:`EYE_WEIGHTS`; the mouth only
+        where ``mouth_weights`` names one).
 
         Raises:
-            FileNotFoundError: a file is missing. ValueError: not an eye region texture.
+            FileNotFoundError: a file is missing. ValueError: not a region texture of its kind.
         """
-        return cls(RegionTexture.load(eye_weights or EYE_WEIGHTS), resample)
+        mouth = RegionTexture.load(mouth_weights) if mouth_weights else None
+        return cls(RegionTexture.load(eye_weights or EYE_WEIGHTS), resample, mouth)
 
     @torch.no_grad()
-    def eye_inputs(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray,
-                   side: str) -> tuple[np.ndarray, dict[str, Tensor]] | None:
-        """One eye's ``(matrix [2, 3] frame -> region, inputs)``: the generator's inputs
+    def region_inputs(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, spec: RegionSpec,
+                      side: str | None) -> tuple[np.ndarray, dict[str, Tensor]] | None:
+        """One region's ``(matrix [2, 3] frame -> region, inputs)``: the generator's inputs
         (:func:`~fastwarp.models.region_texture.region_inputs`, as in training), or None where
         the region does not deform.
 
         Args:
             frame8: ``[H, W, 3]`` uint8 BGR, the frame before the edit.
             source, target: ``[478, 2]`` landmarks in frame pixels.
-            side: ``"right"`` or ``"left"`` (the subject's).
+            spec: :data:`EYE` or :data:`MOUTH`.
+            side: ``"right"`` or ``"left"`` (the subject's eye); None for the mouth.
         """
-        matrix = region_matrix(source[None], EYE, side)[0]
-        region, _ = cut_region(frame8, matrix, EYE)
+        matrix = region_matrix(source[None], spec, side)[0]
+        region, _ = cut_region(frame8, matrix, spec)
         rgb = torch.from_numpy(np.ascontiguousarray(region[..., ::-1])).permute(2, 0, 1)[None].float() / 127.5 - 1.0
         inputs = region_inputs(rgb, torch.from_numpy(to_region(source, matrix))[None],
-                               torch.from_numpy(to_region(target, matrix))[None], "eye", [side])
+                               torch.from_numpy(to_region(target, matrix))[None], spec.kind, [side or "right"])
         return (matrix, inputs) if inputs["gate"].any() else None
+
+    @staticmethod
+    def _run(model: RegionTexture, found: dict, au_delta: np.ndarray) -> dict[str, tuple[np.ndarray, Tensor, Tensor]]:
+        batch = {k: torch.cat([inputs[k] for _, inputs in found.values()]) for k in ("warped", "opening", "contours", "gate")}
+        au = torch.from_numpy(np.asarray(au_delta, np.float32))[None].expand(len(found), -1)
+        texture, mask = model(batch["warped"], batch["opening"], batch["contours"], batch["gate"], au)
+        # Nothing beyond the mesh's fixed ring (the gate's dilation could reach past it near the jaw).
+        mask = torch.where(torch.cat([inputs["inside"] for _, inputs in found.values()]), mask, torch.ones_like(mask))
+        return {name: (matrix, texture[i:i + 1], mask[i:i + 1]) for i, (name, (matrix, _)) in enumerate(found.items())}
 
     @torch.no_grad()
     def eye_maps(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, au_delta: np.ndarray,
@@ -141,27 +186,36 @@ class RegionPainter:
         """``{side: (matrix, texture [1, 3, 64, 128] RGB [-1, 1], mask [1, 1, 64, 128])}`` for
         each eye of ``sides`` whose lid gap moves by :data:`LID_MOTION` or more and whose
         region deforms, the eyes run as one batch (a small network's convolutions cost little
-        more for two images than for one).
+        more for two images than for one). Empty without an eye model.
 
         Args:
-            frame8, source, target: as :meth:`eye_inputs`.
+            frame8, source, target: as :meth:`region_inputs`.
             au_delta: ``[17]`` target minus current AUs.
         """
+        if self.eye is None:
+            return {}
         gap = eye_gap(target[None])[0] - eye_gap(source[None])[0]  # (right, left), eye widths
         moving = [side for side in sides if abs(float(gap[0 if side == "right" else 1])) >= LID_MOTION]
-        eyes = {side: got for side in moving if (got := self.eye_inputs(frame8, source, target, side)) is not None}
-        if not eyes:
+        eyes = {side: got for side in moving if (got := self.region_inputs(frame8, source, target, EYE, side)) is not None}
+        return self._run(self.eye, eyes, au_delta) if eyes else {}
+
+    @torch.no_grad()
+    def mouth_maps(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray,
+                   au_delta: np.ndarray) -> dict[str, tuple[np.ndarray, Tensor, Tensor]]:
+        """``{"mouth": (matrix, texture [1, 3, 128, 128], mask [1, 1, 128, 128])}`` where a lip
+        landmark moves by :data:`LIP_MOTION` IOD or more and the region deforms; else (or
+        without a mouth model) empty. Arguments as :meth:`eye_maps`."""
+        if self.mouth is None:
             return {}
-        batch = {k: torch.cat([inputs[k] for _, inputs in eyes.values()])
-                 for k in ("warped", "opening", "contours", "gate")}
-        au = torch.from_numpy(np.asarray(au_delta, np.float32))[None].expand(len(eyes), -1)
-        texture, mask = self.eye(batch["warped"], batch["opening"], batch["contours"], batch["gate"], au)
-        return {side: (matrix, texture[i:i + 1], mask[i:i + 1]) for i, (side, (matrix, _)) in enumerate(eyes.items())}
+        iod = float(eye_line_axes(source[None])[2][0])
+        moved = float(np.linalg.norm(target[_LIPS] - source[_LIPS], axis=-1).max()) / max(iod, 1e-6)
+        got = self.region_inputs(frame8, source, target, MOUTH, None) if moved >= LIP_MOTION else None
+        return self._run(self.mouth, {"mouth": got}, au_delta) if got is not None else {}
 
     @torch.no_grad()
     def paint(self, image: Tensor, frame8: np.ndarray, crop_matrix: np.ndarray, motion: RegionMotion,
               scale: float = 1.0, memory: dict | None = None) -> Tensor:
-        """Both eyes painted onto a face's composite.
+        """The eyes and the mouth painted onto a face's composite.
 
         Args:
             image (Tensor[1, 3, H, W]): the composite (BGR; uint8, or float32 for a 16-bit
@@ -173,32 +227,33 @@ class RegionPainter:
             scale: the frame's value of 255 (65535 / 255 for a 16-bit frame composited in
                 float32).
             memory: video only: one face track's state across frames (a dict the caller keeps
-                per track, empty at its start). Each eye's texture and mask are then
+                per track, empty at its start). Each region's texture and mask are then
                 ``VIDEO_SMOOTHING * this + (1 - VIDEO_SMOOTHING) * previous`` in region
-                coordinates; an eye that is not painted forgets its past.
+                coordinates; a region that is not painted forgets its past.
         Returns:
-            Tensor like ``image``: the composite, bit for bit where no eye deforms.
+            Tensor like ``image``: the composite, bit for bit where no region deforms.
         """
         inv = cv2.invertAffineTransform(np.asarray(crop_matrix, np.float64))
         source = motion.source @ inv[:, :2].T + inv[:, 2]
         target = motion.target @ inv[:, :2].T + inv[:, 2]
         out = image
         painted = self.eye_maps(frame8, source, target, motion.au_delta)
-        for side in ("right", "left"):
-            if side not in painted:
+        painted.update(self.mouth_maps(frame8, source, target, motion.au_delta))
+        for name in ("right", "left", "mouth"):
+            if name not in painted:
                 if memory is not None:
-                    memory.pop(side, None)
+                    memory.pop(name, None)
                 continue
-            matrix, texture, mask = painted[side]
+            matrix, texture, mask = painted[name]
             if memory is not None:
-                if side in memory:
+                if name in memory:
                     a = VIDEO_SMOOTHING
-                    texture = a * texture + (1.0 - a) * memory[side][0]
-                    mask = a * mask + (1.0 - a) * memory[side][1]
-                memory[side] = (texture, mask)
+                    texture = a * texture + (1.0 - a) * memory[name][0]
+                    mask = a * mask + (1.0 - a) * memory[name][1]
+                memory[name] = (texture, mask)
             bgr = (texture.flip(1) + 1.0) * (127.5 * scale)  # RGB [-1, 1] -> the frame's BGR
             theta = torch.from_numpy(matrix[None]).to(device=out.device, dtype=torch.float32)
-            zero = torch.zeros(1, 2, EYE.height, EYE.width, device=out.device)
+            zero = torch.zeros(1, 2, *texture.shape[-2:], device=out.device)
             out = ops.warp_blend(out, zero, bgr.to(out.device), mask.to(out.device), theta=theta, mode=self.resample)
         return out
 

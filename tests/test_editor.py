@@ -220,7 +220,10 @@ def test_a_16_bit_frame_is_edited_at_16_bits(editor):
     changed = np.abs(r8.frame.astype(int) - to_uint8(deep)).max(-1) > 8
     assert changed.mean() > 0.005
     diff = np.abs(to_uint8(r16.frame).astype(int) - r8.frame)
-    assert diff.max() <= 1 and diff[changed].mean() < 0.3, (diff.max(), diff[changed].mean())  # (0.17 here)
+    # Bound: the 8-bit copy's quantisation (0.5) through bicubic taps (sum |w| <= 1.5625 in 2-D:
+    # 0.78), rounded once per 8-bit blend (the face's composite, then the mouth region's texture
+    # on top where a smile moves the lips: 2 x 0.5) and once to 8 bits (0.5): under 3.
+    assert diff.max() <= 3 and diff[changed].mean() < 0.3, (diff.max(), diff[changed].mean())  # (0.27 here)
 
 
 @pytest.fixture(scope="module")

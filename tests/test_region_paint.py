@@ -1,7 +1,8 @@
-"""The eye region texture in the editor (fastwarp/region_paint.py, issue 19), on real photos:
+"""The region textures in the editor (fastwarp/region_paint.py, issue 19), on real photos:
 a blink closes the eye as MediaPipe reads it (more than the mesh texture alone) and changes
 nothing outside the eye regions; edits that do not move the lids, and the zero edit, are
-the mesh texture's output bit for bit; 16-bit photos take the same path."""
+the mesh texture's output bit for bit; 16-bit photos take the same path. The mouth's texture
+paints only inside the mouth region and only for edits that move the lips."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import torch
 
 from fastwarp.au import parse_au_edit
 from fastwarp.face import FaceMesh
-from fastwarp.face.regions import EYE, eye_gap, region_matrix
-from fastwarp.region_paint import RegionMotion, eye_weights_installed
+from fastwarp.face.regions import EYE, MOUTH, eye_gap, region_matrix
+from fastwarp.region_paint import RegionMotion, eye_weights_installed, mouth_weights_installed
 from op_helpers import FACES_DIR
 
 PHOTOS = ["df_img2.jpg", "df_img24.jpg", "st_people_0.png"]
@@ -29,7 +30,7 @@ pytestmark = [
 def editors():
     from fastwarp import ExpressionEditor
 
-    eds = {t: ExpressionEditor("base", "cpu", texture=t) for t in ("regions", "mesh")}
+    eds = {t: ExpressionEditor("base", "cpu", texture=t) for t in ("regions", "eyes", "mesh")}
     yield eds
     for e in eds.values():
         e.close()
@@ -39,15 +40,16 @@ def _photo(name: str) -> np.ndarray:
     return cv2.imread(str(FACES_DIR / "images" / name), cv2.IMREAD_COLOR)
 
 
-def _eye_boxes(landmarks: np.ndarray, shape) -> np.ndarray:
-    """Pixels under either eye region's footprint (where the region texture may paint)."""
+def _eye_boxes(landmarks: np.ndarray, shape, spec=EYE, sides=("right", "left")) -> np.ndarray:
+    """Pixels under the regions' footprints (where a region texture may paint): both eyes, or
+    the mouth with ``spec=MOUTH, sides=(None,)``."""
     inside = np.zeros(shape[:2], bool)
     ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
-    for side in ("right", "left"):
-        m = region_matrix(landmarks[None], EYE, side)[0]
+    for side in sides:
+        m = region_matrix(landmarks[None], spec, side)[0]
         u = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
         v = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
-        inside |= (u >= -0.5) & (u <= EYE.width - 0.5) & (v >= -0.5) & (v <= EYE.height - 0.5)
+        inside |= (u >= -0.5) & (u <= spec.width - 0.5) & (v >= -0.5) & (v <= spec.height - 0.5)
     return inside
 
 
@@ -55,7 +57,8 @@ def _eye_boxes(landmarks: np.ndarray, shape) -> np.ndarray:
 def test_blink_closes_the_eye_more_and_paints_only_the_eye_regions(editors, name):
     image = _photo(name)
     blink = [parse_au_edit("AU45=5")]
-    regions, mesh = editors["regions"].edit(image, blink).frame, editors["mesh"].edit(image, blink).frame
+    regions, mesh = editors["eyes"].edit(image, blink).frame, editors["mesh"].edit(image, blink).frame
+    assert np.array_equal(regions, editors["regions"].edit(image, blink).frame)  # a blink moves no lip
     landmarks = editors["mesh"].detect(image)[0]
     differ = np.any(regions != mesh, axis=2)
     assert differ.sum() > 200  # the region texture painted
@@ -70,7 +73,43 @@ def test_blink_closes_the_eye_more_and_paints_only_the_eye_regions(editors, name
 def test_edits_that_do_not_move_the_lids_are_the_mesh_texture_bit_for_bit(editors, au):
     image = _photo(PHOTOS[0])
     edits = [parse_au_edit(a) for a in au.split()]
-    assert np.array_equal(editors["regions"].edit(image, edits).frame, editors["mesh"].edit(image, edits).frame)
+    assert np.array_equal(editors["eyes"].edit(image, edits).frame, editors["mesh"].edit(image, edits).frame)
+
+
+needs_mouth = pytest.mark.skipif(not mouth_weights_installed(), reason="the mouth region texture "
+                                 "(fastwarp/weights/region_mouth.*) is not installed")
+
+
+@needs_mouth
+@pytest.mark.parametrize("name", PHOTOS)
+def test_an_opening_mouth_is_painted_inside_the_mouth_region_only(editors, name):
+    image = _photo(name)
+    edits = [parse_au_edit("AU25=+2"), parse_au_edit("AU26=+2.5")]
+    regions, eyes = editors["regions"].edit(image, edits).frame, editors["eyes"].edit(image, edits).frame
+    landmarks = editors["mesh"].detect(image)[0][:, :2].astype(np.float64)
+    differ = np.any(regions != eyes, axis=2)
+    assert differ.sum() > 200
+    assert not differ[~_eye_boxes(landmarks, image.shape, MOUTH, (None,))].any()
+
+
+@needs_mouth
+@pytest.mark.parametrize("au", ["AU45=5", "AU01=+2.5 AU02=+2.5", "AU12=+0"])
+def test_edits_that_do_not_move_the_lips_leave_the_mouth_texture_out(editors, au):
+    image = _photo(PHOTOS[1])
+    edits = [parse_au_edit(a) for a in au.split()]
+    assert np.array_equal(editors["regions"].edit(image, edits).frame, editors["eyes"].edit(image, edits).frame)
+    assert editors["regions"].regions.mouth is not None and editors["eyes"].regions.mouth is None
+
+
+def test_the_mouth_model_must_be_a_mouth(tmp_path):
+    from fastwarp.models.region_texture import RegionTexture, RegionTextureConfig
+    from fastwarp.region_paint import RegionPainter
+
+    eye = RegionTexture(RegionTextureConfig(kind="eye", height=64, width=128, channels=[8, 16]))
+    with pytest.raises(ValueError, match="the mouth region texture must be kind 'mouth' of 128x128"):
+        RegionPainter(eye, mouth=eye)
+    with pytest.raises(ValueError, match="needs an eye or a mouth region texture"):
+        RegionPainter(None)
 
 
 def test_no_lid_motion_returns_the_composite_itself(editors):
@@ -101,6 +140,8 @@ def test_texture_regions_needs_mesh_motion():
 
     with pytest.raises(ValueError, match="texture='regions' paints through the mesh motion"):
         ExpressionEditor("base", "cpu", motion="dense", texture="regions")
+    with pytest.raises(ValueError, match="texture='eyes' paints through the mesh motion"):
+        ExpressionEditor("base", "cpu", motion="dense", texture="eyes")
     with pytest.raises(ValueError, match="texture must be one of"):
         ExpressionEditor("base", "cpu", texture="gan")
 

@@ -997,10 +997,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--device", default="cpu", help="editor device (cpu, cuda)")
     ap.add_argument("--motion", default="auto", choices=("auto", "mesh", "dense"),
                     help="the editor's motion (fastwarp.ExpressionEditor): mesh, dense, or auto (mesh where installed)")
-    ap.add_argument("--texture", default="auto", choices=("auto", "regions", "mesh", "none"),
+    ap.add_argument("--texture", default="auto", choices=("auto", "regions", "eyes", "mesh", "none"),
                     help="what paints where the warp cannot (ExpressionEditor's texture=)")
     ap.add_argument("--texture-weights", default=None,
                     help="mesh texture checkpoint instead of the bundled one; 'none': the mesh warp alone")
+    ap.add_argument("--mouth-weights", default=None,
+                    help="mouth region texture checkpoint instead of the bundled one; 'none': no mouth texture")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     faces = Path(args.faces)
@@ -1027,7 +1029,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     paths = list_photos(faces, args.photos)
     timings = {}
     editor = ExpressionEditor(args.weights, args.device, motion=args.motion, texture_weights=args.texture_weights,
-                              texture=args.texture)
+                              texture=args.texture, mouth_weights=args.mouth_weights)
     with editor, FaceMesh(static_image_mode=True) as mesh:
         embedder = FaceEmbedder(mesh) if use_identity else None
         keep = [paths[i].stem for i in np.unique(np.linspace(0, len(paths) - 1,

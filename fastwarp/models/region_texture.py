@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from .. import ops
 from ..au import AU_MAX, NUM_AUS
+from ..face.jaws import split_mouth_flow
 from ..face.mesh import mesh_triangles, mesh_vertices, texture_regions
 from ..face.regions import contour_map
 from .mesh_texture import opening_map
@@ -110,17 +111,25 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
         sides: each region's eye side (``"right"``, ``"left"``; any for the mouth).
     Returns:
         ``warped`` [B, 3, H, W] (the source warped by ``flow``), ``flow`` [B, 2, H, W] (region
-        pixels), ``opening``, ``gate`` [B, 1, H, W] (:func:`motion_gate`), ``contours``
-        [B, 2, H, W] (the target's).
+        pixels; for the mouth with its inside split between the jaws,
+        :func:`fastwarp.face.jaws.split_mouth_flow`), ``opening``, ``gate`` [B, 1, H, W]
+        (:func:`motion_gate`; for the mouth 0 on the teeth that moved rigidly with a lip, so
+        the texture keeps them at the frame's own resolution), ``contours`` [B, 2, H, W] (the
+        target's), ``inside`` [B, 1, H, W] bool (inside the moved mesh, whose fixed ring bounds
+        every edit: the editor paints nowhere else).
     """
     tri, regions = _mesh_tensors()
     H, W = source.shape[-2:]
     verts = mesh_vertices(source_landmarks)
     disp = mesh_vertices(target_landmarks) - verts
     flow, index = ops.mesh_flow(verts, disp, tri, (H, W))
+    gate = motion_gate(deformation_map(verts, disp, tri, index))
+    if kind == "mouth":  # teeth follow the jaws, as in the editor's face flow, and are kept as they are
+        flow, _, rigid = split_mouth_flow(flow, source_landmarks, target_landmarks)
+        gate = gate * (1.0 - rigid)
     contours = np.stack([contour_map(lm, kind, H, W, side) for lm, side in zip(target_landmarks.numpy(), sides)])
     return {"warped": ops.warp(source, flow), "flow": flow, "opening": opening_map(verts, disp, tri, index, *regions),
-            "gate": motion_gate(deformation_map(verts, disp, tri, index)), "contours": torch.from_numpy(contours)}
+            "gate": gate, "contours": torch.from_numpy(contours), "inside": (index >= 0)[:, None]}
 
 
 def composite(warped: Tensor, texture: Tensor, mask: Tensor) -> Tensor:

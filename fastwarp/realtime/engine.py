@@ -167,7 +167,7 @@ class RealtimeEngine:
             the dense path, ``motion="dense"``).
         resample: the frame composite's image taps, ``"bicubic"`` (default) or ``"bilinear"``
             (see :class:`~fastwarp.expression_editor.ExpressionEditor`).
-        texture: ``"auto"``, ``"regions"``, ``"mesh"`` or ``"none"`` (see
+        texture: ``"auto"``, ``"regions"``, ``"eyes"``, ``"mesh"`` or ``"none"`` (see
             :class:`~fastwarp.expression_editor.ExpressionEditor`).
     Raises:
         FileNotFoundError / ValueError: weights missing or invalid; a bad ``runtime``,

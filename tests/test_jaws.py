@@ -1,0 +1,99 @@
+"""Teeth that follow the jaws (fastwarp/face/jaws.py, issue 19): inside an opening mouth the
+flow moves what the source shows between its lips rigidly with the upper lip and leaves the
+cavity above the lower lip to the texture; everywhere else, and for a mouth that closes, the
+mesh flow is untouched. Checked against the geometry written out by hand on the median face."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fastwarp.face.jaws import split_mouth_flow
+from fastwarp.face.mesh import mesh_template
+from fastwarp.face.regions import LOWER_INNER_LIP, UPPER_INNER_LIP
+
+SIZE = 160
+LOWER_ONLY = sorted(set(LOWER_INNER_LIP) - set(UPPER_INNER_LIP))  # the corners belong to both lines
+
+
+def _face(gap: float = 6.0) -> np.ndarray:
+    """[478, 2] landmarks of the median face, IOD 100 px, the mouth open by ``gap`` px."""
+    lm = np.zeros((478, 2))
+    lm[:468] = mesh_template().astype(np.float64) * 100.0
+    d = lm[308] - lm[78]  # level the mouth's corners, so "up" in the mouth is up in the image
+    a = -np.arctan2(d[1], d[0])
+    lm[:468] = lm[:468] @ np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+    lm[:468] += np.array([SIZE / 2, SIZE / 2 - 40]) - lm[[78, 308]].mean(0) + np.array([0.0, 40.0])
+    lm[468:] = lm[:468].mean(0)
+    lm[LOWER_ONLY, 1] += gap
+    return lm
+
+
+def _lower_line_y(lm: np.ndarray, x: np.ndarray) -> np.ndarray:
+    p = lm[list(LOWER_INNER_LIP)]
+    return np.interp(x, p[:, 0], p[:, 1])
+
+
+def _upper_line_y(lm: np.ndarray, x: np.ndarray) -> np.ndarray:
+    p = lm[list(UPPER_INNER_LIP)]
+    return np.interp(x, p[:, 0], p[:, 1])
+
+
+def test_the_upper_teeth_stay_with_the_upper_lip_and_the_cavity_opens_above_the_lower_lip():
+    source = _face(6.0)
+    target = source.copy()
+    target[LOWER_ONLY, 1] += 20.0  # the jaw drops 20 px
+    flow = torch.randn(1, 2, SIZE, SIZE, dtype=torch.float64)
+    out, cavity, rigid = split_mouth_flow(flow, source[None], target[None])
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+    up_t, low_t = _upper_line_y(target, xs), _lower_line_y(target, xs)
+    up_s, low_s = _upper_line_y(source, xs), _lower_line_y(source, xs)
+    inside = (xs > target[78, 0] + 1) & (xs < target[308, 0] - 1) & (ys > up_t + 0.5) & (ys < low_t - 0.5)
+    assert inside.sum() > 500
+    # The rows within the source's gap of the (unmoved) upper lip: the upper teeth, flow 0, kept.
+    teeth = inside & (ys - up_t < (low_s - up_s) - 0.5)
+    # Below them: the cavity, sampling the source's lower lip line at the same column.
+    hole = inside & (ys - up_t > (low_s - up_s) + 0.5)
+    assert teeth.sum() > 100 and hole.sum() > 100
+    f = out[0].numpy()
+    np.testing.assert_allclose(f[:, teeth], 0.0, atol=1e-6)
+    assert (rigid[0, 0].numpy()[teeth] == 1).all() and (cavity[0, 0].numpy()[teeth] == 0).all()
+    assert (cavity[0, 0].numpy()[hole] == 1).all() and (rigid[0, 0].numpy()[hole] == 0).all()
+    sx, sy = xs[hole] + f[0][hole], ys[hole] + f[1][hole]
+    np.testing.assert_allclose(sy, _lower_line_y(source, sx), atol=0.05)
+    np.testing.assert_allclose(sx, xs[hole], atol=0.05)  # the corners did not move: straight up
+    # Outside the target's inner lips the flow is the input's, bit for bit.
+    outside = ~((xs >= target[78, 0] - 1) & (xs <= target[308, 0] + 1) & (ys >= up_t - 1) & (ys <= low_t + 1))
+    assert torch.equal(out[:, :, torch.from_numpy(outside)], flow[:, :, torch.from_numpy(outside)])
+    assert not (cavity[0, 0].numpy()[outside].any() or rigid[0, 0].numpy()[outside].any())
+
+
+def test_the_teeth_move_rigidly_with_a_lip_that_moves():
+    source = _face(8.0)
+    target = source + np.array([3.0, -2.0])  # the whole mouth moves ...
+    target[LOWER_ONLY, 1] += 15.0           # ... and the jaw drops
+    out, cavity, rigid = split_mouth_flow(torch.zeros(1, 2, SIZE, SIZE), source[None], target[None])
+    r = rigid[0, 0].numpy() == 1
+    assert r.sum() > 100 and cavity.sum() > 100
+    np.testing.assert_allclose(out[0, 0].numpy()[r], -3.0, atol=1e-4)
+    np.testing.assert_allclose(out[0, 1].numpy()[r], 2.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("jaw", [0.0, -4.0])
+def test_a_mouth_that_does_not_open_keeps_the_mesh_flow(jaw):
+    source = _face(6.0)
+    target = source.copy()
+    target[LOWER_ONLY, 1] += jaw
+    flow = torch.randn(2, 2, SIZE, SIZE)
+    out, cavity, rigid = split_mouth_flow(flow, np.stack([source, source]), np.stack([target, target]))
+    assert torch.equal(out, flow) and not cavity.any() and not rigid.any()
+    assert out is not flow
+
+
+def test_bad_shapes_are_refused():
+    lm = _face()[None]
+    with pytest.raises(ValueError, match=r"flow must be \[N, 2, H, W\]"):
+        split_mouth_flow(torch.zeros(1, 3, 8, 8), lm, lm)
+    with pytest.raises(ValueError, match="landmarks for 1 and 1 faces, flow for 2"):
+        split_mouth_flow(torch.zeros(2, 2, 8, 8), lm, lm)
