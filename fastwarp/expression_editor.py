@@ -249,9 +249,9 @@ class ExpressionEditor:
         region_weights: an eye region texture checkpoint (path without suffix) instead of
             the bundled one (``region_eye``; ``region_eye_lite`` for ``"lite"`` where installed).
         mouth_weights: with ``"regions"``, a mouth region texture checkpoint (path without
-            suffix) instead of the bundled ``region_mouth`` (painted where installed: the
-            cavity and teeth of a mouth that opens); ``"none"``: the mouth keeps the mesh
-            texture.
+            suffix) instead of the bundled ``region_mouth`` (``region_mouth_lite`` for
+            ``"lite"``; painted where installed: the cavity of a mouth that opens, the lips of
+            a smile); ``"none"``: the mouth keeps the mesh texture.
 
     Raises:
         FileNotFoundError / ValueError: from :meth:`EditorNet.load` and
@@ -303,7 +303,7 @@ class ExpressionEditor:
                                           self.model.config.map_size or self.size)
             if texture == "regions":
                 self.regions = RegionPainter.load(region_weights or eye_weights(weights), resample,
-                                                  mouth_weights_for(mouth_weights))
+                                                  mouth_weights_for(mouth_weights, weights))
         self.max_crop_size = max(int(max_crop_size), self.size)
         self.network: Network = network if network is not None else TorchNetwork(self.model)
         self.mesh = FaceMesh(static_image_mode=not video, max_faces=max_faces)

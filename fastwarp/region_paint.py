@@ -49,7 +49,7 @@ from .face.regions import (EYE, LOWER_INNER_LIP, LOWER_OUTER_LIP, MOUTH, UPPER_I
 from .models import WEIGHTS_DIR
 from .models.region_texture import RegionTexture, region_inputs
 
-__all__ = ["EYE_WEIGHTS", "EYE_WEIGHTS_LITE", "MOUTH_WEIGHTS", "LID_MOTION", "LIP_MOTION", "mouth_weights_installed", "mouth_weights_for", "VIDEO_SMOOTHING", "eye_weights", "TEXTURES", "RegionMotion", "RegionPainter", "eye_weights_installed"]
+__all__ = ["EYE_WEIGHTS", "EYE_WEIGHTS_LITE", "MOUTH_WEIGHTS", "MOUTH_WEIGHTS_LITE", "LID_MOTION", "LIP_MOTION", "mouth_weights_installed", "mouth_weights_for", "VIDEO_SMOOTHING", "eye_weights", "TEXTURES", "RegionMotion", "RegionPainter", "eye_weights_installed"]
 
 #: The bundled eye region texture (trained by ``python -m training.region_gan --kind eye``), and
 #: its narrower ``lite`` form (8-16-32-64 channels, a quarter of the parameters) that the
@@ -59,6 +59,7 @@ EYE_WEIGHTS_LITE = WEIGHTS_DIR / "region_eye_lite"
 #: The bundled mouth region texture (``python -m training.region_gan --kind mouth``): the cavity
 #: and teeth of a mouth that opens, the lips and folds of a smile.
 MOUTH_WEIGHTS = WEIGHTS_DIR / "region_mouth"
+MOUTH_WEIGHTS_LITE = WEIGHTS_DIR / "region_mouth_lite"
 #: The editor's ``texture=`` choices: the mesh texture and the eye and mouth region textures on
 #: top ("regions"), the eye region textures only ("eyes"), the mesh texture alone ("mesh", the
 #: texture before issue 19), or none (the warp alone).
@@ -91,11 +92,14 @@ def mouth_weights_installed() -> bool:
     return MOUTH_WEIGHTS.with_suffix(".safetensors").is_file()
 
 
-def mouth_weights_for(choice: str | Path | None) -> Path | None:
+def mouth_weights_for(choice: str | Path | None, editor_weights: str | None = None) -> Path | None:
     """The mouth region texture to paint with: ``choice`` (a checkpoint path without suffix),
-    None for ``"none"``, and for None the bundled :data:`MOUTH_WEIGHTS` where installed."""
+    None for ``"none"``; for None the bundled one where installed: :data:`MOUTH_WEIGHTS`, and
+    for ``"lite"`` editor weights :data:`MOUTH_WEIGHTS_LITE` only (the full-width mouth costs
+    too much per frame for real time)."""
     if choice is None:
-        return MOUTH_WEIGHTS if mouth_weights_installed() else None
+        bundled = MOUTH_WEIGHTS_LITE if editor_weights == "lite" else MOUTH_WEIGHTS
+        return bundled if bundled.with_suffix(".safetensors").is_file() else None
     return None if str(choice) == "none" else Path(choice)
 
 

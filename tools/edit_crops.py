@@ -8,7 +8,8 @@ what a setting keeps, blurs or paints.
         --parts right_eye left_eye --photos 10 --out docs/evaluation/regions/blink_crops.jpg
 
 Each ``--variant NAME:KEY=VALUE[,KEY=VALUE]`` is an :class:`fastwarp.ExpressionEditor` with those
-keyword arguments (weights ``base``, CPU). Crops are cut around the landmarks at the photo's own
+keyword arguments (weights ``base`` unless ``weights=lite``, CPU); ``split_mouth=0`` turns off
+the teeth that follow the jaws (:mod:`fastwarp.face.jaws`), the editor before it. Crops are cut around the landmarks at the photo's own
 pixels (cut, not resized, to ``--max-side``); a label strip names the columns.
 """
 
@@ -66,7 +67,13 @@ def main(argv=None) -> int:
         names, limit = sorted(p.name for p in (args.faces / "images").iterdir()), int(args.photos)
     else:
         names, limit = args.photos.split(","), len(args.photos.split(","))
-    editors = [(name, ExpressionEditor("base", "cpu", **opts)) for name, opts in variants]
+    editors = []
+    for name, opts in variants:
+        split = opts.pop("split_mouth", "1") != "0"
+        ed = ExpressionEditor(opts.pop("weights", "base"), "cpu", **opts)
+        if ed.mesh_motion is not None:
+            ed.mesh_motion.split_mouth = split
+        editors.append((name, ed))
     rows, done = [], 0
     try:
         for name in names:
