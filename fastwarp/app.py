@@ -211,7 +211,8 @@ class LiveEditor:
 
         with self.lock:
             if self.engine is None:
-                self.engine = RealtimeEngine(edits, self.weights, self.device, runtime="torch", max_faces=1)
+                self.engine = RealtimeEngine(edits, self.weights, self.device, runtime="torch", max_faces=1,
+                                             region_refresh=5)  # as `fastwarp webcam`
             self.engine.set_edits(edits)
             t = time.monotonic() - self.t0
             try:

@@ -162,7 +162,7 @@ def _make_engine(args: argparse.Namespace, edits, weights):
         return RealtimeEngine(edits, weights, args.device, runtime=args.runtime, all_faces=args.all_faces,
                               max_faces=args.max_faces, smoothing=smoothing, max_crop_size=args.max_crop_size,
                               gpu_graph=args.gpu_graph, motion=args.motion, engine=args.engine,
-                              resample=args.resample, texture=args.texture)
+                              resample=args.resample, texture=args.texture, region_refresh=args.region_refresh)
     except (OSError, ValueError, ImportError, RuntimeError) as exc:  # (FileNotFoundError: weights; TensorRT)
         raise CLIError(str(exc)) from None
 
@@ -494,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with --all-faces")
     e.set_defaults(func=cmd_edit)
 
-    def stream(sp: argparse.ArgumentParser, runtime: str) -> None:
+    def stream(sp: argparse.ArgumentParser, runtime: str, refresh: int) -> None:
         sp.add_argument("--codec", default="auto", choices=("auto", "h264", "h265", "vp9", "av1", "ffv1"),
                         help="video codec of the output (default auto: h264 in yuv420p, which every browser plays; "
                              "vp9 for .webm; ffv1 is lossless, for .mkv or .mov)")
@@ -519,11 +519,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--gpu-graph", default="cuda-graph", choices=("cuda-graph", "compile", "none"),
                         help="on a GPU: CUDA graph capture, torch.compile reduce-overhead, or eager")
         sp.add_argument("--stats", action="store_true", help="print per-stage timings (mean, p50, p95 ms) and frames/s")
+        sp.add_argument("--region-refresh", type=int, default=refresh, metavar="N",
+                        help="run the eye and mouth region textures on every N-th frame of a face, blending their "
+                             f"last texture at the face's current place between (faster; default {refresh})")
 
     v = sub.add_parser("video", help="edit the largest face in every frame of a video")
     v.add_argument("input", help="input video (any container FFmpeg reads; its audio is carried over)")
     common(v)
-    stream(v, "torch")
+    stream(v, "torch", 1)
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=cmd_video)
 
@@ -537,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "dropped when editing falls behind; --stats then gives a camera's latency)")
     w.add_argument("--virtual-cam", action="store_true",
                    help="send the edited video to a virtual camera (pyvirtualcam; v4l2loopback on Linux)")
-    stream(w, "auto")
+    stream(w, "auto", 5)  # lite, blink: 0.86x of the mesh path at 5, 0.54x at 1 (docs/evaluation/regions)
     w.set_defaults(func=cmd_webcam)
 
     sub.add_parser("presets", help="list the named expressions of --expr (name, AUs at full strength, "

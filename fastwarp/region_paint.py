@@ -142,6 +142,8 @@ class RegionPainter:
         self.eye = None if eye is None else eye.eval()
         self.mouth = None if mouth is None else mouth.eval()
         self.resample = resample
+        #: Video: run a region's network on every ``refresh``-th frame of a track (see :meth:`paint`).
+        self.refresh = 1
 
     @classmethod
     def load(cls, eye_weights: str | Path | None = None, resample: str = "bicubic",
@@ -175,46 +177,52 @@ class RegionPainter:
                                torch.from_numpy(to_region(target, matrix))[None], spec.kind, [side or "right"])
         return (matrix, inputs) if inputs["gate"].any() else None
 
-    @staticmethod
-    def _run(model: RegionTexture, found: dict, au_delta: np.ndarray) -> dict[str, tuple[np.ndarray, Tensor, Tensor]]:
-        batch = {k: torch.cat([inputs[k] for _, inputs in found.values()]) for k in ("warped", "opening", "contours", "gate")}
-        au = torch.from_numpy(np.asarray(au_delta, np.float32))[None].expand(len(found), -1)
-        texture, mask = model(batch["warped"], batch["opening"], batch["contours"], batch["gate"], au)
-        # Nothing beyond the mesh's fixed ring (the gate's dilation could reach past it near the jaw).
-        mask = torch.where(torch.cat([inputs["inside"] for _, inputs in found.values()]), mask, torch.ones_like(mask))
-        return {name: (matrix, texture[i:i + 1], mask[i:i + 1]) for i, (name, (matrix, _)) in enumerate(found.items())}
+    def moving(self, source: np.ndarray, target: np.ndarray) -> list[str]:
+        """The regions a motion wakes, of ``"right"``, ``"left"`` (eyes whose lid gap moves by
+        :data:`LID_MOTION` or more, with an eye model) and ``"mouth"`` (a lip landmark moving by
+        :data:`LIP_MOTION` IOD or more, with a mouth model). Cheap: landmarks only.
+
+        Args:
+            source, target: ``[478, 2]`` landmarks in frame pixels, before and after the edit.
+        """
+        names = []
+        if self.eye is not None:
+            gap = eye_gap(target[None])[0] - eye_gap(source[None])[0]  # (right, left), eye widths
+            names += [side for i, side in enumerate(("right", "left")) if abs(float(gap[i])) >= LID_MOTION]
+        if self.mouth is not None:
+            iod = float(eye_line_axes(source[None])[2][0])
+            if float(np.linalg.norm(target[_LIPS] - source[_LIPS], axis=-1).max()) >= LIP_MOTION * max(iod, 1e-6):
+                names.append("mouth")
+        return names
 
     @torch.no_grad()
-    def eye_maps(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, au_delta: np.ndarray,
-                 sides: tuple[str, ...] = ("right", "left")) -> dict[str, tuple[np.ndarray, Tensor, Tensor]]:
-        """``{side: (matrix, texture [1, 3, 64, 128] RGB [-1, 1], mask [1, 1, 64, 128])}`` for
-        each eye of ``sides`` whose lid gap moves by :data:`LID_MOTION` or more and whose
-        region deforms, the eyes run as one batch (a small network's convolutions cost little
-        more for two images than for one). Empty without an eye model.
+    def maps(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, au_delta: np.ndarray,
+             names: list[str] | None = None) -> dict[str, tuple[np.ndarray, Tensor, Tensor]]:
+        """``{name: (matrix [2, 3], texture [1, 3, h, w] RGB [-1, 1], mask [1, 1, h, w])}`` for
+        each region of ``names`` (default: :meth:`moving`) that deforms: the eyes (64 x 128)
+        run as one batch (a small network's convolutions cost little more for two images than
+        for one), the mouth (128 x 128) on its own. Each mask is 1 beyond the mesh's ring.
 
         Args:
             frame8, source, target: as :meth:`region_inputs`.
             au_delta: ``[17]`` target minus current AUs.
         """
-        if self.eye is None:
-            return {}
-        gap = eye_gap(target[None])[0] - eye_gap(source[None])[0]  # (right, left), eye widths
-        moving = [side for side in sides if abs(float(gap[0 if side == "right" else 1])) >= LID_MOTION]
-        eyes = {side: got for side in moving if (got := self.region_inputs(frame8, source, target, EYE, side)) is not None}
-        return self._run(self.eye, eyes, au_delta) if eyes else {}
-
-    @torch.no_grad()
-    def mouth_maps(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray,
-                   au_delta: np.ndarray) -> dict[str, tuple[np.ndarray, Tensor, Tensor]]:
-        """``{"mouth": (matrix, texture [1, 3, 128, 128], mask [1, 1, 128, 128])}`` where a lip
-        landmark moves by :data:`LIP_MOTION` IOD or more and the region deforms; else (or
-        without a mouth model) empty. Arguments as :meth:`eye_maps`."""
-        if self.mouth is None:
-            return {}
-        iod = float(eye_line_axes(source[None])[2][0])
-        moved = float(np.linalg.norm(target[_LIPS] - source[_LIPS], axis=-1).max()) / max(iod, 1e-6)
-        got = self.region_inputs(frame8, source, target, MOUTH, None) if moved >= LIP_MOTION else None
-        return self._run(self.mouth, {"mouth": got}, au_delta) if got is not None else {}
+        names = self.moving(source, target) if names is None else names
+        out: dict[str, tuple[np.ndarray, Tensor, Tensor]] = {}
+        for model, group in ((self.eye, [(n, EYE, n) for n in ("right", "left") if n in names]),
+                             (self.mouth, [("mouth", MOUTH, None)] if "mouth" in names else [])):
+            found = {name: got for name, spec, side in group
+                     if (got := self.region_inputs(frame8, source, target, spec, side)) is not None}
+            if model is None or not found:
+                continue
+            batch = {k: torch.cat([inputs[k] for _, inputs in found.values()])
+                     for k in ("warped", "opening", "contours", "gate", "inside")}
+            au = torch.from_numpy(np.asarray(au_delta, np.float32))[None].expand(len(found), -1)
+            texture, mask = model(batch["warped"], batch["opening"], batch["contours"], batch["gate"], au)
+            # Nothing beyond the mesh's fixed ring (the gate's dilation could reach past it near the jaw).
+            mask = torch.where(batch["inside"], mask, torch.ones_like(mask))
+            out.update({name: (matrix, texture[i:i + 1], mask[i:i + 1]) for i, (name, (matrix, _)) in enumerate(found.items())})
+        return out
 
     @torch.no_grad()
     def paint(self, image: Tensor, frame8: np.ndarray, crop_matrix: np.ndarray, motion: RegionMotion,
@@ -231,30 +239,40 @@ class RegionPainter:
             scale: the frame's value of 255 (65535 / 255 for a 16-bit frame composited in
                 float32).
             memory: video only: one face track's state across frames (a dict the caller keeps
-                per track, empty at its start). Each region's texture and mask are then
-                ``VIDEO_SMOOTHING * this + (1 - VIDEO_SMOOTHING) * previous`` in region
-                coordinates; a region that is not painted forgets its past.
+                per track, empty at its start; ``{name: (texture, mask, age)}``). Each region's
+                texture and mask are then ``VIDEO_SMOOTHING * this + (1 - VIDEO_SMOOTHING) *
+                previous`` in region coordinates; a region that is not painted forgets its
+                past. With :attr:`refresh` N > 1 a region's network runs on every N-th frame
+                only, and the frames between blend its last texture and mask at the region's
+                place in that frame (real time: the cost of the networks over N).
         Returns:
             Tensor like ``image``: the composite, bit for bit where no region deforms.
         """
         inv = cv2.invertAffineTransform(np.asarray(crop_matrix, np.float64))
         source = motion.source @ inv[:, :2].T + inv[:, 2]
         target = motion.target @ inv[:, :2].T + inv[:, 2]
+        wanted = self.moving(source, target)
+        keep = [n for n in wanted if memory is not None and n in memory and memory[n][2] + 1 < self.refresh]
+        painted = self.maps(frame8, source, target, motion.au_delta, [n for n in wanted if n not in keep])
         out = image
-        painted = self.eye_maps(frame8, source, target, motion.au_delta)
-        painted.update(self.mouth_maps(frame8, source, target, motion.au_delta))
         for name in ("right", "left", "mouth"):
-            if name not in painted:
+            if name in keep:
+                texture, mask, age = memory[name]
+                spec, side = (MOUTH, None) if name == "mouth" else (EYE, name)
+                matrix = region_matrix(source[None], spec, side)[0]
+                memory[name] = (texture, mask, age + 1)
+            elif name in painted:
+                matrix, texture, mask = painted[name]
+                if memory is not None:
+                    if name in memory:
+                        a = VIDEO_SMOOTHING
+                        texture = a * texture + (1.0 - a) * memory[name][0]
+                        mask = a * mask + (1.0 - a) * memory[name][1]
+                    memory[name] = (texture, mask, 0)
+            else:
                 if memory is not None:
                     memory.pop(name, None)
                 continue
-            matrix, texture, mask = painted[name]
-            if memory is not None:
-                if name in memory:
-                    a = VIDEO_SMOOTHING
-                    texture = a * texture + (1.0 - a) * memory[name][0]
-                    mask = a * mask + (1.0 - a) * memory[name][1]
-                memory[name] = (texture, mask)
             bgr = (texture.flip(1) + 1.0) * (127.5 * scale)  # RGB [-1, 1] -> the frame's BGR
             theta = torch.from_numpy(matrix[None]).to(device=out.device, dtype=torch.float32)
             zero = torch.zeros(1, 2, *texture.shape[-2:], device=out.device)

@@ -181,3 +181,30 @@ def test_video_memory_averages_each_eye_over_frames_and_forgets_unpainted_eyes(e
     still = ed.predict(crop.image, current, current, crop.landmarks)
     ed.blend(image, crop, still, memory)
     assert memory == {}
+
+
+def test_refresh_runs_the_network_every_nth_frame_and_blends_its_last_texture_between(editors):
+    """RegionPainter.refresh = 3 on one track: the eye network runs on frames 0 and 3 of six,
+    the frames between blend the stored texture (the same frame repeated: the same output),
+    and the real-time engine refuses a refresh under 1."""
+    from fastwarp.realtime import RealtimeEngine
+
+    image = _photo(PHOTOS[0])
+    ed = editors["eyes"]
+    crop = ed.crop(image, ed.detect(image)[0])
+    current, target = ed.aus(crop, [parse_au_edit("AU45=5")])
+    maps = ed.predict(crop.image, target, current, crop.landmarks)
+    calls = []
+    hook = ed.regions.eye.register_forward_hook(lambda *a: calls.append(1))
+    memory: dict = {}
+    try:
+        ed.regions.refresh = 3
+        outs = [ed.blend(image, crop, maps, memory) for _ in range(6)]
+    finally:
+        ed.regions.refresh = 1
+        hook.remove()
+    assert len(calls) == 2 and set(memory) == {"right", "left"}
+    assert all(np.array_equal(o, outs[0]) for o in outs[1:3])
+    assert not np.array_equal(outs[0], image)
+    with pytest.raises(ValueError, match="region_refresh must be >= 1, got 0"):
+        RealtimeEngine([], "base", "cpu", runtime="torch", region_refresh=0)

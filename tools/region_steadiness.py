@@ -47,7 +47,7 @@ def region_mask(landmarks: np.ndarray, shape, region: str = "eye") -> np.ndarray
 
 
 def clip_change(video: Path, texture: str, frames: int, region: str = "eye",
-                split_mouth: bool = True) -> tuple[list[float], list[float]]:
+                split_mouth: bool = True, refresh: int = 1) -> tuple[list[float], list[float]]:
     """Per frame: the edit's change from the previous frame and the edit's own size (mean
     |e_t|), both inside the regions of the two frames."""
     from fastwarp.media.video import VideoReader
@@ -56,7 +56,7 @@ def clip_change(video: Path, texture: str, frames: int, region: str = "eye",
 
     changes, sizes, prev = [], [], None
     edit = ExprEdit("blink", 1.0) if region == "eye" else ExprEdit("open", 0.6)
-    with RealtimeEngine([edit], "base", "cpu", runtime="torch", texture=texture) as engine, \
+    with RealtimeEngine([edit], "base", "cpu", runtime="torch", texture=texture, region_refresh=refresh) as engine, \
             VideoReader(video) as reader:
         engine.editor.mesh_motion.split_mouth = split_mouth
         for i, (image, t) in enumerate(reader):
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=90)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--region", default="eye", choices=("eye", "mouth"))
+    ap.add_argument("--refresh", type=int, default=1, help="the regions variant's region_refresh (RealtimeEngine)")
     args = ap.parse_args(argv)
     rows = {}
     print("| clip | frames | mesh: median change | regions | regions / mesh | mesh: edit size | regions | "
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     for clip in args.clips:
         # the shipped path: the mesh texture (for the mouth also without teeth that follow the jaws)
         got = {tex: clip_change(args.faces / "videos" / f"{clip}.mp4", tex, args.frames, args.region,
-                                split_mouth=tex == "regions" or args.region == "eye") for tex in TEXTURES}
+                                split_mouth=tex == "regions" or args.region == "eye",
+                                refresh=args.refresh) for tex in TEXTURES}
         med = {tex: statistics.median(v[0]) if v[0] else float("nan") for tex, v in got.items()}
         size = {tex: statistics.median(v[1]) if v[1] else float("nan") for tex, v in got.items()}
         rel = (med["regions"] / size["regions"]) / (med["mesh"] / size["mesh"])

@@ -8,8 +8,9 @@ load falls on both alike), on the CPU:
    a clip held in memory (``RealtimeEngine.process``: landmarks, motion, texture, composite):
    frames per second, median of the rounds after a warm-up round.
 
-``--texture``: instead, the engine with ``texture="mesh"`` against ``texture="regions"`` (the
-eye region texture, issue 19) on ``--expr blink=1``, interleaved the same way.
+``--texture``: instead, the engine with ``texture="mesh"`` (the shipped path before issue 19: for
+a mouth edit also without teeth that follow the jaws) against ``texture="regions"`` (the region
+textures) on ``--expr blink=1`` (or ``--expr open``, ``smile``), interleaved the same way.
 
     python tools/resample_speed.py [--photo ../shared/data/faces/images/df_img2.jpg]
         [--video ../shared/data/faces/videos/lp_d6.mp4] [--frames 90] [--rounds 5]
@@ -75,8 +76,13 @@ def engine_fps(video: Path, frames: int, rounds: int, variants: dict[str, dict] 
             if len(clip) >= frames:
                 break
     variants = variants or {m: {"resample": m} for m in MODES}
-    engines = {name: RealtimeEngine([ExprEdit(expr, 1.0)], "lite", "cpu", runtime="torch", **kw)
-               for name, kw in variants.items()}
+    engines = {}
+    for name, kw in variants.items():
+        kw = dict(kw)
+        split = kw.pop("split_mouth", True)
+        engines[name] = RealtimeEngine([ExprEdit(expr, 1.0)], "lite", "cpu", runtime="torch", **kw)
+        if engines[name].editor.mesh_motion is not None:
+            engines[name].editor.mesh_motion.split_mouth = split
     fps: dict[str, list[float]] = {name: [] for name in variants}
     try:
         for rnd in range(rounds + 1):
@@ -100,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=90)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--texture", action="store_true",
-                   help="instead: the engine with --texture mesh against --texture regions on a blink (issue 19)")
+                   help="instead: the engine with --texture mesh against --texture regions (issue 19)")
+    p.add_argument("--expr", default="blink", help="with --texture: the preset edited at 1 (blink, open, smile)")
     args = p.parse_args(argv)
     if args.texture:
         fps = engine_fps(args.video, args.frames, args.rounds,
-                         {t: {"texture": t} for t in ("mesh", "regions")}, expr="blink")
-        print(f"real time, lite, blink=1, {args.frames} frames of {args.video.name}: --texture mesh "
+                         {"mesh": {"texture": "mesh", "split_mouth": False}, "regions": {"texture": "regions"}},
+                         expr=args.expr)
+        print(f"real time, lite, {args.expr}=1, {args.frames} frames of {args.video.name}: --texture mesh "
               f"{fps['mesh']:.1f} frames/s, regions {fps['regions']:.1f} frames/s "
               f"({fps['regions'] / fps['mesh']:.3f}x)")
         return 0

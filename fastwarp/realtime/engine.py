@@ -169,9 +169,12 @@ class RealtimeEngine:
             (see :class:`~fastwarp.expression_editor.ExpressionEditor`).
         texture: ``"auto"``, ``"regions"``, ``"eyes"``, ``"mesh"`` or ``"none"`` (see
             :class:`~fastwarp.expression_editor.ExpressionEditor`).
+        region_refresh: run each region texture's network on every N-th frame of a face
+            track, blending its last texture and mask at the region's current place between
+            (:meth:`fastwarp.region_paint.RegionPainter.paint`); 1 (default) every frame.
     Raises:
         FileNotFoundError / ValueError: weights missing or invalid; a bad ``runtime``,
-            ``gpu_graph`` or ``max_faces``; ``runtime="tensorrt"`` with mesh motion or on the
+            ``gpu_graph``, ``max_faces`` or ``region_refresh``; ``runtime="tensorrt"`` with mesh motion or on the
             CPU. ImportError: ``runtime="onnx"`` without ONNX Runtime.
             TensorRTUnavailableError: ``runtime="tensorrt"`` without TensorRT or a CUDA GPU.
 
@@ -185,7 +188,7 @@ class RealtimeEngine:
                  onnx_cache: str | os.PathLike | None = None, auto_trial_calls: int = 4,
                  model: EditorNet | None = None, motion: str = "auto", engine: str | os.PathLike | None = None,
                  engine_cache: str | os.PathLike | None = None, resample: str = "bicubic",
-                 texture: str = "auto") -> None:
+                 texture: str = "auto", region_refresh: int = 1) -> None:
         self.device = torch.device(device or default_device())
         from_bundled = model is None and (weights is None or is_bundled(str(weights)))
         if model is None:
@@ -219,6 +222,10 @@ class RealtimeEngine:
                                        max_crop_size=max_crop_size,
                                        max_faces=self.max_faces, model=model, network=network, motion=motion,
                                        resample=resample, texture=texture)
+        if int(region_refresh) < 1:
+            raise ValueError(f"region_refresh must be >= 1, got {region_refresh}")
+        if self.editor.regions is not None:
+            self.editor.regions.refresh = int(region_refresh)
         params = smoothing if isinstance(smoothing, dict) else {}
         self.tracker = FaceTracker(**params) if smoothing is not False else None
         self.edits: list[AUEdit] = list(edits)
