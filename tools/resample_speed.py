@@ -108,12 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--texture", action="store_true",
                    help="instead: the engine with --texture mesh against --texture regions (issue 19)")
     p.add_argument("--expr", default="blink", help="with --texture: the preset edited at 1 (blink, open, smile)")
+    p.add_argument("--refresh", type=int, default=5,
+                   help="with --texture: the regions engine's region_refresh (default 5, as fastwarp webcam)")
     args = p.parse_args(argv)
     if args.texture:
         fps = engine_fps(args.video, args.frames, args.rounds,
-                         {"mesh": {"texture": "mesh", "split_mouth": False}, "regions": {"texture": "regions"}},
+                         {"mesh": {"texture": "mesh", "split_mouth": False},
+                          "regions": {"texture": "regions", "region_refresh": args.refresh}},
                          expr=args.expr)
-        print(f"real time, lite, {args.expr}=1, {args.frames} frames of {args.video.name}: --texture mesh "
+        print(f"real time, lite, {args.expr}=1, region_refresh {args.refresh}, {args.frames} frames of "
+              f"{args.video.name}: --texture mesh "
               f"{fps['mesh']:.1f} frames/s, regions {fps['regions']:.1f} frames/s "
               f"({fps['regions'] / fps['mesh']:.3f}x)")
         return 0
