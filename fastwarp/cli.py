@@ -371,6 +371,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"mesh motion: {'installed' if mesh_weights_installed() else 'not installed'} "
           f"({MOTION_WEIGHTS}.safetensors, {TEXTURE_WEIGHTS}.safetensors); the default motion is "
           f"{'mesh' if mesh_weights_installed() else 'dense'}")
+    print("region textures: " + ", ".join(
+        f"{n} {'installed' if (WEIGHTS_DIR / f'{n}.safetensors').is_file() else 'not installed'}"
+        for n in ("region_eye", "region_eye_lite", "region_mouth", "region_mouth_lite")))
     print("AUs: " + " ".join(AU_NAMES))
     return 0
 
