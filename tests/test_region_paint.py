@@ -208,3 +208,20 @@ def test_refresh_runs_the_network_every_nth_frame_and_blends_its_last_texture_be
     assert not np.array_equal(outs[0], image)
     with pytest.raises(ValueError, match="region_refresh must be >= 1, got 0"):
         RealtimeEngine([], "base", "cpu", runtime="torch", region_refresh=0)
+
+
+def test_mouth_weights_pick_the_bundled_mouth_and_lite_only_its_own(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import fastwarp.region_paint as rp
+
+    monkeypatch.setattr(rp, "MOUTH_WEIGHTS", tmp_path / "m")
+    monkeypatch.setattr(rp, "MOUTH_WEIGHTS_LITE", tmp_path / "m_lite")
+    assert rp.mouth_weights_for(None, "base") is None  # nothing installed
+    (tmp_path / "m.safetensors").write_bytes(b"")
+    assert rp.mouth_weights_for(None, "base") == tmp_path / "m"
+    assert rp.mouth_weights_for(None, "lite") is None  # the full-width mouth is too slow for lite
+    (tmp_path / "m_lite.safetensors").write_bytes(b"")
+    assert rp.mouth_weights_for(None, "lite") == tmp_path / "m_lite"
+    assert rp.mouth_weights_for("none", "base") is None
+    assert rp.mouth_weights_for("some/where", "lite") == Path("some/where")
