@@ -161,6 +161,13 @@ def test_lite_uses_the_lite_eye_texture_where_installed():
         assert ed.regions.eye.config.channels == [16, 32, 64, 128]
     if want == EYE_WEIGHTS_LITE:
         assert lite_channels == [8, 16, 32, 64]
+    from fastwarp.region_paint import MOUTH_WEIGHTS_LITE
+
+    with ExpressionEditor("lite", "cpu") as ed:
+        if MOUTH_WEIGHTS_LITE.with_suffix(".safetensors").is_file():
+            assert ed.regions.mouth.config.channels == [8, 16, 32, 64]
+        else:
+            assert ed.regions.mouth is None
 
 
 def test_video_memory_averages_each_eye_over_frames_and_forgets_unpainted_eyes(editors):
