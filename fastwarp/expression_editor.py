@@ -391,9 +391,9 @@ class ExpressionEditor:
         the frame is untouched. Returns a new ``[H, W, 3]`` BGR frame in the input's dtype
         (the input is never written); a zero flow with mask 1 returns it bit for bit.
 
-        With ``texture="regions"`` the eyes are painted next (:mod:`fastwarp.region_paint`);
-        ``region_memory`` (video: a dict kept per face track) steadies their texture over
-        frames (:meth:`RegionPainter.paint`).
+        With ``texture="regions"`` the eyes and the mouth are painted next
+        (:mod:`fastwarp.region_paint`); ``region_memory`` (video: a dict kept per face track)
+        steadies their texture over frames (:meth:`RegionPainter.paint`).
 
         Raises:
             TypeError: a frame neither uint8 nor uint16.
@@ -436,11 +436,11 @@ class ExpressionEditor:
             frame = torch.from_numpy(np.ascontiguousarray(frame_bgr)).to(device)
         out = ops.warp_blend(frame.permute(2, 0, 1)[None], flow, texture, mask,
                              theta=torch.from_numpy(theta[None]).to(device), mode=self.resample)
-        if self.regions is not None and maps.motion is not None:  # the eyes, at their own resolution
+        if self.regions is not None and maps.motion is not None:  # the eyes and mouth, at their own resolution
             out = self.regions.paint(out, _uint8(frame_bgr), crop.matrix, maps.motion, 65535.0 / 255.0 if deep else 1.0,
                                      region_memory)
         elif region_memory:
-            region_memory.clear()  # nothing moved: no eye painted, so no past to keep
+            region_memory.clear()  # nothing moved: no region painted, so no past to keep
         out = out[0].permute(1, 2, 0)
         if deep:
             return out.round().clamp(0, 65535).cpu().numpy().astype(np.uint16)

@@ -49,7 +49,9 @@ from .face.regions import (EYE, LOWER_INNER_LIP, LOWER_OUTER_LIP, MOUTH, UPPER_I
 from .models import WEIGHTS_DIR
 from .models.region_texture import RegionTexture, region_inputs
 
-__all__ = ["EYE_WEIGHTS", "EYE_WEIGHTS_LITE", "MOUTH_WEIGHTS", "MOUTH_WEIGHTS_LITE", "LID_MOTION", "LIP_MOTION", "mouth_weights_installed", "mouth_weights_for", "VIDEO_SMOOTHING", "eye_weights", "TEXTURES", "RegionMotion", "RegionPainter", "eye_weights_installed"]
+__all__ = ["EYE_WEIGHTS", "EYE_WEIGHTS_LITE", "MOUTH_WEIGHTS", "MOUTH_WEIGHTS_LITE", "LID_MOTION", "LIP_MOTION",
+           "VIDEO_SMOOTHING", "TEXTURES", "eye_weights", "eye_weights_installed", "mouth_weights_installed",
+           "mouth_weights_for", "RegionMotion", "RegionPainter"]
 
 #: The bundled eye region texture (trained by ``python -m training.region_gan --kind eye``), and
 #: its narrower ``lite`` form (8-16-32-64 channels, a quarter of the parameters) that the

@@ -32,23 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastwarp import ops  # noqa: E402
-from fastwarp.face.mesh import mesh_vertices  # noqa: E402
-from fastwarp.models.region_texture import (RegionTexture, _mesh_tensors, composite, deformation_map,  # noqa: E402
-                                            motion_gate)
+from fastwarp.models.region_texture import RegionTexture, composite, region_inputs  # noqa: E402
 from training.region_gan import CATEGORIES, held_out_rows, make_batch  # noqa: E402
 from training.regions import held_out_videos, load_regions  # noqa: E402
-
-
-def _mesh_warp(b: dict, rs, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mesh warp alone and the mesh's motion gate, for the pairs ``rows``."""
-    tri, _ = _mesh_tensors()
-    src_lm = torch.from_numpy(rs.landmarks[rows[:, 0]]).float()
-    tgt_lm = torch.from_numpy(rs.landmarks[rows[:, 1]]).float()
-    verts = mesh_vertices(src_lm)
-    disp = mesh_vertices(tgt_lm) - verts
-    flow, index = ops.mesh_flow(verts, disp, tri, tuple(b["source"].shape[-2:]))
-    return ops.warp(b["source"], flow), motion_gate(deformation_map(verts, disp, tri, index))
 
 
 def _psnr(sq: float, n: float) -> float:
@@ -82,8 +68,11 @@ def main(argv=None) -> int:
         count = 0.0
         for chunk in np.array_split(rows, max(1, len(rows) // 16)):
             b = make_batch(rs, chunk)
-            mesh_warped, w = _mesh_warp(b, rs, chunk)
-            outs = {"warp (mesh)": mesh_warped, "warp (jaws)": b["warped"]}
+            side = ["left" if rs.side[r] == 1 else "right" for r in chunk[:, 1]]
+            mesh = region_inputs(b["source"], torch.from_numpy(rs.landmarks[chunk[:, 0]]).float(),
+                                 torch.from_numpy(rs.landmarks[chunk[:, 1]]).float(), rs.kind, side, jaws=False)
+            w = mesh["gate"]  # the mesh's own motion gate: the same weights for every column, teeth included
+            outs = {"warp (mesh)": mesh["warped"], "warp (jaws)": b["warped"]}
             for n, m in models.items():
                 tex, mask = m(b["warped"], b["opening"], b["contours"], b["gate"], b["au_delta"])
                 outs[n] = composite(b["warped"], tex, mask)

@@ -235,7 +235,7 @@ def make_batch(rs: RegionSet, rows: np.ndarray, *, flip: np.ndarray | None = Non
          "scale": torch.from_numpy(rs.scale[t]).float()}
     if flip is not None and flip.any():
         f = torch.from_numpy(np.asarray(flip, bool))
-        for k in ("source", "target", "warped", "opening", "gate", "contours", "source_contours"):
+        for k in ("source", "target", "warped", "opening", "gate", "contours", "source_contours", "inside"):
             b[k] = torch.where(f[:, None, None, None], b[k].flip(-1), b[k])
         fl = b["flow"].flip(-1) * torch.tensor([-1.0, 1.0])[None, :, None, None]
         b["flow"] = torch.where(f[:, None, None, None], fl, b["flow"])

@@ -2,10 +2,10 @@
 
 Through the face mesh, the triangles across the inner lips stretch as a mouth opens, and
 whatever the source mouth shows between its lips (teeth, tongue) is stretched with them into a
-column. Here the mouth's inside is split at the source's midline instead: the upper half moves
-rigidly with the upper inner lip, the lower half with the lower inner lip (the jaw), and what
-lies between the two halves in the target, the cavity, has no source content
-(:func:`split_mouth_flow`'s ``cavity``): the texture paints it.
+column. Here the mouth's inside is split between the jaws instead: what the source shows
+between its lips moves rigidly with the upper inner lip (a share :data:`UPPER_SHARE` of it; the
+rest would move with the lower inner lip, the jaw), and what opens between them in the target,
+the cavity, has no source content (:func:`split_mouth_flow`'s ``cavity``): the texture paints it.
 
 Coordinates along the mouth: for a face, ``c0`` and ``c1`` are the inner lip corners
 (landmarks 78, 308), ``ex`` the unit vector ``c0 -> c1``, ``ey`` perpendicular to it towards the
@@ -20,8 +20,8 @@ the source's gap ``Ds`` at the same ``s``: where the mouth opens (``D > Ds``),
 - ``D - y <= (1 - f) Ds``: the source's ``v_lower(s) - (D - y)`` (the lower teeth, with the jaw);
 - between: the source's split line, and ``cavity`` = 1;
 
-where ``f(s)`` is where the jaws part in the source, as a fraction of its gap: by default
-:data:`UPPER_SHARE` = 1, everything the source shows between its lips stays with the upper lip
+where ``f`` = :data:`UPPER_SHARE` = 1 is where the jaws part in the source, as a fraction of its
+gap: everything the source shows between its lips stays with the upper lip
 (a smile shows the upper teeth; the lower ones hide behind the lower lip) and the lower lip
 drops away from them. (Finding the line in the image, the darkest line or the steepest bright
 to dark step below the upper teeth, was tried on four held-out photos: it wandered from column
@@ -69,8 +69,8 @@ def _lip_lines(lm: np.ndarray, s_grid: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return out[0], out[1]
 
 
-def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor, target: np.ndarray | Tensor,
-                     split: np.ndarray | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor,
+                     target: np.ndarray | Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The mesh flow with the mouth's inside split between the jaws (module docstring).
 
     Args:
@@ -78,8 +78,6 @@ def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor, target: np.ndarr
             float32 or float64.
         source, target: ``[N, >=468, 2]`` landmarks before and after the motion, in pixels of the
             same grid (pixel centres at integers).
-        split: ``[N, K]`` the share of each source mouth's gap that moves with the upper lip,
-            at ``K`` points ``s = (i + 0.5) / K`` along it; None: :data:`UPPER_SHARE`.
     Returns:
         ``(flow, cavity, rigid)``: the flow (a new tensor; ``flow`` itself is not written),
         ``cavity`` ``[N, 1, H, W]`` in {0, 1}, 1 where the target's opened mouth has no source
@@ -120,12 +118,7 @@ def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor, target: np.ndarr
         if not inside.any():
             continue
         y = v - vu
-        if split is None:
-            f = np.full_like(s_in, UPPER_SHARE)
-        else:
-            k = len(split[n])
-            f = np.interp(s_in, (np.arange(k) + 0.5) / k, np.asarray(split[n], np.float64))
-        top, bottom = f * gap_s, (1.0 - f) * gap_s
+        top, bottom = UPPER_SHARE * gap_s, (1.0 - UPPER_SHARE) * gap_s
         upper, lower = y <= top, (gap_t - y) <= bottom
         v_src = np.where(upper, vus + y, np.where(lower, vls - (gap_t - y), vus + top))
         c0s, exs, eys, length_s = _axes(src[n])

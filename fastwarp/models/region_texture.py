@@ -98,7 +98,7 @@ def _mesh_tensors() -> tuple[Tensor, tuple[Tensor, ...]]:
 
 
 def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Tensor, kind: str,
-                  sides: Sequence[str]) -> dict[str, Tensor]:
+                  sides: Sequence[str], *, jaws: bool = True) -> dict[str, Tensor]:
     """The generator's inputs for regions moved from their source landmarks to their target
     landmarks through the face mesh: what training pairs them with (training/region_gan.py,
     ``make_batch``) and what the editor paints with (:mod:`fastwarp.region_paint`), one function
@@ -109,6 +109,8 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
         source_landmarks, target_landmarks (Tensor[B, 478, 2]): float32, in region pixels.
         kind: ``"eye"`` or ``"mouth"`` (which contours, :func:`fastwarp.face.regions.contour_map`).
         sides: each region's eye side (``"right"``, ``"left"``; any for the mouth).
+        jaws: for the mouth, teeth that follow the jaws (False: the mesh warp alone, as before
+            issue 19's phase 3; for comparisons).
     Returns:
         ``warped`` [B, 3, H, W] (the source warped by ``flow``), ``flow`` [B, 2, H, W] (region
         pixels; for the mouth with its inside split between the jaws,
@@ -124,7 +126,7 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
     disp = mesh_vertices(target_landmarks) - verts
     flow, index = ops.mesh_flow(verts, disp, tri, (H, W))
     gate = motion_gate(deformation_map(verts, disp, tri, index))
-    if kind == "mouth":  # teeth follow the jaws, as in the editor's face flow, and are kept as they are
+    if kind == "mouth" and jaws:  # teeth follow the jaws, as in the editor's face flow, and are kept as they are
         flow, _, rigid = split_mouth_flow(flow, source_landmarks, target_landmarks)
         gate = gate * (1.0 - rigid)
     contours = np.stack([contour_map(lm, kind, H, W, side) for lm, side in zip(target_landmarks.numpy(), sides)])

@@ -174,8 +174,8 @@ class RealtimeEngine:
             (:meth:`fastwarp.region_paint.RegionPainter.paint`); 1 (default) every frame.
     Raises:
         FileNotFoundError / ValueError: weights missing or invalid; a bad ``runtime``,
-            ``gpu_graph``, ``max_faces`` or ``region_refresh``; ``runtime="tensorrt"`` with mesh motion or on the
-            CPU. ImportError: ``runtime="onnx"`` without ONNX Runtime.
+            ``gpu_graph``, ``max_faces`` or ``region_refresh``; ``runtime="tensorrt"`` with mesh
+            motion or on the CPU. ImportError: ``runtime="onnx"`` without ONNX Runtime.
             TensorRTUnavailableError: ``runtime="tensorrt"`` without TensorRT or a CUDA GPU.
 
     Use as a context manager, or call :meth:`close`.
@@ -231,7 +231,7 @@ class RealtimeEngine:
         self.edits: list[AUEdit] = list(edits)
         self.stats = self._new_stats()
         self._size: tuple[int, int] | None = None
-        # Per face track: the eye region textures of its previous frame (ExpressionEditor.blend).
+        # Per face track: the region textures of its previous frames (ExpressionEditor.blend).
         self._region_memory: dict[int, dict] = {}
 
     def __enter__(self) -> "RealtimeEngine":
