@@ -141,8 +141,10 @@ class RegionPainter:
                                  f"{spec.height}x{spec.width}, got {c.kind!r} {c.height}x{c.width}")
         if eye is None and mouth is None:
             raise ValueError("RegionPainter needs an eye or a mouth region texture")
-        self.eye = None if eye is None else eye.eval()
-        self.mouth = None if mouth is None else mouth.eval()
+        # channels_last: the small convolutions run 1.2-1.4x faster so on the CPU (measured,
+        # lite eye and mouth, 1 and 2 threads); the outputs differ by rounding only (< 1e-4).
+        self.eye = None if eye is None else eye.eval().to(memory_format=torch.channels_last)
+        self.mouth = None if mouth is None else mouth.eval().to(memory_format=torch.channels_last)
         self.resample = resample
         #: Video: run a region's network on every ``refresh``-th frame of a track (see :meth:`paint`).
         self.refresh = 1
@@ -161,23 +163,25 @@ class RegionPainter:
 
     @torch.no_grad()
     def region_inputs(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, spec: RegionSpec,
-                      side: str | None) -> tuple[np.ndarray, dict[str, Tensor]] | None:
-        """One region's ``(matrix [2, 3] frame -> region, inputs)``: the generator's inputs
-        (:func:`~fastwarp.models.region_texture.region_inputs`, as in training), or None where
-        the region does not deform.
+                      sides: list[str | None]) -> list[tuple[np.ndarray, dict[str, Tensor]] | None]:
+        """Per region of ``sides``, ``(matrix [2, 3] frame -> region, inputs)``: the generator's
+        inputs (:func:`~fastwarp.models.region_texture.region_inputs`, as in training; one
+        batch for all of ``sides``), or None where the region does not deform.
 
         Args:
             frame8: ``[H, W, 3]`` uint8 BGR, the frame before the edit.
             source, target: ``[478, 2]`` landmarks in frame pixels.
             spec: :data:`EYE` or :data:`MOUTH`.
-            side: ``"right"`` or ``"left"`` (the subject's eye); None for the mouth.
+            sides: ``"right"`` or ``"left"`` per eye (the subject's); ``[None]`` for the mouth.
         """
-        matrix = region_matrix(source[None], spec, side)[0]
-        region, _ = cut_region(frame8, matrix, spec)
-        rgb = torch.from_numpy(np.ascontiguousarray(region[..., ::-1])).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-        inputs = region_inputs(rgb, torch.from_numpy(to_region(source, matrix))[None],
-                               torch.from_numpy(to_region(target, matrix))[None], spec.kind, [side or "right"])
-        return (matrix, inputs) if inputs["gate"].any() else None
+        matrices = [region_matrix(source[None], spec, side)[0] for side in sides]
+        rgb = torch.stack([torch.from_numpy(np.ascontiguousarray(cut_region(frame8, m, spec)[0][..., ::-1]))
+                           for m in matrices]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        inputs = region_inputs(rgb, torch.from_numpy(np.stack([to_region(source, m) for m in matrices])),
+                               torch.from_numpy(np.stack([to_region(target, m) for m in matrices])), spec.kind,
+                               [side or "right" for side in sides])
+        return [(m, {k: v[i:i + 1] for k, v in inputs.items()}) if inputs["gate"][i].any() else None
+                for i, m in enumerate(matrices)]
 
     def moving(self, source: np.ndarray, target: np.ndarray) -> list[str]:
         """The regions a motion wakes, of ``"right"``, ``"left"`` (eyes whose lid gap moves by
@@ -213,12 +217,14 @@ class RegionPainter:
         out: dict[str, tuple[np.ndarray, Tensor, Tensor]] = {}
         for model, group in ((self.eye, [(n, EYE, n) for n in ("right", "left") if n in names]),
                              (self.mouth, [("mouth", MOUTH, None)] if "mouth" in names else [])):
-            found = {name: got for name, spec, side in group
-                     if (got := self.region_inputs(frame8, source, target, spec, side)) is not None}
-            if model is None or not found:
+            if model is None or not group:
                 continue
-            batch = {k: torch.cat([inputs[k] for _, inputs in found.values()])
-                     for k in ("warped", "opening", "contours", "gate", "inside")}
+            got = self.region_inputs(frame8, source, target, group[0][1], [side for _, _, side in group])
+            found = {name: g for (name, _, _), g in zip(group, got) if g is not None}
+            if not found:
+                continue
+            batch = {k: torch.cat([inputs[k] for _, inputs in found.values()]).contiguous(
+                     memory_format=torch.channels_last) for k in ("warped", "opening", "contours", "gate", "inside")}
             au = torch.from_numpy(np.asarray(au_delta, np.float32))[None].expand(len(found), -1)
             texture, mask = model(batch["warped"], batch["opening"], batch["contours"], batch["gate"], au)
             # Nothing beyond the mesh's fixed ring (the gate's dilation could reach past it near the jaw).
@@ -259,6 +265,10 @@ class RegionPainter:
         target = motion.target @ inv[:, :2].T + inv[:, 2]
         wanted = self.moving(source, target)
         keep = [n for n in wanted if memory is not None and n in memory and memory[n][2] + 1 < self.refresh]
+        if any(n in wanted and n not in keep for n in ("right", "left")):
+            # the eyes run as one batch (two cost little more than one): when one is due, both
+            # refresh, so their cycles stay in step instead of running the network twice as often
+            keep = [n for n in keep if n == "mouth"]
         painted = self.maps(frame8, source, target, motion.au_delta, [n for n in wanted if n not in keep])
         out = image
         for name in ("right", "left", "mouth"):

@@ -208,3 +208,23 @@ def test_resume_refuses_other_settings(tmp_path):
     cfg.lambda_l1 = 5.0
     with pytest.raises(ValueError, match="lambda_l1=20.0"):
         train_region_gan(cfg, resume=True, progress=False, train=train, val=val)
+
+
+def test_motion_gate_against_opencv():
+    """motion_gate = window * box_mean(max_filter(clamp(change / full))), both 9 x 9 with the
+    border replicated, against OpenCV's dilate and blur (an independent implementation)."""
+    from fastwarp.models.region_texture import motion_gate, region_window
+
+    rng = np.random.default_rng(3)
+    change = np.zeros((2, 1, 40, 72), np.float32)
+    change[0, 0, 10:14, 20:30] = rng.uniform(0.0, 0.6, (4, 10))
+    change[1, 0, 0:3, 60:72] = rng.uniform(0.0, 0.6, (3, 12))  # at the border: replicate padding counts
+    gate = motion_gate(torch.from_numpy(change), full=0.3, grow=4)
+    window = region_window(40, 72)[0, 0].numpy()
+    for n in range(2):
+        s = np.clip(change[n, 0] / 0.3, 0.0, 1.0)
+        s = cv2.dilate(s, np.ones((9, 9), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0.0)
+        s = cv2.blur(s, (9, 9), borderType=cv2.BORDER_REPLICATE)
+        s = np.where(s > 1e-6, s, 0.0) * window
+        np.testing.assert_allclose(gate[n, 0].numpy(), s, atol=1e-5)
+        assert np.array_equal(gate[n, 0].numpy() == 0, s == 0)  # exactly 0 where nothing deformed near

@@ -75,8 +75,11 @@ def motion_gate(change: Tensor, full: float = 0.3, grow: int = 4) -> Tensor:
     """
     s = (change / full).clamp(0.0, 1.0)
     k = 2 * grow + 1
-    s = F.max_pool2d(s, k, 1, grow)
-    s = F.avg_pool2d(F.pad(s, (grow,) * 4, mode="replicate"), k, 1, 0)
+    # both filters separably (rows, then columns): the same max, the same mean up to float
+    # rounding, at half the cost of the k x k window on the CPU
+    s = F.max_pool2d(F.max_pool2d(s, (k, 1), 1, (grow, 0)), (1, k), 1, (0, grow))
+    s = F.pad(s, (grow,) * 4, mode="replicate")
+    s = F.avg_pool2d(F.avg_pool2d(s, (k, 1), 1, 0), (1, k), 1, 0)
     # exact zeros survive the box filter's rounding only where every input is 0
     s = torch.where(s > 1e-6, s, torch.zeros_like(s))
     return s * region_window(change.shape[-2], change.shape[-1], dtype=change.dtype, device=change.device)
