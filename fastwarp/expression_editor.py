@@ -437,6 +437,8 @@ class ExpressionEditor:
         out = ops.warp_blend(frame.permute(2, 0, 1)[None], flow, texture, mask,
                              theta=torch.from_numpy(theta[None]).to(device), mode=self.resample)
         if self.regions is not None and maps.motion is not None:  # the eyes and mouth, at their own resolution
+            if deep:  # a valid image under the regions, as the 8-bit composite is (bicubic taps overshoot)
+                out = out.clamp(0.0, 65535.0)
             out = self.regions.paint(out, _uint8(frame_bgr), crop.matrix, maps.motion, 65535.0 / 255.0 if deep else 1.0,
                                      region_memory)
         elif region_memory:

@@ -124,9 +124,19 @@ class MeshMotion:
         exactly 1 wherever the mesh did not open (where nothing opened the texture network
         does not run). No AU change: flow exactly 0, mask exactly 1. ``shape``: see :meth:`motion`.
         """
+        verts, moved = self.motion(landmarks, crop_bgr.shape[0], current_aus, target_aus, self.grid, shape)
+        return self.maps_from_motion(crop_bgr, landmarks, verts, moved, current_aus, target_aus, device)
+
+    @torch.no_grad()
+    def maps_from_motion(self, crop_bgr: np.ndarray, landmarks: np.ndarray, verts: Tensor, moved: Tensor,
+                         current_aus: Sequence[float] | np.ndarray, target_aus: Sequence[float] | np.ndarray,
+                         device: torch.device | None = None) -> Maps:
+        """:meth:`maps` for a given mesh motion instead of the landmark motion model's: ``verts``
+        and ``moved`` as :meth:`motion` returns them (float32 ``[1, 468 + ring, 2]`` on the
+        :attr:`grid`; the ring must not move). What the held-out frame pairs
+        (``tools/frame_pairs.py``) drive with a real target frame's landmarks."""
         device = device or torch.device("cpu")
         G = self.grid
-        verts, moved = self.motion(landmarks, crop_bgr.shape[0], current_aus, target_aus, G, shape)
         texture, mask = torch.zeros(1, 3, G, G), torch.ones(1, 1, G, G)
         if not moved.any():
             return Maps(torch.zeros(1, 2, G, G, device=device), texture.to(device), mask.to(device))
