@@ -217,6 +217,30 @@ def test_refresh_runs_the_network_every_nth_frame_and_blends_its_last_texture_be
         RealtimeEngine([], "base", "cpu", runtime="torch", region_refresh=0)
 
 
+def test_under_a_refresh_the_eyes_refresh_together(editors):
+    """One eye due (its stored texture as old as the refresh allows), the other not: both run,
+    in one batch of the eye network, and both ages restart at 0 (their cycles stay in step)."""
+    image = _photo(PHOTOS[0])
+    ed = editors["eyes"]
+    crop = ed.crop(image, ed.detect(image)[0])
+    current, target = ed.aus(crop, [parse_au_edit("AU45=5")])
+    maps = ed.predict(crop.image, target, current, crop.landmarks)
+    batches = []
+    hook = ed.regions.eye.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
+    memory: dict = {}
+    try:
+        ed.regions.refresh = 3
+        ed.blend(image, crop, maps, memory)
+        assert batches == [2] and {n: memory[n][2] for n in memory} == {"right": 0, "left": 0}
+        memory["right"] = memory["right"][:2] + (2,)  # the right eye is due on this frame, the left is not
+        ed.blend(image, crop, maps, memory)
+    finally:
+        ed.regions.refresh = 1
+        hook.remove()
+    assert batches == [2, 2]
+    assert {n: memory[n][2] for n in memory} == {"right": 0, "left": 0}
+
+
 def test_mouth_weights_pick_the_bundled_mouth_and_lite_only_its_own(tmp_path, monkeypatch):
     from pathlib import Path
 

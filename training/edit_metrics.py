@@ -1001,6 +1001,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     help="what paints where the warp cannot (ExpressionEditor's texture=)")
     ap.add_argument("--texture-weights", default=None,
                     help="mesh texture checkpoint instead of the bundled one; 'none': the mesh warp alone")
+    ap.add_argument("--region-weights", default=None,
+                    help="eye region texture checkpoint (path without suffix) instead of the bundled one")
     ap.add_argument("--mouth-weights", default=None,
                     help="mouth region texture checkpoint instead of the bundled one; 'none': no mouth texture")
     ap.add_argument("--no-progress", action="store_true")
@@ -1029,7 +1031,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     paths = list_photos(faces, args.photos)
     timings = {}
     editor = ExpressionEditor(args.weights, args.device, motion=args.motion, texture_weights=args.texture_weights,
-                              texture=args.texture, mouth_weights=args.mouth_weights)
+                              texture=args.texture, region_weights=args.region_weights,
+                              mouth_weights=args.mouth_weights)
     with editor, FaceMesh(static_image_mode=True) as mesh:
         embedder = FaceEmbedder(mesh) if use_identity else None
         keep = [paths[i].stem for i in np.unique(np.linspace(0, len(paths) - 1,
