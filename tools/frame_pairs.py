@@ -152,6 +152,8 @@ def main(argv=None) -> int:
     ap.add_argument("--faces", type=Path, default=Path("../shared/data/faces"))
     ap.add_argument("--pairs", type=int, default=32, help="pairs per category")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--region-weights", default=None,
+                    help="an eye region texture checkpoint (path without suffix) for 'new' instead of the bundled one")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="comma-separated, of warp, shipped, new, jaws, regions_only")
     ap.add_argument("--sheet", type=Path, default=None, help="a picture sheet of the first pairs (JPEG)")
@@ -177,7 +179,7 @@ def main(argv=None) -> int:
     result: dict[str, dict] = {}
     sheet_rows: list[np.ndarray] = []
     for weights in args.weights.split(","):
-        editor = ExpressionEditor(weights, "cpu", texture="regions")
+        editor = ExpressionEditor(weights, "cpu", texture="regions", region_weights=args.region_weights)
         names = [f"{v} ({weights})" for v in variants]
         for cat, rows in rows_of.items():
             sq = {n: 0.0 for n in names}
