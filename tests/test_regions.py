@@ -210,6 +210,34 @@ def test_resume_refuses_other_settings(tmp_path):
         train_region_gan(cfg, resume=True, progress=False, train=train, val=val)
 
 
+def test_init_starts_a_new_run_from_another_runs_weights(tmp_path):
+    """--init: the new run's models start as the old run's (generator, EMA, critic) with fresh
+    optimisers at step 0 and its own settings; a model of another size is refused."""
+    train, val = _synthetic_set(seed=0), _synthetic_set(seed=1)
+    first = _tiny(tmp_path / "first")
+    first.seed = 7  # other initial weights than the runs below (seed 0)
+    train_region_gan(first, progress=False, train=train, val=val)
+    old = torch.load(tmp_path / "first" / "checkpoint.pt", weights_only=False)
+    cfg = _tiny(tmp_path / "tuned")
+    cfg.init, cfg.lambda_mask = str(tmp_path / "first" / "checkpoint.pt"), 0.02
+    assert train_region_gan(cfg, progress=False, stop_at=1, train=train, val=val) is None
+    new = torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=False)
+    assert new["step"] == 1 and new["config"]["lambda_mask"] == 0.02
+    assert all(float(v["step"]) == 1 for v in new["opt_g"]["state"].values())  # fresh Adam, one step
+    scratch = _tiny(tmp_path / "scratch")
+    assert train_region_gan(scratch, progress=False, stop_at=1, train=train, val=val) is None
+    scratch = torch.load(tmp_path / "scratch" / "checkpoint.pt", weights_only=False)
+    # One step from the old weights: the EMA (0.999) has hardly left them; from scratch it is elsewhere.
+    floats = [n for n, t in old["ema"].items() if t.is_floating_point()]
+    near = max(float((new["ema"][n] - old["ema"][n]).abs().max()) for n in floats)
+    far = max(float((scratch["ema"][n] - old["ema"][n]).abs().max()) for n in floats)
+    assert near < 0.05 * far, (near, far)
+    other = _tiny(tmp_path / "other")
+    other.init, other.channels = cfg.init, "4,8,16"
+    with pytest.raises(ValueError, match="--init: .* not eye 4,8,16"):
+        train_region_gan(other, progress=False, train=train, val=val)
+
+
 def test_motion_gate_against_opencv():
     """motion_gate = window * box_mean(max_filter(clamp(change / full))), both 9 x 9 with the
     border replicated, against OpenCV's dilate and blur (an independent implementation)."""

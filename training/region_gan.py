@@ -33,7 +33,8 @@ steps: a picture sheet of held-out pairs at 100 % (source | warped | composite |
 mask) and held-out numbers (L1 and PSNR inside the gate, warp only against composite).
 
 CLI: ``python -m training.region_gan --kind eye --data /root/fastwarp-runs/regions
---out /root/fastwarp-runs/eye_gan [--steps N] [--max-minutes M] [--resume]``
+--out /root/fastwarp-runs/eye_gan [--steps N] [--max-minutes M] [--resume]``; ``--init
+<run>/checkpoint.pt`` starts a new run from another's weights (a fine-tune with other settings).
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class RegionGanConfig:
     sheet_every: int = 250
     sheet_rows: int = 8
     max_minutes: float = 0.0  # 0: no budget
+    init: str = ""  # a run's checkpoint to start from (its generator, EMA and critic; fresh optimisers, step 0)
 
 
 class PatchCritic(nn.Module):
@@ -463,6 +465,14 @@ def train_region_gan(cfg: RegionGanConfig, *, resume: bool = False, progress: bo
             raise ValueError(f"--resume: the run was started with other settings ({was}); pass the same ones "
                              "(only the step count, budget, checkpoint and sheet intervals may change)")
         run.load(state)
+    elif cfg.init:  # a fine-tune with other settings: the weights, not the optimisers or the step
+        state = torch.load(cfg.init, weights_only=False)
+        if state["config"]["kind"] != cfg.kind or state["config"]["channels"] != cfg.channels:
+            raise ValueError(f"--init: {cfg.init} is a {state['config']['kind']} run of channels "
+                             f"{state['config']['channels']}, not {cfg.kind} {cfg.channels}")
+        run.g.load_state_dict(state["g"])
+        run.ema.load_state_dict(state["ema"])
+        run.d.load_state_dict(state["d"])
     sheet_rows = held_out_rows(val, cfg.sheet_rows)
     eval_rows = held_out_rows(val, 64, seed=2, sharpest=False)
     (out / "sheets").mkdir(exist_ok=True)
