@@ -129,10 +129,15 @@ def is_bicubic_group(group: str) -> bool:
     return group.startswith("bicubic ")
 
 
+def is_region_group(group: str) -> bool:
+    return group.startswith("region textures ")
+
+
 def _other_table(group: str) -> bool:
-    """Groups with a table of their own (model, end to end, composite, mesh path), not op rows."""
+    """Groups with a table of their own (model, end to end, composite, mesh path, region
+    textures), not op rows."""
     return (is_model_group(group) or is_e2e_group(group) or is_composite_group(group) or is_mesh_path_group(group)
-            or is_bicubic_group(group))
+            or is_bicubic_group(group) or is_region_group(group))
 
 
 def mesh_path_table(data: dict, baseline: dict | None, fail: tuple[str, float] | None) -> tuple[list[str], list[str]]:
@@ -148,6 +153,26 @@ def mesh_path_table(data: dict, baseline: dict | None, fail: tuple[str, float] |
         a, b = p["mesh"]["stats"]["median"], p["dense"]["stats"]["median"]
         lines.append(f"| {group.split()[-1]} | {a * 1e3:.2f} | {b * 1e3:.2f} | {b / a:.2f} |")
     return lines, []
+
+
+def region_table(data: dict, baseline: dict | None, fail: tuple[str, float] | None) -> tuple[list[str], list[str]]:
+    """Per edit: the mesh texture's, the region textures' (networks every frame) and the
+    region textures' under a refresh of 5 ms per edited frame (bench/test_bench_regions.py;
+    the refresh's MEAN over its rounds, a multiple of five, is its cost per frame), and
+    mesh / each: the frames/s ratio issue 19 asks to stay at 0.85 or more for ``lite``."""
+    groups = {g: p for g, p in by_group(data).items() if is_region_group(g)}
+    lines = ["| edit | mesh ms | regions ms | mesh / regions | refresh 5 ms (mean) | mesh / refresh 5 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for group, p in sorted(groups.items()):
+        if "mesh" not in p:
+            continue
+        a = p["mesh"]["stats"]["median"]
+        row = f"| {group.split()[-1]} | {a * 1e3:.2f} |"
+        for name, stat in (("regions", "median"), ("regions-refresh5", "mean")):
+            b = p[name]["stats"][stat] if name in p else None
+            row += " - | - |" if b is None else f" {b * 1e3:.2f} | {a / b:.3f}x |"
+        lines.append(row)
+    return (lines, []) if len(lines) > 2 else ([], [])
 
 
 # Issue 21's targets (bench/test_bench_bicubic.py, (8, 3, 256, 256) float32, one run): fastwarp's
@@ -602,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
         (mesh_path_table, "mesh motion path against the dense MotionNet path, per edited frame (predict + blend "
                           "on a real photo; landmarks not included), medians of this run:", "mesh path"),
         (bicubic_table, "bicubic image taps, (8, 3, 256, 256) float32 (issue 21), medians of this run:", "bicubic"),
+        (region_table, "region textures against the mesh texture alone, lite, per edited frame (predict + blend "
+                       "on a real photo; issue 19):", "region textures"),
     )
     for make_table, title, what in tables:
         lines, regressed_rows = make_table(data, baseline, args.fail)
