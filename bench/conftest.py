@@ -168,3 +168,10 @@ def copy_bandwidth(request, bench_config):
     request.config._fastwarp_copy = copy
     return copy
 
+
+
+@pytest.fixture(scope="module")
+def photo(request):
+    """The face set's photo named by the benchmark module's ``PHOTO`` (uint8 BGR); skips where
+    it is missing (:func:`harness.face_photo`)."""
+    return harness.face_photo(request.module.PHOTO)

@@ -55,6 +55,22 @@ DTYPES = ("float32", "bfloat16")
 
 # --- device ------------------------------------------------------------------------------
 
+#: The face set (photos and videos), ``FASTWARP_FACES_DIR`` or ``../shared/data/faces``.
+FACES = Path(os.environ.get("FASTWARP_FACES_DIR") or ROOT.parent / "shared" / "data" / "faces")
+
+
+def face_photo(name: str):
+    """A photo of the face set as a uint8 BGR array; skips the benchmark where it is missing."""
+    import cv2
+    import pytest
+
+    path = FACES / "images" / name
+    image = cv2.imread(str(path)) if path.is_file() else None
+    if image is None:
+        pytest.skip(f"photo {path} not found (set FASTWARP_FACES_DIR)")
+    return image
+
+
 def device() -> torch.device:
     """The device this run benchmarks: ``$FASTWARP_BENCH_DEVICE`` (cpu or cuda), else CUDA
     where a GPU is visible, else the CPU."""

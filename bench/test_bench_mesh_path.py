@@ -14,29 +14,12 @@ Skipped where the photo or the mesh weights are missing.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-import harness
-
-FACES = Path(os.environ.get("FASTWARP_FACES_DIR") or harness.ROOT.parent / "shared" / "data" / "faces")
 PHOTO = "df_img19.jpg"
 PROVIDERS = ("mesh", "dense")
-
-
-@pytest.fixture(scope="module")
-def photo():
-    import cv2
-
-    path = FACES / "images" / PHOTO
-    image = cv2.imread(str(path)) if path.is_file() else None
-    if image is None:
-        pytest.skip(f"photo {path} not found (set FASTWARP_FACES_DIR)")
-    return image
 
 
 @pytest.mark.parametrize("weights, provider", [pytest.param(w, p, id=f"{w}-{p}") for w in ("base", "lite")

@@ -20,28 +20,11 @@ against ``mesh``. Skipped where the photo or the region weights are missing.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-import harness
-
-FACES = Path(os.environ.get("FASTWARP_FACES_DIR") or harness.ROOT.parent / "shared" / "data" / "faces")
 PHOTO = "df_img19.jpg"
 PROVIDERS = ("mesh", "regions", "regions-refresh5")
-
-
-@pytest.fixture(scope="module")
-def photo():
-    import cv2
-
-    path = FACES / "images" / PHOTO
-    image = cv2.imread(str(path)) if path.is_file() else None
-    if image is None:
-        pytest.skip(f"photo {path} not found (set FASTWARP_FACES_DIR)")
-    return image
 
 
 @pytest.mark.parametrize("edit, provider", [pytest.param(e, p, id=f"{e}-{p}") for e in ("blink", "open")

@@ -190,17 +190,22 @@ def test_video_memory_averages_each_eye_over_frames_and_forgets_unpainted_eyes(e
     assert memory == {}
 
 
+def _blink_maps(ed):
+    """``(image, crop, maps)`` of a blink (AU45=5) on the first photo, for blending repeatedly."""
+    image = _photo(PHOTOS[0])
+    crop = ed.crop(image, ed.detect(image)[0])
+    current, target = ed.aus(crop, [parse_au_edit("AU45=5")])
+    return image, crop, ed.predict(crop.image, target, current, crop.landmarks)
+
+
 def test_refresh_runs_the_network_every_nth_frame_and_blends_its_last_texture_between(editors):
     """RegionPainter.refresh = 3 on one track: the eye network runs on frames 0 and 3 of six,
     the frames between blend the stored texture (the same frame repeated: the same output),
     and the real-time engine refuses a refresh under 1."""
     from fastwarp.realtime import RealtimeEngine
 
-    image = _photo(PHOTOS[0])
     ed = editors["eyes"]
-    crop = ed.crop(image, ed.detect(image)[0])
-    current, target = ed.aus(crop, [parse_au_edit("AU45=5")])
-    maps = ed.predict(crop.image, target, current, crop.landmarks)
+    image, crop, maps = _blink_maps(ed)
     calls = []
     hook = ed.regions.eye.register_forward_hook(lambda *a: calls.append(1))
     memory: dict = {}
@@ -220,11 +225,8 @@ def test_refresh_runs_the_network_every_nth_frame_and_blends_its_last_texture_be
 def test_under_a_refresh_the_eyes_refresh_together(editors):
     """One eye due (its stored texture as old as the refresh allows), the other not: both run,
     in one batch of the eye network, and both ages restart at 0 (their cycles stay in step)."""
-    image = _photo(PHOTOS[0])
     ed = editors["eyes"]
-    crop = ed.crop(image, ed.detect(image)[0])
-    current, target = ed.aus(crop, [parse_au_edit("AU45=5")])
-    maps = ed.predict(crop.image, target, current, crop.landmarks)
+    image, crop, maps = _blink_maps(ed)
     batches = []
     hook = ed.regions.eye.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
     memory: dict = {}
