@@ -128,7 +128,7 @@ class RegionPainter:
         resample: the image taps of the blend (``warp_blend``'s ``mode``; with a zero flow
             both give the pixel itself, so it only names the kernel path).
         mouth: a :class:`RegionTexture` of kind ``"mouth"``, or None (the mouth keeps the mesh
-            texture).
+            texture). Both models are put in eval mode and channels_last memory, in place.
     Raises:
         ValueError: a model is not of its region's kind and size, or neither is given.
     """

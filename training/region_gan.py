@@ -430,6 +430,8 @@ def picture_sheet(model: RegionTexture, rs: RegionSet, rows: np.ndarray) -> np.n
 
 #: Settings a resumed run may change (the rest would make it another run).
 _MAY_CHANGE = frozenset({"steps", "max_minutes", "every", "sheet_every", "data", "out"})
+#: The settings that shape the models: an ``--init`` checkpoint must share them.
+_ARCHITECTURE = ("kind", "channels", "res_blocks", "critic_width", "critic_layers", "critic_highpass")
 
 
 def _save_model(run: _Run, out: Path, train: RegionSet, val: RegionSet) -> None:
@@ -467,9 +469,10 @@ def train_region_gan(cfg: RegionGanConfig, *, resume: bool = False, progress: bo
         run.load(state)
     elif cfg.init:  # a fine-tune with other settings: the weights, not the optimisers or the step
         state = torch.load(cfg.init, weights_only=False)
-        if state["config"]["kind"] != cfg.kind or state["config"]["channels"] != cfg.channels:
-            raise ValueError(f"--init: {cfg.init} is a {state['config']['kind']} run of channels "
-                             f"{state['config']['channels']}, not {cfg.kind} {cfg.channels}")
+        other = [k for k in _ARCHITECTURE if state["config"].get(k) != getattr(cfg, k)]
+        if other:
+            was = ", ".join(f"{k}={state['config'].get(k)!r}" for k in other)
+            raise ValueError(f"--init: {cfg.init} has another architecture ({was}); pass the same settings")
         run.g.load_state_dict(state["g"])
         run.ema.load_state_dict(state["ema"])
         run.d.load_state_dict(state["d"])
