@@ -101,6 +101,28 @@ def test_edits_that_do_not_move_the_lips_leave_the_mouth_texture_out(editors, au
     assert editors["regions"].regions.mouth is not None and editors["eyes"].regions.mouth is None
 
 
+@needs_mouth
+def test_the_mouth_wakes_for_lip_motion_that_an_edit_asks_for(editors):
+    """Lips moved by 0.1 IOD: the mouth texture runs when a lower-face AU changes (here AU12 by
+    0.5), not when only AU45 does (a video's steadied target moves lips under a blink), and the
+    landmarks alone decide without an AU change given."""
+    from fastwarp.au import AU_INDEX
+    from fastwarp.face.regions import LOWER_OUTER_LIP, eye_line_axes
+
+    image = _photo(PHOTOS[1])
+    painter = editors["regions"].regions
+    source = editors["regions"].detect(image)[0][:, :2].astype(np.float64)
+    target = source.copy()
+    _, ey, iod = eye_line_axes(source[None])
+    target[list(LOWER_OUTER_LIP)] += 0.1 * iod[0] * ey[0]
+    blink, smile = np.zeros(17, np.float32), np.zeros(17, np.float32)
+    blink[AU_INDEX["AU45"]], smile[AU_INDEX["AU12"]] = 5.0, 0.5
+    assert "mouth" in painter.moving(source, target)
+    assert "mouth" in painter.moving(source, target, smile)
+    assert "mouth" not in painter.moving(source, target, blink)
+    assert "mouth" not in painter.moving(source, source, smile)  # no lip motion: nothing to paint
+
+
 def test_the_mouth_model_must_be_a_mouth(tmp_path):
     from fastwarp.models.region_texture import RegionTexture, RegionTextureConfig
     from fastwarp.region_paint import RegionPainter
