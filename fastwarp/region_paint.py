@@ -172,10 +172,11 @@ class RegionPainter:
 
     @torch.no_grad()
     def region_inputs(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, spec: RegionSpec,
-                      sides: list[str | None]) -> list[tuple[np.ndarray, dict[str, Tensor]] | None]:
-        """Per region of ``sides``, ``(matrix [2, 3] frame -> region, inputs)``: the generator's
-        inputs (:func:`~fastwarp.models.region_texture.region_inputs`, as in training; one
-        batch for all of ``sides``), or None where the region does not deform.
+                      sides: list[str | None]) -> tuple[list[np.ndarray], dict[str, Tensor]]:
+        """``(matrices, inputs)``: per region of ``sides`` its matrix ``[2, 3]`` frame -> region,
+        and the generator's inputs for all of them as one batch
+        (:func:`~fastwarp.models.region_texture.region_inputs`, as in training; a region whose
+        ``gate`` is all 0 does not deform).
 
         Args:
             frame8: ``[H, W, 3]`` uint8 BGR, the frame before the edit.
@@ -192,8 +193,7 @@ class RegionPainter:
         inputs = region_inputs(rgb, torch.from_numpy(np.stack([to_region(source, m) for m in matrices])),
                                torch.from_numpy(np.stack([to_region(target, m) for m in matrices])), spec.kind,
                                [side or "right" for side in sides])
-        return [(m, {k: v[i:i + 1] for k, v in inputs.items()}) if inputs["gate"][i].any() else None
-                for i, m in enumerate(matrices)]
+        return matrices, inputs
 
     def moving(self, source: np.ndarray, target: np.ndarray, au_delta: np.ndarray | None = None) -> list[str]:
         """The regions a motion wakes, of ``"right"``, ``"left"`` (eyes whose lid gap moves by
@@ -240,17 +240,18 @@ class RegionPainter:
                              (self.mouth, [("mouth", MOUTH, None)] if "mouth" in names else [])):
             if model is None or not group:
                 continue
-            got = self.region_inputs(frame8, source, target, group[0][1], [side for _, _, side in group])
-            found = {name: g for (name, _, _), g in zip(group, got) if g is not None}
-            if not found:
+            matrices, inputs = self.region_inputs(frame8, source, target, group[0][1], [side for _, _, side in group])
+            deforms = [j for j in range(len(group)) if inputs["gate"][j].any()]
+            if not deforms:
                 continue
-            batch = {k: torch.cat([inputs[k] for _, inputs in found.values()]).contiguous(
-                     memory_format=torch.channels_last) for k in ("warped", "opening", "contours", "gate", "inside")}
-            au = torch.from_numpy(np.asarray(au_delta, np.float32))[None].expand(len(found), -1)
+            rows = torch.tensor(deforms)
+            batch = {k: inputs[k][rows].contiguous(memory_format=torch.channels_last)
+                     for k in ("warped", "opening", "contours", "gate", "inside")}
+            au = torch.from_numpy(np.asarray(au_delta, np.float32))[None].expand(len(deforms), -1)
             texture, mask = model(batch["warped"], batch["opening"], batch["contours"], batch["gate"], au)
             # Nothing beyond the mesh's fixed ring (the gate's dilation could reach past it near the jaw).
             mask = torch.where(batch["inside"], mask, torch.ones_like(mask))
-            out.update({name: (matrix, texture[i:i + 1], mask[i:i + 1]) for i, (name, (matrix, _)) in enumerate(found.items())})
+            out.update({group[j][0]: (matrices[j], texture[i:i + 1], mask[i:i + 1]) for i, j in enumerate(deforms)})
         return out
 
     @torch.no_grad()
