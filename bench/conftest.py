@@ -169,7 +169,6 @@ def copy_bandwidth(request, bench_config):
     return copy
 
 
-
 @pytest.fixture(scope="module")
 def photo(request):
     """The face set's photo named by the benchmark module's ``PHOTO`` (uint8 BGR); skips where

@@ -45,6 +45,13 @@ def image_tensor(bgr: np.ndarray, device: torch.device, dtype: torch.dtype = tor
     return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+def _on_grid(points: np.ndarray, crop_size: int, grid: int) -> Tensor:
+    """``[1, P, 2]`` float32: crop pixels ``[P, 2 or 3]`` on the maps' ``grid`` (pixel centres map
+    as ``(u + 0.5) grid / crop_size - 0.5``)."""
+    p = torch.as_tensor(np.asarray(points, np.float32)[:, :2])[None]
+    return (p + 0.5) * (grid / crop_size) - 0.5
+
+
 class Maps(NamedTuple):
     """What the editor networks predict for a batch of crops, at the model's resolution S.
 
@@ -102,13 +109,25 @@ class MeshMotion:
         """
         current = torch.as_tensor(np.asarray(current_aus, np.float32))[None]
         target = torch.as_tensor(np.asarray(target_aus, np.float32))[None]
-        lm = torch.as_tensor(np.asarray(landmarks, np.float32)[:, :2])[None]
-        lm_grid = (lm + 0.5) * (grid / crop_size) - 0.5
+        lm_grid = _on_grid(landmarks, crop_size, grid)
         verts = mesh_vertices(lm_grid)
         moved = torch.zeros_like(verts)
         if not torch.equal(current, target):
             q = None if shape is None else torch.as_tensor(np.asarray(shape, np.float32))
             moved[:, :MESH_POINTS] = self.motion_model(lm_grid, current, target, q)[:, :MESH_POINTS]
+        return verts, moved
+
+    def motion_to(self, landmarks: np.ndarray, target: np.ndarray, crop_size: int) -> tuple[Tensor, Tensor]:
+        """:meth:`motion` on the maps' :attr:`grid` for known target landmarks instead of the
+        landmark motion model's: each mesh landmark moves to its place in ``target`` (what the
+        held-out frame pairs drive the editor with, ``tools/frame_pairs.py``).
+
+        Args:
+            landmarks, target: ``[478, 2 or 3]`` in pixels of the ``crop_size`` crop.
+        """
+        verts = mesh_vertices(_on_grid(landmarks, crop_size, self.grid))
+        moved = torch.zeros_like(verts)
+        moved[:, :MESH_POINTS] = _on_grid(target, crop_size, self.grid)[:, :MESH_POINTS] - verts[:, :MESH_POINTS]
         return verts, moved
 
     @torch.no_grad()
@@ -133,8 +152,8 @@ class MeshMotion:
                          device: torch.device | None = None) -> Maps:
         """:meth:`maps` for a given mesh motion instead of the landmark motion model's: ``verts``
         and ``moved`` as :meth:`motion` returns them (float32 ``[1, 468 + ring, 2]`` on the
-        :attr:`grid`; the ring must not move). What the held-out frame pairs
-        (``tools/frame_pairs.py``) drive with a real target frame's landmarks."""
+        :attr:`grid`; the ring must not move), e.g. :meth:`motion_to` a real target frame's
+        landmarks."""
         device = device or torch.device("cpu")
         G = self.grid
         texture, mask = torch.zeros(1, 3, G, G), torch.ones(1, 1, G, G)

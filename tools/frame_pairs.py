@@ -45,11 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastwarp import ExpressionEditor  # noqa: E402
 from fastwarp.face.aus import estimate_aus  # noqa: E402
-from fastwarp.face.mesh import MESH_POINTS, mesh_vertices  # noqa: E402
+from fastwarp.face.mesh import MESH_POINTS  # noqa: E402
 from fastwarp.face.regions import EYE, MOUTH, cut_region, region_matrix, to_region  # noqa: E402
 from fastwarp.models.region_texture import region_inputs  # noqa: E402
 from training.region_gan import CATEGORIES, held_out_rows  # noqa: E402
-from training.regions import held_out_videos, load_regions  # noqa: E402
+from training.regions import held_out_videos, load_regions, video_frames  # noqa: E402
 
 VARIANTS = ("warp", "shipped", "new")
 
@@ -64,25 +64,6 @@ def _detail(bgr: np.ndarray, w: np.ndarray) -> float:
     return float((np.abs(cv2.Laplacian(grey, cv2.CV_64F, ksize=3)) * w).sum())
 
 
-def _frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
-    """The frames of ``path`` at the indices ``wanted`` (decode order, as the region shards count)."""
-    cap = cv2.VideoCapture(str(path))
-    out, i = {}, 0
-    try:
-        while len(out) < len(wanted):
-            ok = cap.grab()
-            if not ok:
-                break
-            if i in wanted:
-                ok, frame = cap.retrieve()
-                if ok:
-                    out[i] = frame
-            i += 1
-    finally:
-        cap.release()
-    return out
-
-
 class _Pairs:
     """Frames and frame-pixel landmarks of the pairs' videos (landmarks from the region shards)."""
 
@@ -94,7 +75,12 @@ class _Pairs:
         with np.load(self.data / f"{video}.npz") as z:
             idx, lms = z["frame_idx"], z["landmarks"]
         path = next((self.faces / "videos").glob(f"{video}.*"))
-        frames = _frames(path, wanted)
+        frames = {}
+        for i, frame in video_frames(path):  # decode order, as the shards' frame_idx
+            if i in wanted:
+                frames[i] = frame
+                if len(frames) == len(wanted):
+                    break
         self.cache[video] = (frames, {int(i): lms[k] for k, i in enumerate(idx) if int(i) in wanted})
 
     def get(self, video: str, frame: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,13 +105,9 @@ def edit_pair(editor: ExpressionEditor, frame_a: np.ndarray, lm_a: np.ndarray, t
     alone, ``"regions_only"``: the region textures on the plain mesh warp)."""
     crop = editor.crop(frame_a, lm_a)
     mm = editor.mesh_motion
-    G, S = mm.grid, crop.size
     src = crop.landmarks[:, :2].astype(np.float64)
     tgt = target @ crop.matrix[:, :2].T + crop.matrix[:, 2]
-    to_grid = lambda p: torch.from_numpy(((p + 0.5) * (G / S) - 0.5).astype(np.float32))[None]  # noqa: E731
-    verts = mesh_vertices(to_grid(src))
-    moved = torch.zeros_like(verts)
-    moved[:, :MESH_POINTS] = to_grid(tgt)[:, :MESH_POINTS] - to_grid(src)[:, :MESH_POINTS]
+    verts, moved = mm.motion_to(src, tgt, crop.size)
     cur, aim = estimate_aus(src), estimate_aus(tgt)
     texture_model, regions, split = mm.texture_model, editor.regions, mm.split_mouth
     settings = {"warp": (None, None, False), "shipped": (texture_model, None, False),

@@ -56,7 +56,7 @@ from .data import VIDEO_EXTS, manifest_identities, split_videos
 
 __all__ = ["SHIPPED_VALIDATION", "held_out_videos", "prepare_regions", "extract_video", "teeth_fraction",
            "quality_ok", "RegionSet", "load_regions", "region_stats", "CLOSED_GAP", "OPEN_GAP", "MOUTH_OPEN_GAP",
-           "TEETH_FRACTION", "main"]
+           "TEETH_FRACTION", "video_frames", "main"]
 
 MANIFEST = "manifest.json"
 #: Eye gap (lid distance / eye width, :func:`fastwarp.face.regions.eye_gap`) under which an eye
@@ -132,7 +132,13 @@ def teeth_fraction(mouth_bgr: np.ndarray, region_landmarks: np.ndarray) -> float
     return float(teeth.sum() / inside.sum())
 
 
-def _frames(path: Path, stride: int) -> Iterable[tuple[int, np.ndarray]]:
+def video_frames(path: Path, stride: int = 1) -> Iterable[tuple[int, np.ndarray]]:
+    """``(index, frame)`` of every ``stride``-th frame of a video, BGR uint8, indices in decode
+    order (OpenCV): the ``frame_idx`` of the region shards.
+
+    Raises:
+        RuntimeError: OpenCV cannot open the video.
+    """
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise RuntimeError(f"OpenCV cannot open video {path}")
@@ -170,7 +176,7 @@ def extract_video(path: str | os.PathLike, stride: int = 1) -> dict[str, np.ndar
                                             "eye_inside", "mouth", "mouth_matrix", "mouth_inside", "teeth")}
     track, lost, size = 0, False, (0, 0)
     with FaceMesh(static_image_mode=False) as mesh:
-        for i, frame in _frames(path, stride):
+        for i, frame in video_frames(path, stride):
             size = frame.shape[:2]
             faces = mesh.detect(frame)
             if not faces:
