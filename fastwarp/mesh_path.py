@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ops
-from .face.jaws import split_mouth_flow
+from .face.jaws import UPPER_SHARE, split_mouth_flow, upper_share
 from .face.mesh import MESH_POINTS, mesh_triangles, mesh_vertices, texture_regions
 from .models.landmark_motion import LandmarkMotion
 from .models.mesh_texture import MeshTexture, gate_mask, opening_map
@@ -89,6 +89,10 @@ class MeshMotion:
         self.grid = int(grid)
         #: Teeth follow the jaws (:func:`fastwarp.face.jaws.split_mouth_flow`) in the maps' flow.
         self.split_mouth = True
+        #: Where the jaws part in the source mouth: None, each face's own
+        #: (:func:`fastwarp.face.jaws.upper_share`); a number, that share for every face (1: all
+        #: the source shows between its lips stays with the upper lip, the editor before it).
+        self.upper_share: float | None = None
         self.triangles = torch.from_numpy(np.array(mesh_triangles()))
         self.regions = tuple(torch.from_numpy(np.array(r)) for r in texture_regions())
 
@@ -160,11 +164,17 @@ class MeshMotion:
         if not moved.any():
             return Maps(torch.zeros(1, 2, G, G, device=device), texture.to(device), mask.to(device))
         flow, index = ops.mesh_flow(verts, moved, self.triangles, (G, G))
-        rigid = None
+        rigid, found = None, {}
         if self.split_mouth:
-            flow, _, rigid = split_mouth_flow(flow, verts, verts + moved)
+            def share_of(_: int) -> float:  # this face's, read once and only if its mouth opens
+                if "share" not in found:
+                    found["share"] = upper_share(crop_bgr, landmarks) if self.upper_share is None else float(self.upper_share)
+                return found["share"]
+
+            flow, _, rigid = split_mouth_flow(flow, verts, verts + moved, share_of)
+        share = found.get("share", UPPER_SHARE)  # the mouth region splits at the same line
         motion = region_motion(landmarks, moved, G, crop_bgr.shape[0],
-                               np.asarray(target_aus, np.float32) - np.asarray(current_aus, np.float32))
+                               np.asarray(target_aus, np.float32) - np.asarray(current_aus, np.float32), share)
         opened = opening_map(verts, moved, self.triangles, index, *self.regions)
         if self.texture_model is not None and opened.any():  # (nothing opened: mask 1, no network)
             T = self.texture_model.config.size

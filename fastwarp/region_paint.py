@@ -46,6 +46,7 @@ from torch import Tensor
 
 from . import ops
 from .au import AU_INDEX
+from .face.jaws import UPPER_SHARE
 from .face.mesh import MESH_POINTS
 from .face.regions import (EYE, LOWER_INNER_LIP, LOWER_OUTER_LIP, MOUTH, UPPER_INNER_LIP, UPPER_OUTER_LIP,
                            RegionSpec, cut_region, eye_gap, eye_line_axes, region_matrix, to_region)
@@ -122,11 +123,15 @@ class RegionMotion:
         source, target: ``[478, 2]`` float64 landmarks in pixels of the crop, before and after
             the edit (the iris points, 468..477, do not move).
         au_delta: ``[17]`` float32, target minus current AU intensities.
+        upper_share: where the jaws part in the source mouth, as a fraction of its lip gap
+            (:func:`fastwarp.face.jaws.upper_share`; the face's split, which the mouth region
+            repeats on its own grid).
     """
 
     source: np.ndarray
     target: np.ndarray
     au_delta: np.ndarray
+    upper_share: float = UPPER_SHARE
 
 
 class RegionPainter:
@@ -172,7 +177,7 @@ class RegionPainter:
 
     @torch.no_grad()
     def region_inputs(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, spec: RegionSpec,
-                      sides: list[str | None]) -> tuple[list[np.ndarray], dict[str, Tensor]]:
+                      sides: list[str | None], upper_share: float | None = None) -> tuple[list[np.ndarray], dict[str, Tensor]]:
         """``(matrices, inputs)``: per region of ``sides`` its matrix ``[2, 3]`` frame -> region,
         and the generator's inputs for all of them as one batch
         (:func:`~fastwarp.models.region_texture.region_inputs`, as in training; a region whose
@@ -183,6 +188,8 @@ class RegionPainter:
             source, target: ``[478, 2]`` landmarks in frame pixels.
             spec: :data:`EYE` or :data:`MOUTH`.
             sides: ``"right"`` or ``"left"`` per eye (the subject's); ``[None]`` for the mouth.
+            upper_share: the mouth's split between the jaws (:attr:`RegionMotion.upper_share`);
+                None: :data:`fastwarp.face.jaws.UPPER_SHARE`.
         """
         matrices = [region_matrix(source[None], spec, side)[0] for side in sides]
         # RGB in [-1, 1], converted in numpy (as image_tensor: for a few regions, waking torch's
@@ -192,7 +199,7 @@ class RegionPainter:
         rgb = rgb.permute(0, 3, 1, 2)
         inputs = region_inputs(rgb, torch.from_numpy(np.stack([to_region(source, m) for m in matrices])),
                                torch.from_numpy(np.stack([to_region(target, m) for m in matrices])), spec.kind,
-                               [side or "right" for side in sides])
+                               [side or "right" for side in sides], upper_share=upper_share)
         return matrices, inputs
 
     def moving(self, source: np.ndarray, target: np.ndarray, au_delta: np.ndarray | None = None) -> list[str]:
@@ -224,14 +231,15 @@ class RegionPainter:
 
     @torch.no_grad()
     def maps(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, au_delta: np.ndarray,
-             names: list[str] | None = None) -> dict[str, tuple[np.ndarray, Tensor, Tensor]]:
+             names: list[str] | None = None,
+             upper_share: float | None = None) -> dict[str, tuple[np.ndarray, Tensor, Tensor]]:
         """``{name: (matrix [2, 3], texture [1, 3, h, w] RGB [-1, 1], mask [1, 1, h, w])}`` for
         each region of ``names`` (default: :meth:`moving`) that deforms: the eyes (64 x 128)
         run as one batch (a small network's convolutions cost little more for two images than
         for one), the mouth (128 x 128) on its own. Each mask is 1 beyond the mesh's ring.
 
         Args:
-            frame8, source, target: as :meth:`region_inputs`.
+            frame8, source, target, upper_share: as :meth:`region_inputs`.
             au_delta: ``[17]`` target minus current AUs.
         """
         names = self.moving(source, target, au_delta) if names is None else names
@@ -240,7 +248,8 @@ class RegionPainter:
                              (self.mouth, [("mouth", MOUTH, None)] if "mouth" in names else [])):
             if model is None or not group:
                 continue
-            matrices, inputs = self.region_inputs(frame8, source, target, group[0][1], [side for _, _, side in group])
+            matrices, inputs = self.region_inputs(frame8, source, target, group[0][1], [side for _, _, side in group],
+                                                  upper_share)
             deforms = [j for j in range(len(group)) if inputs["gate"][j].any()]
             if not deforms:
                 continue
@@ -291,7 +300,8 @@ class RegionPainter:
             # the eyes run as one batch (two cost little more than one): when one is due, both
             # refresh, so their cycles stay in step instead of running the network twice as often
             keep = [n for n in keep if n == "mouth"]
-        painted = self.maps(frame8, source, target, motion.au_delta, [n for n in wanted if n not in keep])
+        painted = self.maps(frame8, source, target, motion.au_delta, [n for n in wanted if n not in keep],
+                            motion.upper_share)
         out = image
         for name in ("right", "left", "mouth"):
             if name in keep:
@@ -318,11 +328,12 @@ class RegionPainter:
         return out
 
 
-def region_motion(landmarks: np.ndarray, moved: Tensor, grid: int, crop_size: int, au_delta: np.ndarray) -> RegionMotion:
+def region_motion(landmarks: np.ndarray, moved: Tensor, grid: int, crop_size: int, au_delta: np.ndarray,
+                  upper_share: float = UPPER_SHARE) -> RegionMotion:
     """A :class:`RegionMotion` from the mesh path's motion on its ``grid`` (``moved``: the mesh
     vertices' displacement ``[1, V, 2]`` in grid pixels; grid pixels scale to crop pixels by
     ``crop_size / grid``)."""
     source = np.asarray(landmarks, np.float64)[:, :2]
     target = source.copy()
     target[:MESH_POINTS] += moved[0, :MESH_POINTS].double().numpy() * (crop_size / grid)
-    return RegionMotion(source, target, np.asarray(au_delta, np.float32))
+    return RegionMotion(source, target, np.asarray(au_delta, np.float32), float(upper_share))

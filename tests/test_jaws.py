@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastwarp.face.jaws import split_mouth_flow
+from fastwarp.face.jaws import UPPER_SHARE, split_mouth_flow, upper_share
 from fastwarp.face.mesh import mesh_template
 from fastwarp.face.regions import LOWER_INNER_LIP, UPPER_INNER_LIP
 
@@ -91,6 +91,67 @@ def test_a_mouth_that_does_not_open_keeps_the_mesh_flow(jaw):
     assert out is not flow
 
 
+def _mouth_image(lm: np.ndarray, shade) -> np.ndarray:
+    """A grey [SIZE, SIZE, 3] uint8 image whose mouth, between the inner lip lines of the level
+    face ``lm``, has the grey level ``shade(u)`` at ``u`` = 0 (upper lip) .. 1 (lower lip)."""
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
+    up, low = _upper_line_y(lm, xs), _lower_line_y(lm, xs)
+    u = (ys - up) / np.maximum(low - up, 1e-9)
+    inside = (xs > lm[78, 0]) & (xs < lm[308, 0]) & (u >= 0) & (u <= 1)
+    grey = np.full((SIZE, SIZE), 150.0)  # lips and skin
+    grey[inside] = shade(u[inside])
+    return np.repeat(np.clip(grey, 0, 255).round().astype(np.uint8)[..., None], 3, axis=2)
+
+
+@pytest.mark.parametrize("dip", [0.3, 0.55, 0.8])
+def test_the_jaws_part_on_the_dark_line_under_the_upper_teeth(dip):
+    """Upper teeth (220) down to a dark line (a V, 10 at ``dip``), lower teeth (200) below it:
+    upper_share puts the split on the line."""
+    lm = _face(30.0)
+
+    def shade(u):
+        return np.where(u < dip, np.minimum(220.0, 10.0 + (dip - u) * 700.0),
+                        np.minimum(200.0, 10.0 + (u - dip) * 700.0))
+
+    assert abs(upper_share(_mouth_image(lm, shade), lm) - dip) < 0.03
+
+
+@pytest.mark.parametrize("case", ["bright", "dim", "narrow", "teeth to the lip"])
+def test_the_jaws_part_at_the_lower_lip_without_a_dark_line(case):
+    """No split (UPPER_SHARE, 1) where the gap shows no teeth (all dim), no dark line (teeth down to
+    the lower lip, or a bright gap), or is too narrow to read (2 px at IOD 100)."""
+    lm = _face(-9.5 if case == "narrow" else 30.0)  # the template's lips are 11.5 px apart
+    shade = {"bright": lambda u: np.full_like(u, 210.0), "dim": lambda u: np.full_like(u, 40.0),
+             "narrow": lambda u: np.where(u < 0.5, 220.0, 10.0),
+             "teeth to the lip": lambda u: 200.0 - 60.0 * u}[case]
+    assert upper_share(_mouth_image(lm, shade), lm) == UPPER_SHARE == 1.0
+
+
+def test_a_split_inside_the_gap_keeps_both_rows_of_teeth():
+    """upper_share 0.5: the source's upper half moves with the upper lip, its lower half with the
+    lower lip (the jaw), and the cavity between samples the source's split line."""
+    source = _face(10.0)
+    target = source.copy()
+    target[LOWER_ONLY, 1] += 20.0
+    out, cavity, rigid = split_mouth_flow(torch.zeros(1, 2, SIZE, SIZE, dtype=torch.float64), source[None],
+                                          target[None], 0.5)
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+    up_t, low_t = _upper_line_y(target, xs), _lower_line_y(target, xs)
+    up_s, low_s = _upper_line_y(source, xs), _lower_line_y(source, xs)
+    half = 0.5 * (low_s - up_s)
+    cols = (xs > target[78, 0] + 8) & (xs < target[308, 0] - 8)
+    upper = cols & (ys > up_t + 0.5) & (ys - up_t < half - 0.5)
+    lower = cols & (ys < low_t - 0.5) & (low_t - ys < half - 0.5)
+    hole = cols & (ys - up_t > half + 0.5) & (low_t - ys > half + 0.5)
+    assert upper.sum() > 50 and lower.sum() > 50 and hole.sum() > 100
+    f = out[0].numpy()
+    np.testing.assert_allclose(f[:, upper], 0.0, atol=1e-6)  # the upper lip did not move
+    np.testing.assert_allclose(f[1][lower], -20.0, atol=0.05)  # the jaw dropped 20 px
+    assert (rigid[0, 0].numpy()[upper | lower] == 1).all() and (cavity[0, 0].numpy()[hole] == 1).all()
+    sy = ys[hole] + f[1][hole]
+    np.testing.assert_allclose(sy, (up_s + half)[hole], atol=0.05)
+
+
 def test_bad_shapes_are_refused():
     lm = _face()[None]
     with pytest.raises(ValueError, match=r"flow must be \[N, 2, H, W\]"):
@@ -130,3 +191,36 @@ def test_teeth_that_show_stay_sharp_when_the_mouth_opens(name):
     before = cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(float), cv2.CV_64F)[inner].var()
     assert inner.sum() > 2000
     assert detail[True] >= 0.5 * before and detail[True] >= 2.0 * detail[False], (before, detail)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, low, high", [("lp_d12_img.jpg", 0.65, 0.85), ("fr_obama2.jpg", 0.25, 0.45)])
+def test_a_mouth_opened_on_its_own_split_is_dark_between_the_jaws(name, low, high):
+    """Photos whose lips part on the upper teeth with a dark line under them (lp_d12: the upper row
+    and the mouth's dark; fr_obama2: both rows, a dark gap between): the split is read on that
+    line, and under `--au AU25=+2 --au AU26=+2.5` the opened mouth (inside the output's own
+    inner lips, MediaPipe) is darker than with the jaws parting at the lower lip, whose pink
+    inner edge the cavity repeats there (measured: 61 / 52 against 72 / 66, min(B, G, R))."""
+    import cv2
+
+    from fastwarp import ExpressionEditor
+    from fastwarp.au import parse_au_edit
+    from op_helpers import FACES_DIR
+
+    path = FACES_DIR / "images" / name
+    if not path.is_file():
+        pytest.skip(f"faces data not found at {FACES_DIR}")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    edits = [parse_au_edit("AU25=+2"), parse_au_edit("AU26=+2.5")]
+    with ExpressionEditor("base", "cpu") as ed:
+        assert low < upper_share(image, ed.detect(image)[0][:, :2]) < high
+        own = ed.edit(image, edits).frame
+        ed.mesh_motion.upper_share = 1.0
+        lower_lip = ed.edit(image, edits).frame
+        lm = ed.detect(own)[0][:, :2]
+    inner = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(inner, [np.round(lm[list(UPPER_INNER_LIP) + list(LOWER_INNER_LIP)[::-1]]).astype(np.int32)], 1)
+    inner = inner.astype(bool)
+    assert inner.sum() > 2000
+    dark_own, dark_lip = own.min(-1)[inner].mean(), lower_lip.min(-1)[inner].mean()
+    assert dark_own < dark_lip - 5.0, (dark_own, dark_lip)

@@ -9,7 +9,8 @@ what a setting keeps, blurs or paints.
 
 Each ``--variant NAME:KEY=VALUE[,KEY=VALUE]`` is an :class:`fastwarp.ExpressionEditor` with those
 keyword arguments (weights ``base`` unless ``weights=lite``, CPU); ``split_mouth=0`` turns off
-the teeth that follow the jaws (:mod:`fastwarp.face.jaws`), the editor before it. Crops are cut around the landmarks at the photo's own
+the teeth that follow the jaws (:mod:`fastwarp.face.jaws`), the editor before it; ``upper_share=1``
+fixes where the jaws part (the editor before each face's own split), ``upper_share=auto`` is the default. Crops are cut around the landmarks at the photo's own
 pixels (cut, not resized, to ``--max-side``); a label strip names the columns.
 """
 
@@ -70,9 +71,11 @@ def main(argv=None) -> int:
     editors = []
     for name, opts in variants:
         split = opts.pop("split_mouth", "1") != "0"
+        share = opts.pop("upper_share", None)
         ed = ExpressionEditor(opts.pop("weights", "base"), "cpu", **opts)
         if ed.mesh_motion is not None:
             ed.mesh_motion.split_mouth = split
+            ed.mesh_motion.upper_share = None if share in (None, "auto") else float(share)
         editors.append((name, ed))
     rows, done = [], 0
     try:

@@ -102,27 +102,31 @@ def edit_pair(editor: ExpressionEditor, frame_a: np.ndarray, lm_a: np.ndarray, t
               variants: tuple[str, ...] = VARIANTS) -> dict[str, np.ndarray]:
     """Frame a edited to the landmarks ``target`` (``[478, 2]`` frame pixels) by each variant
     (of :data:`VARIANTS`; also ``"jaws"``: teeth that follow the jaws with the mesh texture
-    alone, ``"regions_only"``: the region textures on the plain mesh warp)."""
+    alone, ``"regions_only"``: the region textures on the plain mesh warp, ``"share1"``: the editor
+    now with the jaws parting at the source's lower lip for every face, as before each face's own
+    split, :func:`fastwarp.face.jaws.upper_share`)."""
     crop = editor.crop(frame_a, lm_a)
     mm = editor.mesh_motion
     src = crop.landmarks[:, :2].astype(np.float64)
     tgt = target @ crop.matrix[:, :2].T + crop.matrix[:, 2]
     verts, moved = mm.motion_to(src, tgt, crop.size)
     cur, aim = estimate_aus(src), estimate_aus(tgt)
-    texture_model, regions, split = mm.texture_model, editor.regions, mm.split_mouth
-    settings = {"warp": (None, None, False), "shipped": (texture_model, None, False),
-                "new": (texture_model, regions, True),
-                # for diagnosis: the jaws with the mesh texture alone, and the regions without the jaws
-                "jaws": (texture_model, None, True), "regions_only": (texture_model, regions, False)}
+    texture_model, regions, split, share = mm.texture_model, editor.regions, mm.split_mouth, mm.upper_share
+    settings = {"warp": (None, None, False, None), "shipped": (texture_model, None, False, None),
+                "new": (texture_model, regions, True, share),
+                # for diagnosis: the jaws with the mesh texture alone, the regions without the jaws,
+                # and the jaws parting at the lower lip for every face
+                "jaws": (texture_model, None, True, share), "regions_only": (texture_model, regions, False, None),
+                "share1": (texture_model, regions, True, 1.0)}
     out = {}
     try:
         for name in variants:
-            tex, reg, jaws = settings[name]
-            mm.texture_model, editor.regions, mm.split_mouth = tex, reg, jaws
+            tex, reg, jaws, upper = settings[name]
+            mm.texture_model, editor.regions, mm.split_mouth, mm.upper_share = tex, reg, jaws, upper
             maps = mm.maps_from_motion(crop.image, crop.landmarks, verts, moved, cur, aim)
             out[name] = editor.blend(frame_a, crop, maps)
     finally:
-        mm.texture_model, editor.regions, mm.split_mouth = texture_model, regions, split
+        mm.texture_model, editor.regions, mm.split_mouth, mm.upper_share = texture_model, regions, split, share
     return out
 
 

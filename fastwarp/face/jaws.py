@@ -20,12 +20,14 @@ the source's gap ``Ds`` at the same ``s``: where the mouth opens (``D > Ds``),
 - ``D - y <= (1 - f) Ds``: the source's ``v_lower(s) - (D - y)`` (the lower teeth, with the jaw);
 - between: the source's split line, and ``cavity`` = 1;
 
-where ``f`` = :data:`UPPER_SHARE` = 1 is where the jaws part in the source, as a fraction of its
-gap: everything the source shows between its lips stays with the upper lip
-(a smile shows the upper teeth; the lower ones hide behind the lower lip) and the lower lip
-drops away from them. (Finding the line in the image, the darkest line or the steepest bright
-to dark step below the upper teeth, was tried on four held-out photos: it wandered from column
-to column and cut the teeth into stripes.)
+where ``f`` is where the jaws part in the source, as a fraction of its gap. By default
+``f`` = :data:`UPPER_SHARE` = 1: everything the source shows between its lips stays with the
+upper lip (a smile shows the upper teeth; the lower ones hide behind the lower lip) and the
+lower lip drops away from them. The editor passes each face's own ``f``, :func:`upper_share`:
+the lower edge of the upper teeth, found once per face on a profile across the gap averaged
+over the mouth's middle (a line per column was tried on four held-out photos: it wandered from
+column to column and cut the teeth into stripes). Below that edge the source shows the lower
+teeth, the tongue or the dark of the mouth, and those go down with the jaw.
 
 the source point is ``c0' + s |c1' - c0'| ex' + v' ey'`` in the source's own axes (a mouth that
 turns or widens keeps its teeth upright). Elsewhere, and where the mouth does not open, the mesh
@@ -34,18 +36,32 @@ flow stays as it was.
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
 from .regions import LOWER_INNER_LIP, UPPER_INNER_LIP
 
-__all__ = ["split_mouth_flow", "MOUTH_CORNERS", "UPPER_SHARE"]
+__all__ = ["split_mouth_flow", "upper_share", "MOUTH_CORNERS", "UPPER_SHARE"]
 
 #: The inner lip corners (the ends of both inner lip lines).
 MOUTH_CORNERS = (78, 308)
-#: The share of the source's lip gap that moves with the upper lip (the rest with the jaw).
+#: The share of the source's lip gap that moves with the upper lip (the rest with the jaw) where
+#: no face's own is given (:func:`upper_share`).
 UPPER_SHARE = 1.0
+#: :func:`upper_share`'s profile: the mouth's middle (``s``), samples across the gap, and the
+#: teeth's brightness (``min(B, G, R)``, 0..255): the upper teeth's edge is where the profile
+#: falls below ``peak - max(TEETH_DROP_MIN, TEETH_DROP * peak)``; below TEETH_DIM the brightest
+#: part of the gap's upper 8-60 % is not teeth (no split), and up to TEETH_BRIGHT the split fades in.
+_PROFILE_S = np.linspace(0.3, 0.7, 9)
+_PROFILE_U = np.linspace(0.0, 1.0, 25)
+TEETH_DROP, TEETH_DROP_MIN = 0.4, 30.0
+TEETH_DIM, TEETH_BRIGHT = 50.0, 70.0
+#: Gaps narrower than this (IOD) show too little to find an edge in: no split.
+TEETH_MIN_GAP = 0.03
 
 
 def _axes(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -69,8 +85,90 @@ def _lip_lines(lm: np.ndarray, s_grid: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return out[0], out[1]
 
 
-def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor,
-                     target: np.ndarray | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def teeth_profile(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The teeth's brightness across the source's lip gap: ``(profile, gap)``, ``profile``
+    float64 ``[25]`` at ``u`` = 0 (the upper inner lip) .. 1 (the lower), the mean over the
+    mouth's middle (``s`` 0.3..0.7) of ``V (1 - S)`` (HSV, 0..255; that is ``min(B, G, R)``:
+    bright and grey, as teeth are; lips and the mouth's dark are not), and ``gap`` the mean gap there in pixels; None
+    where the lip lines do not run corner to corner.
+
+    Args:
+        image: ``[H, W, 3]`` uint8 BGR.
+        landmarks: ``[>=468, 2]`` in the image's pixels.
+    """
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    lines = _lip_lines(lm, _PROFILE_S)
+    if lines is None:
+        return None
+    vu, vl = lines
+    c0, ex, ey, length = _axes(lm)
+    v = vu[:, None] + _PROFILE_U[None] * (vl - vu)[:, None]
+    p = c0 + (_PROFILE_S * length)[:, None, None] * ex + v[..., None] * ey
+    bgr = cv2.remap(np.ascontiguousarray(image), p[..., 0].astype(np.float32), p[..., 1].astype(np.float32),
+                    cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
+    teeth = bgr.min(-1)  # V (1 - S) of HSV = max - (max - min): bright and grey
+    return teeth.mean(0), float(np.mean(vl - vu))
+
+
+def upper_share(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """A face's own :data:`UPPER_SHARE`: where its jaws part, as the fraction of its lip gap from
+    the upper inner lip that moves with the upper lip when the mouth opens, in (0, 1].
+
+    On :func:`teeth_profile`, with ``peak`` its brightest sample from 8 % to 60 % of the gap (the
+    samples nearer the lip line straddle the lip) and ``drop = max(30, 0.4 peak)``:
+
+    1. the upper teeth: the first sample from the top within ``drop / 2`` of ``peak`` (a lower
+       row may be the brighter one);
+    2. their edge: the first sample below them under ``peak - drop``;
+    3. the split: the darkest sample of the run under that level, refined between samples by a
+       parabola (so the share moves smoothly with the image, frame to frame).
+
+    The split sits on the dark line under the upper teeth: below it the lower teeth, the tongue
+    and the mouth's dark go down with the jaw, and the cavity that opens repeats the line's dark
+    where the textures leave it (at share 1 it repeats the lower lip's inner edge: pink).
+    1 (no split): a gap under :data:`TEETH_MIN_GAP` IOD, no bright part (``peak`` under
+    :data:`TEETH_DIM`), or no edge. Between :data:`TEETH_DIM` and :data:`TEETH_BRIGHT` the share
+    fades from 1 to the split's.
+
+    Args:
+        image: ``[H, W, 3]`` uint8 BGR, the frame (or crop) before the edit.
+        landmarks: ``[>=468, 2]`` FaceMesh landmarks in the image's pixels.
+    """
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    got = teeth_profile(image, lm)
+    if got is None:
+        return UPPER_SHARE
+    prof, gap = got
+    if gap < TEETH_MIN_GAP * float(np.linalg.norm(lm[263] - lm[33])):
+        return UPPER_SHARE
+    first, top = (int(np.searchsorted(_PROFILE_U, u, side="left")) for u in (0.08, 0.6 + 1e-9))
+    peak = float(prof[first:top].max())
+    weight = float(np.clip((peak - TEETH_DIM) / (TEETH_BRIGHT - TEETH_DIM), 0.0, 1.0))
+    if weight == 0.0:
+        return UPPER_SHARE
+    drop = max(TEETH_DROP_MIN, TEETH_DROP * peak)
+    level = peak - drop
+    k = first + int(np.flatnonzero(prof[first:top] >= peak - 0.5 * drop)[0])
+    below = np.flatnonzero(prof[k + 1:] < level)
+    if len(below) == 0:
+        return UPPER_SHARE
+    j = k + 1 + int(below[0])
+    run = j + 1
+    while run < len(prof) and prof[run] < level:
+        run += 1
+    m = j + int(np.argmin(prof[j:run]))
+    u = float(_PROFILE_U[m])
+    if 0 < m < len(prof) - 1:  # the minimum between samples: a parabola through three
+        a, b, c = prof[m - 1], prof[m], prof[m + 1]
+        curve = a - 2.0 * b + c
+        if curve > 1e-9:
+            u += float(np.clip(0.5 * (a - c) / curve, -0.5, 0.5)) * (_PROFILE_U[1] - _PROFILE_U[0])
+    return float(1.0 - weight * (1.0 - max(u, _PROFILE_U[1])))
+
+
+def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor, target: np.ndarray | Tensor,
+                     upper_share: float | Sequence[float] | Callable[[int], float] | None = None,
+                     ) -> tuple[Tensor, Tensor, Tensor]:
     """The mesh flow with the mouth's inside split between the jaws (module docstring).
 
     Args:
@@ -78,6 +176,9 @@ def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor,
             float32 or float64.
         source, target: ``[N, >=468, 2]`` landmarks before and after the motion, in pixels of the
             same grid (pixel centres at integers).
+        upper_share: each face's ``f`` (module docstring): a float for all, ``[N]``, or a function
+            of the face's index, called only for a face whose mouth opens (e.g. :func:`upper_share`
+            of its image, which costs about 0.1 ms); None: :data:`UPPER_SHARE`.
     Returns:
         ``(flow, cavity, rigid)``: the flow (a new tensor; ``flow`` itself is not written),
         ``cavity`` ``[N, 1, H, W]`` in {0, 1}, 1 where the target's opened mouth has no source
@@ -93,6 +194,13 @@ def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor,
     N, _, H, W = flow.shape
     if src.shape[0] != N or tgt.shape[0] != N:
         raise ValueError(f"landmarks for {src.shape[0]} and {tgt.shape[0]} faces, flow for {N}")
+    if callable(upper_share):
+        share_of = upper_share
+    else:
+        shares = np.broadcast_to(np.asarray(UPPER_SHARE if upper_share is None else upper_share, np.float64), (N,))
+
+        def share_of(n: int) -> float:
+            return float(shares[n])
     out = flow.clone()
     cavity = torch.zeros(N, 1, H, W, dtype=flow.dtype, device=flow.device)
     rigid = torch.zeros_like(cavity)
@@ -118,7 +226,8 @@ def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor,
         if not inside.any():
             continue
         y = v - vu
-        top, bottom = UPPER_SHARE * gap_s, (1.0 - UPPER_SHARE) * gap_s
+        f = share_of(n)
+        top, bottom = f * gap_s, (1.0 - f) * gap_s
         upper, lower = y <= top, (gap_t - y) <= bottom
         v_src = np.where(upper, vus + y, np.where(lower, vls - (gap_t - y), vus + top))
         c0s, exs, eys, length_s = _axes(src[n])

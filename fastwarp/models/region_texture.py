@@ -101,7 +101,8 @@ def _mesh_tensors() -> tuple[Tensor, tuple[Tensor, ...]]:
 
 
 def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Tensor, kind: str,
-                  sides: Sequence[str], *, jaws: bool = True) -> dict[str, Tensor]:
+                  sides: Sequence[str], *, jaws: bool = True,
+                  upper_share: float | Sequence[float] | None = None) -> dict[str, Tensor]:
     """The generator's inputs for regions moved from their source landmarks to their target
     landmarks through the face mesh: what training pairs them with (training/region_gan.py,
     ``make_batch``) and what the editor paints with (:mod:`fastwarp.region_paint`), one function
@@ -114,6 +115,10 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
         sides: each region's eye side (``"right"``, ``"left"``; any for the mouth).
         jaws: for the mouth, teeth that follow the jaws (False: the mesh warp alone, as before
             issue 19's phase 3; for comparisons).
+        upper_share: for the mouth, where the jaws part in each source mouth
+            (:func:`fastwarp.face.jaws.split_mouth_flow`; the editor passes the face's own,
+            :func:`fastwarp.face.jaws.upper_share`); None: :data:`fastwarp.face.jaws.UPPER_SHARE`
+            (what the shipped mouth textures were trained with).
     Returns:
         ``warped`` [B, 3, H, W] (the source warped by ``flow``), ``flow`` [B, 2, H, W] (region
         pixels; for the mouth with its inside split between the jaws,
@@ -130,7 +135,7 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
     flow, index = ops.mesh_flow(verts, disp, tri, (H, W))
     gate = motion_gate(deformation_map(verts, disp, tri, index))
     if kind == "mouth" and jaws:  # teeth follow the jaws, as in the editor's face flow, and are kept as they are
-        flow, _, rigid = split_mouth_flow(flow, source_landmarks, target_landmarks)
+        flow, _, rigid = split_mouth_flow(flow, source_landmarks, target_landmarks, upper_share)
         gate = gate * (1.0 - rigid)
     contours = np.stack([contour_map(lm, kind, H, W, side) for lm, side in zip(target_landmarks.numpy(), sides)])
     return {"warped": ops.warp(source, flow), "flow": flow, "opening": opening_map(verts, disp, tri, index, *regions),
