@@ -220,7 +220,8 @@ class RegionPainter:
         """
         names = []
         if self.eye is not None:
-            gap = eye_gap(target[None])[0] - eye_gap(source[None])[0]  # (right, left), eye widths
+            gaps = eye_gap(np.stack([target, source]))
+            gap = gaps[0] - gaps[1]  # (right, left), eye widths
             names += [side for i, side in enumerate(("right", "left")) if abs(float(gap[i])) >= LID_MOTION]
         asked = au_delta is None or float(np.abs(np.asarray(au_delta)[_MOUTH_AU_INDEX]).max()) >= MOUTH_AU_CHANGE
         if self.mouth is not None and asked:
@@ -278,7 +279,8 @@ class RegionPainter:
             scale: the frame's value of 255 (65535 / 255 for a 16-bit frame composited in
                 float32).
             memory: video only: one face track's state across frames (a dict the caller keeps
-                per track, empty at its start; ``{name: (texture, mask, age)}``). Each region's
+                per track, empty at its start; ``{name: (texture, mask, age, texture in the
+                frame's BGR)}``, the last kept for the frames that reuse it). Each region's
                 texture and mask are then ``VIDEO_SMOOTHING * this + (1 - VIDEO_SMOOTHING) *
                 previous`` in region coordinates; a region that is not painted forgets its
                 past. With :attr:`refresh` N > 1 a region's network runs on every N-th frame
@@ -305,23 +307,23 @@ class RegionPainter:
         out = image
         for name in ("right", "left", "mouth"):
             if name in keep:
-                texture, mask, age = memory[name]
+                texture, mask, age, bgr = memory[name]
                 spec, side = (MOUTH, None) if name == "mouth" else (EYE, name)
                 matrix = region_matrix(source[None], spec, side)[0]
-                memory[name] = (texture, mask, age + 1)
+                memory[name] = (texture, mask, age + 1, bgr)
             elif name in painted:
                 matrix, texture, mask = painted[name]
+                if memory is not None and name in memory:
+                    a = VIDEO_SMOOTHING
+                    texture = a * texture + (1.0 - a) * memory[name][0]
+                    mask = a * mask + (1.0 - a) * memory[name][1]
+                bgr = (texture.contiguous().flip(1) + 1.0) * (127.5 * scale)  # RGB [-1, 1] -> the frame's BGR
                 if memory is not None:
-                    if name in memory:
-                        a = VIDEO_SMOOTHING
-                        texture = a * texture + (1.0 - a) * memory[name][0]
-                        mask = a * mask + (1.0 - a) * memory[name][1]
-                    memory[name] = (texture, mask, 0)
+                    memory[name] = (texture, mask, 0, bgr)
             else:
                 if memory is not None:
                     memory.pop(name, None)
                 continue
-            bgr = (texture.flip(1) + 1.0) * (127.5 * scale)  # RGB [-1, 1] -> the frame's BGR
             theta = torch.from_numpy(matrix[None]).to(device=out.device, dtype=torch.float32)
             zero = torch.zeros(1, 2, *texture.shape[-2:], device=out.device)
             out = ops.warp_blend(out, zero, bgr.to(out.device), mask.to(out.device), theta=theta, mode=self.resample)

@@ -256,7 +256,7 @@ def test_under_a_refresh_the_eyes_refresh_together(editors):
         ed.regions.refresh = 3
         ed.blend(image, crop, maps, memory)
         assert batches == [2] and {n: memory[n][2] for n in memory} == {"right": 0, "left": 0}
-        memory["right"] = memory["right"][:2] + (2,)  # the right eye is due on this frame, the left is not
+        memory["right"] = memory["right"][:2] + (2,) + memory["right"][3:]  # the right eye is due, the left is not
         ed.blend(image, crop, maps, memory)
     finally:
         ed.regions.refresh = 1

@@ -71,18 +71,53 @@ def _axes(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     return c0, ex, np.array([-ex[1], ex[0]]), max(length, 1e-9)
 
 
-def _lip_lines(lm: np.ndarray, s_grid: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(v_upper, v_lower)`` at ``s_grid``, or None where a lip line does not run corner to
-    corner monotonically (a profile or a folded mouth: no split)."""
+_CHAINS = (np.array(UPPER_INNER_LIP), np.array(LOWER_INNER_LIP))
+
+
+def _lip_points(lm: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], ...] | None:
+    """Each inner lip line's points as ``(s, v)`` (upper, lower), or None where a line does not
+    run corner to corner monotonically (a profile or a folded mouth: no split)."""
     c0, ex, ey, length = _axes(lm)
     out = []
-    for chain in (UPPER_INNER_LIP, LOWER_INNER_LIP):
-        d = lm[list(chain)] - c0
-        s, v = d @ ex / length, d @ ey
-        if np.any(np.diff(s) <= 0):
+    for chain in _CHAINS:
+        d = lm[chain] - c0
+        s = d @ ex / length
+        if np.any(s[1:] <= s[:-1]):
             return None
-        out.append(np.interp(s_grid, s, v))
-    return out[0], out[1]
+        out.append((s, d @ ey))
+    return tuple(out)
+
+
+def _lip_lines(lm: np.ndarray, s_grid: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(v_upper, v_lower)`` at ``s_grid``, or None (:func:`_lip_points`)."""
+    points = _lip_points(lm)
+    if points is None:
+        return None
+    (su, vu), (sl, vl) = points
+    return np.interp(s_grid, su, vu), np.interp(s_grid, sl, vl)
+
+
+def _mouth_opens(src: np.ndarray, tgt: np.ndarray) -> bool:
+    """Whether the target's inner-lip gap exceeds the source's (clamped at 0) anywhere along the
+    mouth, ``s`` in [0, 1]: what :func:`split_mouth_flow` needs a pixel for, tested without
+    pixels (about 40 us against 0.3 ms). Both gaps are piecewise linear in ``s`` with kinks at
+    the lip points of either face; between kinks, ``min(gap_t, gap_t - gap_s)`` is concave and
+    peaks at an end or where the source's gap crosses 0, so those points decide exactly."""
+    ps, pt = _lip_points(src), _lip_points(tgt)
+    if ps is None or pt is None:
+        return True  # (the split decides: it does nothing for such a face)
+    s = np.unique(np.clip(np.concatenate([np.array([0.0, 1.0])] + [q[0] for q in ps + pt]), 0.0, 1.0))
+
+    def gaps(points, at):
+        (su, vu), (sl, vl) = points
+        return np.interp(at, sl, vl) - np.interp(at, su, vu)
+
+    gs = gaps(ps, s)
+    cross = np.flatnonzero(gs[:-1] * gs[1:] < 0)
+    if len(cross):
+        s = np.concatenate([s, s[cross] + (s[cross + 1] - s[cross]) * gs[cross] / (gs[cross] - gs[cross + 1])])
+        gs = gaps(ps, s)
+    return bool(np.any(gaps(pt, s) > np.maximum(gs, 0.0)))
 
 
 def teeth_profile(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, float] | None:
@@ -205,6 +240,8 @@ def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor, target: np.ndarr
     cavity = torch.zeros(N, 1, H, W, dtype=flow.dtype, device=flow.device)
     rigid = torch.zeros_like(cavity)
     for n in range(N):
+        if not _mouth_opens(src[n], tgt[n]):  # (the cheap test first: most edits open no mouth)
+            continue
         inner = tgt[n, list(UPPER_INNER_LIP) + list(LOWER_INNER_LIP)]
         x0, y0 = np.floor(inner.min(0)).astype(int)
         x1, y1 = np.ceil(inner.max(0)).astype(int)

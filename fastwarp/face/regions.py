@@ -219,18 +219,19 @@ def cut_region(frame: np.ndarray, matrix: np.ndarray, spec: RegionSpec) -> tuple
 
 
 _EYE_PAIRS = {"right": ((159, 145), (158, 153), (160, 144)), "left": ((386, 374), (385, 380), (387, 373))}
+#: The same as index arrays, (right, left) eye: corners [2 (outer, inner), 2], lid pairs [2 (upper, lower), 2, 3].
+_EYE_CORNERS = np.array([[RIGHT_EYE_OUTER, LEFT_EYE_OUTER], [RIGHT_EYE_INNER, LEFT_EYE_INNER]])
+_EYE_LIDS = np.array([[[a for a, _ in _EYE_PAIRS[side]] for side in ("right", "left")],
+                      [[b for _, b in _EYE_PAIRS[side]] for side in ("right", "left")]])
 
 
 def eye_gap(landmarks: np.ndarray) -> np.ndarray:
     """The lid gap of each eye in eye widths (the mean of three upper/lower lid distances over
     the corner distance): ``[N, 2]`` (right, left) float32; about 0.3 open, under 0.12 closed."""
     p = _batch(landmarks)
-    out = []
-    for side, (o, i) in (("right", (RIGHT_EYE_OUTER, RIGHT_EYE_INNER)), ("left", (LEFT_EYE_OUTER, LEFT_EYE_INNER))):
-        width = np.linalg.norm(p[:, o] - p[:, i], axis=-1)
-        gap = np.mean([np.linalg.norm(p[:, a] - p[:, b], axis=-1) for a, b in _EYE_PAIRS[side]], axis=0)
-        out.append(gap / np.maximum(width, 1e-6))
-    return np.stack(out, axis=1).astype(np.float32)
+    width = np.linalg.norm(p[:, _EYE_CORNERS[0]] - p[:, _EYE_CORNERS[1]], axis=-1)  # [N, 2]
+    gap = np.linalg.norm(p[:, _EYE_LIDS[0]] - p[:, _EYE_LIDS[1]], axis=-1).mean(-1)  # [N, 2, 3] -> [N, 2]
+    return (gap / np.maximum(width, 1e-6)).astype(np.float32)
 
 
 def mouth_gap(landmarks: np.ndarray) -> np.ndarray:
