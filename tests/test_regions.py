@@ -238,6 +238,47 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path):
         train_region_gan(other, progress=False, train=train, val=val)
 
 
+def test_init_from_a_shipped_model_takes_its_weights_and_a_new_critic(tmp_path):
+    """--init with a model (path without suffix, as fastwarp/weights/region_eye): generator and
+    EMA start as its weights, the critic anew; a model of other channels is refused in one line."""
+    train, val = _synthetic_set(seed=0), _synthetic_set(seed=1)
+    first = _tiny(tmp_path / "first")
+    first.seed = 7
+    train_region_gan(first, progress=False, train=train, val=val)
+    shipped = RegionTexture.load(tmp_path / "first" / "region_eye")
+    old = torch.load(tmp_path / "first" / "checkpoint.pt", weights_only=False)
+    still = {}
+    for name in ("tuned", "scratch"):  # one step that changes no weight (learning rates 0)
+        cfg = _tiny(tmp_path / name)
+        cfg.lr_g = cfg.lr_d = 0.0
+        if name == "tuned":
+            cfg.init, cfg.lambda_commit = str(tmp_path / "first" / "region_eye"), 2.0
+        assert train_region_gan(cfg, progress=False, stop_at=1, train=train, val=val) is None
+        still[name] = torch.load(tmp_path / name / "checkpoint.pt", weights_only=False)
+    new = still["tuned"]
+    assert new["config"]["lambda_commit"] == 2.0
+    for name, t in shipped.state_dict().items():
+        assert torch.equal(new["g"][name], t) and torch.allclose(new["ema"][name].float(), t.float(), atol=1e-6), name
+    for n, t in new["d"].items():  # the critic: a new one (as a run from scratch has), not the first run's
+        assert torch.equal(t, still["scratch"]["d"][n]), n
+    assert any(not torch.equal(t, old["d"][n]) for n, t in new["d"].items() if t.is_floating_point())
+    other = _tiny(tmp_path / "other")
+    other.init, other.channels = str(tmp_path / "first" / "region_eye"), "4,8,16"
+    with pytest.raises(ValueError, match=r"--init: .* is a eye texture of channels \[4, 8\]; pass the same settings"):
+        train_region_gan(other, progress=False, train=train, val=val)
+
+
+def test_the_commit_term_is_zero_for_a_mask_that_keeps_or_paints():
+    from training.region_gan import commit_term
+
+    gate = torch.zeros(2, 1, 8, 8)
+    gate[:, :, 2:6, 2:6] = 1.0
+    paint = torch.where(gate > 0, torch.zeros_like(gate), torch.ones_like(gate))
+    assert float(commit_term(paint, gate)) == 0.0 and float(commit_term(torch.ones_like(gate), gate)) == 0.0
+    half = 1.0 - 0.5 * gate  # half-transparent where gated
+    assert float(commit_term(half, gate)) == pytest.approx(0.25)
+
+
 def test_motion_gate_against_opencv():
     """motion_gate = window * box_mean(max_filter(clamp(change / full))), both 9 x 9 with the
     border replicated, against OpenCV's dilate and blur (an independent implementation)."""

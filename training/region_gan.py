@@ -23,7 +23,10 @@ Losses (the generator's composite ``mask * warped + (1 - mask) * texture``):
 - L1 of the 4x box-downsampled composite against the target's, inside the motion gate (the
   pair's reconstruction, at low frequency: the critic decides the detail);
 - feature matching on the critic's layers (pix2pixHD);
-- ``mean(1 - mask)`` (paint only where needed).
+- ``mean(1 - mask)`` (paint only where needed);
+- optionally (``lambda_commit``, off by default) ``sum(mask (1 - mask)) / sum(gate)``: a mask
+  that keeps the warp or paints, not a grey between (where the critic alone leaves a
+  half-transparent lid over the squeezed iris).
 
 An exponential moving average of the generator's weights is the model written out. Adam;
 checkpoints written atomically with every RNG state, so ``--resume`` continues bit for bit
@@ -61,7 +64,7 @@ from fastwarp.models.region_texture import RegionTexture, RegionTextureConfig, c
 from .regions import CLOSED_GAP, OPEN_GAP, TEETH_FRACTION, RegionSet, load_regions
 from .small_run import cli, open_run
 
-__all__ = ["RegionGanConfig", "PatchCritic", "PairSampler", "CATEGORIES", "make_batch", "train_region_gan",
+__all__ = ["RegionGanConfig", "PatchCritic", "PairSampler", "CATEGORIES", "make_batch", "train_region_gan", "commit_term",
            "picture_sheet", "evaluate_pairs", "main"]
 
 CHECKPOINT = "checkpoint.pt"
@@ -93,6 +96,7 @@ class RegionGanConfig:
     lambda_l1: float = 20.0
     lambda_fm: float = 10.0
     lambda_mask: float = 0.2
+    lambda_commit: float = 0.0  # sum(mask (1 - mask)) / sum(gate): a mask that keeps or paints, not between
     lambda_mismatch: float = 0.0  # 0.5 pulled the critic to a constant output in a 400-step try
     max_adv_scale: float = 1.6
     ema: float = 0.999
@@ -100,7 +104,8 @@ class RegionGanConfig:
     sheet_every: int = 250
     sheet_rows: int = 8
     max_minutes: float = 0.0  # 0: no budget
-    init: str = ""  # a run's checkpoint to start from (its generator, EMA and critic; fresh optimisers, step 0)
+    init: str = ""  # a run's checkpoint.pt to start from (its generator, EMA and critic; fresh optimisers, step 0),
+    # or a shipped model (path without suffix, e.g. fastwarp/weights/region_eye: generator and EMA, a new critic)
 
 
 class PatchCritic(nn.Module):
@@ -348,7 +353,10 @@ class _Run:
         w = _low(b["gate"])
         l1 = ((_low(comp) - _low(b["target"])).abs() * w).sum() / (w.sum() * 3).clamp_min(1.0)
         mask_term = (1 - mask).mean()
+        commit = commit_term(mask, b["gate"])
         g_loss = adv + cfg.lambda_fm * fm + cfg.lambda_l1 * l1 + cfg.lambda_mask * mask_term
+        if cfg.lambda_commit:
+            g_loss = g_loss + cfg.lambda_commit * commit
 
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -365,9 +373,20 @@ class _Run:
             for pe, pg in zip(self.ema.parameters(), self.g.parameters()):
                 pe.mul_(decay).add_(pg.detach(), alpha=1 - decay)
         self.step += 1
-        terms = {"d": d_loss, "adv": adv, "fm": fm, "l1": l1, "mask": mask_term, "adv_share": adv_w.mean(),
+        terms = {"d": d_loss, "adv": adv, "fm": fm, "l1": l1, "mask": mask_term, "commit": commit,
+                 "adv_share": adv_w.mean(),
                  "real": _patch_mean(real_score, pw, adv_w), "fake": _patch_mean(fake_score, pw, adv_w)}
         return {k: float(v.detach()) for k, v in terms.items()}
+
+
+def commit_term(mask: Tensor, gate: Tensor) -> Tensor:
+    """``sum(mask (1 - mask)) / sum(gate)``: 0 where the mask keeps the warp (1) or paints (0),
+    at most 0.25 per gated pixel, for a half-transparent mask (:attr:`RegionGanConfig.lambda_commit`).
+
+    Args:
+        mask, gate (Tensor[N, 1, H, W]): the generator's gated mask and the motion gate.
+    """
+    return (mask * (1 - mask)).sum() / gate.sum().clamp_min(1.0)
 
 
 def held_out_rows(val: RegionSet, n: int, seed: int = 1, category: str | None = None,
@@ -467,6 +486,14 @@ def train_region_gan(cfg: RegionGanConfig, *, resume: bool = False, progress: bo
             raise ValueError(f"--resume: the run was started with other settings ({was}); pass the same ones "
                              "(only the step count, budget, checkpoint and sheet intervals may change)")
         run.load(state)
+    elif cfg.init and not cfg.init.endswith(".pt"):  # a shipped model: its weights, a new critic
+        model = RegionTexture.load(cfg.init)
+        if model.config.kind != cfg.kind or list(model.config.channels) != [int(c) for c in cfg.channels.split(",")] \
+                or model.config.res_blocks != cfg.res_blocks:
+            raise ValueError(f"--init: {cfg.init} is a {model.config.kind} texture of channels "
+                             f"{list(model.config.channels)}; pass the same settings")
+        run.g.load_state_dict(model.state_dict())
+        run.ema.load_state_dict(model.state_dict())
     elif cfg.init:  # a fine-tune with other settings: the weights, not the optimisers or the step
         state = torch.load(cfg.init, weights_only=False)
         other = [k for k in _ARCHITECTURE if state["config"].get(k) != getattr(cfg, k)]
