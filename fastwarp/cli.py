@@ -543,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "dropped when editing falls behind; --stats then gives a camera's latency)")
     w.add_argument("--virtual-cam", action="store_true",
                    help="send the edited video to a virtual camera (pyvirtualcam; v4l2loopback on Linux)")
-    stream(w, "auto", 5)  # lite, blink: 0.83-0.84x of the mesh path at 5, 0.59x at 1 (docs/evaluation/regions)
+    stream(w, "auto", 5)  # lite, blink: 0.82-0.84x of the mesh path at 5, 0.59x at 1 (docs/evaluation/regions)
     w.set_defaults(func=cmd_webcam)
 
     sub.add_parser("presets", help="list the named expressions of --expr (name, AUs at full strength, "
