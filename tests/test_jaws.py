@@ -214,7 +214,24 @@ def test_a_mouth_opened_on_its_own_split_is_dark_between_the_jaws(name, low, hig
     edits = [parse_au_edit("AU25=+2"), parse_au_edit("AU26=+2.5")]
     with ExpressionEditor("base", "cpu") as ed:
         assert low < upper_share(image, ed.detect(image)[0][:, :2]) < high
+        # the face's split is read on its crop and reaches the mouth region's split unchanged
+        crop = ed.crop(image, ed.detect(image)[0])
+        current, target = ed.aus(crop, edits)
+        maps = ed.predict(crop.image, target, current, crop.landmarks)
+        assert maps.motion.upper_share == upper_share(crop.image, crop.landmarks[:, :2])
+        assert low - 0.05 < maps.motion.upper_share < high + 0.05
+        seen = []
+        region_inputs = ed.regions.region_inputs
+
+        def spy(frame8, source, target, spec, sides, upper_share=None):
+            seen.append((spec.kind, upper_share))
+            return region_inputs(frame8, source, target, spec, sides, upper_share)
+
+        ed.regions.region_inputs = spy
         own = ed.edit(image, edits).frame
+        ed.regions.region_inputs = region_inputs
+        mouth = [share for kind, share in seen if kind == "mouth"]
+        assert mouth and all(abs(x - maps.motion.upper_share) < 0.02 for x in mouth), seen
         ed.mesh_motion.upper_share = 1.0
         lower_lip = ed.edit(image, edits).frame
         lm = ed.detect(own)[0][:, :2]
