@@ -49,3 +49,11 @@ def test_no_motion_returns_the_frame(faces_dir, editor):
     lm = editor.detect(image)[0]
     for out in frame_pairs.edit_pair(editor, image, lm, lm[:, :2].astype(np.float64)).values():
         assert np.array_equal(out, image)
+
+
+def test_an_unknown_variant_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        frame_pairs.main(["--variants", "shipped,sharp", "--kind", "mouth"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith("unknown variant(s) sharp: choose from warp, shipped, new, jaws, regions_only, share1")

@@ -52,6 +52,8 @@ from training.region_gan import CATEGORIES, held_out_rows  # noqa: E402
 from training.regions import held_out_videos, load_regions, video_frames  # noqa: E402
 
 VARIANTS = ("warp", "shipped", "new")
+#: Every variant :func:`edit_pair` knows (the last three for diagnosis).
+ALL_VARIANTS = VARIANTS + ("jaws", "regions_only", "share1")
 
 
 def _psnr(sq: float, n: float) -> float:
@@ -141,10 +143,13 @@ def main(argv=None) -> int:
     ap.add_argument("--region-weights", default=None,
                     help="an eye region texture checkpoint (path without suffix) for 'new' instead of the bundled one")
     ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help="comma-separated, of warp, shipped, new, jaws, regions_only")
+                    help=f"comma-separated, of {', '.join(ALL_VARIANTS)}")
     ap.add_argument("--sheet", type=Path, default=None, help="a picture sheet of the first pairs (JPEG)")
     args = ap.parse_args(argv)
     variants = tuple(args.variants.split(","))
+    unknown = [v for v in variants if v not in ALL_VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(ALL_VARIANTS)}")
     _, val_videos = held_out_videos(args.faces)
     rs = load_regions(args.data, args.kind, val_videos)
     spec = EYE if args.kind == "eye" else MOUTH
