@@ -166,9 +166,9 @@ class MeshMotion:
         flow, index = ops.mesh_flow(verts, moved, self.triangles, (G, G))
         rigid, found = None, {}
         if self.split_mouth:
-            def share_of(_: int) -> float:  # this face's, read once and only if its mouth opens
-                if "share" not in found:
-                    found["share"] = upper_share(crop_bgr, landmarks) if self.upper_share is None else float(self.upper_share)
+            def share_of(_: int) -> float:  # this face's, read only if its lips open
+                fixed = self.upper_share
+                found["share"] = upper_share(crop_bgr, landmarks) if fixed is None else float(fixed)
                 return found["share"]
 
             flow, _, rigid = split_mouth_flow(flow, verts, verts + moved, share_of)

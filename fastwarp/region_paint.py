@@ -177,7 +177,8 @@ class RegionPainter:
 
     @torch.no_grad()
     def region_inputs(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, spec: RegionSpec,
-                      sides: list[str | None], upper_share: float | None = None) -> tuple[list[np.ndarray], dict[str, Tensor]]:
+                      sides: list[str | None],
+                      upper_share: float | None = None) -> tuple[list[np.ndarray], dict[str, Tensor]]:
         """``(matrices, inputs)``: per region of ``sides`` its matrix ``[2, 3]`` frame -> region,
         and the generator's inputs for all of them as one batch
         (:func:`~fastwarp.models.region_texture.region_inputs`, as in training; a region whose

@@ -10,8 +10,9 @@ what a setting keeps, blurs or paints.
 Each ``--variant NAME:KEY=VALUE[,KEY=VALUE]`` is an :class:`fastwarp.ExpressionEditor` with those
 keyword arguments (weights ``base`` unless ``weights=lite``, CPU); ``split_mouth=0`` turns off
 the teeth that follow the jaws (:mod:`fastwarp.face.jaws`), the editor before it; ``upper_share=1``
-fixes where the jaws part (the editor before each face's own split), ``upper_share=auto`` is the default. Crops are cut around the landmarks at the photo's own
-pixels (cut, not resized, to ``--max-side``); a label strip names the columns.
+fixes where the jaws part (the editor before each face's own split), ``upper_share=auto`` is the
+default. Crops are cut around the landmarks at the photo's own pixels (cut, not resized, to
+``--max-side``); a label strip names the columns.
 """
 
 from __future__ import annotations

@@ -64,8 +64,8 @@ from fastwarp.models.region_texture import RegionTexture, RegionTextureConfig, c
 from .regions import CLOSED_GAP, OPEN_GAP, TEETH_FRACTION, RegionSet, load_regions
 from .small_run import cli, open_run
 
-__all__ = ["RegionGanConfig", "PatchCritic", "PairSampler", "CATEGORIES", "make_batch", "train_region_gan", "commit_term",
-           "picture_sheet", "evaluate_pairs", "main"]
+__all__ = ["RegionGanConfig", "PatchCritic", "PairSampler", "CATEGORIES", "make_batch", "train_region_gan",
+           "commit_term", "picture_sheet", "evaluate_pairs", "main"]
 
 CHECKPOINT = "checkpoint.pt"
 

@@ -124,8 +124,8 @@ def teeth_profile(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     """The teeth's brightness across the source's lip gap: ``(profile, gap)``, ``profile``
     float64 ``[25]`` at ``u`` = 0 (the upper inner lip) .. 1 (the lower), the mean over the
     mouth's middle (``s`` 0.3..0.7) of ``V (1 - S)`` (HSV, 0..255; that is ``min(B, G, R)``:
-    bright and grey, as teeth are; lips and the mouth's dark are not), and ``gap`` the mean gap there in pixels; None
-    where the lip lines do not run corner to corner.
+    bright and grey, as teeth are; lips and the mouth's dark are not), and ``gap`` the mean gap
+    there in pixels; None where the lip lines do not run corner to corner.
 
     Args:
         image: ``[H, W, 3]`` uint8 BGR.
@@ -212,8 +212,9 @@ def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor, target: np.ndarr
         source, target: ``[N, >=468, 2]`` landmarks before and after the motion, in pixels of the
             same grid (pixel centres at integers).
         upper_share: each face's ``f`` (module docstring): a float for all, ``[N]``, or a function
-            of the face's index, called only for a face whose mouth opens (e.g. :func:`upper_share`
-            of its image, which costs about 0.1 ms); None: :data:`UPPER_SHARE`.
+            of the face's index, called once for each face whose lips open (by its landmarks,
+            whatever the grid; e.g. :func:`upper_share` of its image, which costs about 0.1 ms);
+            None: :data:`UPPER_SHARE`.
     Returns:
         ``(flow, cavity, rigid)``: the flow (a new tensor; ``flow`` itself is not written),
         ``cavity`` ``[N, 1, H, W]`` in {0, 1}, 1 where the target's opened mouth has no source
@@ -242,6 +243,7 @@ def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor, target: np.ndarr
     for n in range(N):
         if not _mouth_opens(src[n], tgt[n]):  # (the cheap test first: most edits open no mouth)
             continue
+        f = share_of(n)  # read whenever the lips open, so a finer grid of the same motion splits alike
         inner = tgt[n, list(UPPER_INNER_LIP) + list(LOWER_INNER_LIP)]
         x0, y0 = np.floor(inner.min(0)).astype(int)
         x1, y1 = np.ceil(inner.max(0)).astype(int)
@@ -263,7 +265,6 @@ def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor, target: np.ndarr
         if not inside.any():
             continue
         y = v - vu
-        f = share_of(n)
         top, bottom = f * gap_s, (1.0 - f) * gap_s
         upper, lower = y <= top, (gap_t - y) <= bottom
         v_src = np.where(upper, vus + y, np.where(lower, vls - (gap_t - y), vus + top))
