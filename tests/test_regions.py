@@ -297,3 +297,55 @@ def test_motion_gate_against_opencv():
         s = np.where(s > 1e-6, s, 0.0) * window
         np.testing.assert_allclose(gate[n, 0].numpy(), s, atol=1e-5)
         assert np.array_equal(gate[n, 0].numpy() == 0, s == 0)  # exactly 0 where nothing deformed near
+
+
+def test_an_unknown_upper_share_is_refused(tmp_path):
+    train, val = _synthetic_set(seed=0), _synthetic_set(seed=1)
+    cfg = _tiny(tmp_path / "run")
+    cfg.upper_share = "0.5"
+    with pytest.raises(ValueError, match="--upper-share must be 1 or auto"):
+        train_region_gan(cfg, progress=False, stop_at=1, train=train, val=val)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, low, high", [("lp_d12_img.jpg", 0.65, 0.85), ("fr_obama2.jpg", 0.25, 0.45)])
+def test_mouth_pairs_split_the_jaws_where_the_source_mouth_parts(name, low, high):
+    """``--upper-share auto``: each source mouth region's own split (:func:`training.regions.mouth_shares`,
+    read on the region as the editor reads it on the frame: the same line, within the
+    resampling's error) reaches the pair's warp; without it every tooth stays with the upper lip."""
+    from fastwarp.face.jaws import upper_share
+    from fastwarp.face.landmarks import FaceMesh
+    from fastwarp.face.regions import LOWER_INNER_LIP, LOWER_OUTER_LIP
+    from fastwarp.models.region_texture import region_inputs
+    from op_helpers import FACES_DIR
+    from training.regions import mouth_shares
+
+    path = FACES_DIR / "images" / name
+    if not path.is_file():
+        pytest.skip(f"faces data not found at {FACES_DIR}")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    with FaceMesh() as det:
+        lm = det.detect(image)[0][:, :2].astype(np.float64)
+    m = region_matrix(lm[None], MOUTH, None)[0]
+    region = cut_region(image, m, MOUTH)[0][..., ::-1]  # RGB, as a RegionSet holds it
+    source = to_region(lm, m).astype(np.float32)
+    target = source.copy()
+    lower = sorted((set(LOWER_INNER_LIP) | set(LOWER_OUTER_LIP)) - {78, 308, 61, 291})
+    below = np.flatnonzero(source[:468, 1] > source[14, 1])  # under the lower inner lip: the chin
+    target[sorted(set(lower) | set(below.tolist())), 1] += 12.0  # the jaw drops
+    rs = RegionSet("mouth", np.stack([region, region]), np.stack([source, target]), np.zeros((2, 17), np.float32),
+                   np.zeros((2, 2), np.float32), np.zeros(2, np.float32), np.zeros(2, np.float32),
+                   np.ones(2, np.float32), np.zeros(2, np.int64), np.zeros(2, np.int8), np.arange(2, dtype=np.int32),
+                   ["a"])
+    shares = mouth_shares(rs)
+    assert abs(shares[0] - upper_share(image, lm)) < 0.05 and low - 0.05 < shares[0] < high + 0.05
+    rows = np.array([[0, 1]])
+    fixed = make_batch(rs, rows)
+    rs.share = shares
+    own = make_batch(rs, rows)
+    expect = region_inputs(torch.from_numpy(region.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0,
+                           torch.from_numpy(source)[None], torch.from_numpy(target)[None], "mouth", ["right"],
+                           upper_share=[shares[0]])
+    assert torch.equal(own["flow"], expect["flow"])
+    assert (own["flow"] - fixed["flow"]).abs().amax() > 2.0  # the lower teeth go down with the jaw

@@ -24,6 +24,9 @@ Losses (the generator's composite ``mask * warped + (1 - mask) * texture``):
   pair's reconstruction, at low frequency: the critic decides the detail);
 - feature matching on the critic's layers (pix2pixHD);
 - ``mean(1 - mask)`` (paint only where needed);
+- the mouth pairs' warp splits the jaws at ``upper_share``: 1 (every tooth the source shows stays
+  with the upper lip, as the shipped mouth textures were trained) or ``auto`` (each source's own
+  split, :func:`fastwarp.face.jaws.upper_share`, as the editor warps a face since phase 5);
 - optionally (``lambda_commit``, off by default) ``sum(mask (1 - mask)) / sum(gate)``: a mask
   that keeps the warp or paints, not a grey between (where the critic alone leaves a
   half-transparent lid over the squeezed iris).
@@ -61,7 +64,7 @@ from fastwarp.au import AU_INDEX
 from fastwarp.face.regions import REGIONS, contour_map
 from fastwarp.models.region_texture import RegionTexture, RegionTextureConfig, composite, region_inputs
 
-from .regions import CLOSED_GAP, OPEN_GAP, TEETH_FRACTION, RegionSet, load_regions
+from .regions import CLOSED_GAP, OPEN_GAP, TEETH_FRACTION, RegionSet, load_regions, mouth_shares
 from .small_run import cli, open_run
 
 __all__ = ["RegionGanConfig", "PatchCritic", "PairSampler", "CATEGORIES", "make_batch", "train_region_gan",
@@ -99,6 +102,8 @@ class RegionGanConfig:
     lambda_commit: float = 0.0  # sum(mask (1 - mask)) / sum(gate): a mask that keeps or paints, not between
     lambda_mismatch: float = 0.0  # 0.5 pulled the critic to a constant output in a 400-step try
     max_adv_scale: float = 1.6
+    upper_share: str = "1"  # the mouth pairs' jaw split: "1" (UPPER_SHARE, all teeth with the upper lip) or
+    # "auto" (each source mouth's own, fastwarp.face.jaws.upper_share, as the editor warps it)
     ema: float = 0.999
     every: int = 100
     sheet_every: int = 250
@@ -225,7 +230,8 @@ def make_batch(rs: RegionSet, rows: np.ndarray, *, flip: np.ndarray | None = Non
     target's), ``au_delta`` ``[B, 17]``, ``source_contours``, ``gap_change`` ``[B]`` (target minus
     source gap), ``scale`` ``[B]`` (the target's region px per frame px). ``flip`` (bool ``[B]``)
     mirrors those samples left-right after they are made (the mouth's augmentation: the
-    mesh, the warp and the maps all commute with a mirror).
+    mesh, the warp and the maps all commute with a mirror). A mouth set's ``share``
+    (:func:`training.regions.mouth_shares`) splits each source's jaws where its own teeth part.
     """
     s, t = rows[:, 0], rows[:, 1]
     H, W = rs.images.shape[1:3]
@@ -234,7 +240,7 @@ def make_batch(rs: RegionSet, rows: np.ndarray, *, flip: np.ndarray | None = Non
     side = lambda r: "left" if rs.side[r] == 1 else "right"  # noqa: E731
     # The generator's inputs, as the editor makes them (fastwarp.models.region_texture.region_inputs).
     inputs = region_inputs(src, torch.from_numpy(rs.landmarks[s]).float(), torch.from_numpy(rs.landmarks[t]).float(),
-                           rs.kind, [side(r) for r in t])
+                           rs.kind, [side(r) for r in t], upper_share=None if rs.share is None else rs.share[s])
     src_contours = torch.from_numpy(np.stack([contour_map(rs.landmarks[r], rs.kind, H, W, side(r)) for r in s]))
     b = {"source": src, "target": tgt, **inputs, "source_contours": src_contours,
          "au_delta": torch.from_numpy(rs.aus[t] - rs.aus[s]).float(),
@@ -468,6 +474,8 @@ def train_region_gan(cfg: RegionGanConfig, *, resume: bool = False, progress: bo
 
     ``train`` / ``val``: region sets to use instead of loading ``cfg.data`` (tests).
     """
+    if cfg.upper_share != "auto" and cfg.upper_share != "1":
+        raise ValueError(f"--upper-share must be 1 or auto, got {cfg.upper_share!r}")
     out = Path(cfg.out)
     ckpt = open_run(out, resume)
     torch.set_num_threads(1)
@@ -476,6 +484,8 @@ def train_region_gan(cfg: RegionGanConfig, *, resume: bool = False, progress: bo
         done = set(manifest["videos"])
         train = load_regions(cfg.data, cfg.kind, [v for v in manifest["train_videos"] if v in done])
         val = load_regions(cfg.data, cfg.kind, [v for v in manifest["held_out_videos"] if v in done])
+    if cfg.upper_share == "auto" and cfg.kind == "mouth":
+        train.share, val.share = mouth_shares(train), mouth_shares(val)
     run = _Run(cfg, train)
     if resume:
         state = torch.load(ckpt, weights_only=False)

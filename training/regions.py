@@ -37,6 +37,7 @@ from fastwarp._io import atomic_path
 from fastwarp.au import AU_NAMES
 from fastwarp.face import estimate_aus_batch, head_pose
 from fastwarp.face.landmarks import LEFT_EYE_INNER, LEFT_EYE_OUTER, RIGHT_EYE_INNER, RIGHT_EYE_OUTER
+from fastwarp.face.jaws import upper_share
 from fastwarp.face.regions import (
     EYE,
     LOWER_INNER_LIP,
@@ -291,6 +292,9 @@ class RegionSet:
         group: int64 ``[R]``: the (video, track, side) group of each row.
         side: int8 ``[R]``: 0 right eye or mouth, 1 left eye (mirrored).
         video: list of the video stem of each group; frame: int32 ``[R]`` frame index.
+        share: float64 ``[R]`` or None (mouth): each source mouth's own jaw split
+            (:func:`fastwarp.face.jaws.upper_share`, :func:`mouth_shares`) for the training pairs'
+            warp; None: :data:`fastwarp.face.jaws.UPPER_SHARE` for every mouth.
     """
 
     kind: str
@@ -305,9 +309,19 @@ class RegionSet:
     side: np.ndarray
     frame: np.ndarray
     videos: list[str]
+    share: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+def mouth_shares(rs: RegionSet) -> np.ndarray:
+    """float64 ``[R]``: each mouth region's own jaw split, :func:`fastwarp.face.jaws.upper_share`
+    of the region image at its region landmarks (what the editor reads from the frame; ``min(B, G,
+    R)`` is the same in RGB). 1 for every row of an eye set."""
+    if rs.kind != "mouth":
+        return np.ones(len(rs))
+    return np.array([upper_share(rs.images[i], rs.landmarks[i]) for i in range(len(rs))], np.float64)
 
 
 def load_regions(out_dir: str | os.PathLike, kind: str, videos: Sequence[str], *, quality: bool = True) -> RegionSet:
