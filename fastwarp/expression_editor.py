@@ -302,7 +302,7 @@ class ExpressionEditor:
             self.mesh_motion = MeshMotion(LandmarkMotion.load(motion_weights or MOTION_WEIGHTS), mesh_texture,
                                           self.model.config.map_size or self.size)
             if texture == "regions":
-                self.regions = RegionPainter.load(region_weights or eye_weights(weights), resample,
+                self.regions = RegionPainter.load(region_weights or eye_weights(weights),
                                                   mouth_weights_for(mouth_weights, weights))
         self.max_crop_size = max(int(max_crop_size), self.size)
         self.network: Network = network if network is not None else TorchNetwork(self.model)

@@ -177,6 +177,24 @@ def test_zero_flow_and_mask_one_is_the_identity(backend):
     assert torch.equal(out, view)
 
 
+def test_a_zero_flow_reads_each_pixel_itself_in_either_mode():
+    """A region blend (fastwarp.region_paint: zero flow, texture and mask placed by theta) reads
+    each frame pixel at its own centre, where bilinear (1, 0) and bicubic (0, 1, 0, 0) taps both
+    give the pixel itself: the two modes are the same bit for bit, so the painter runs the cheaper
+    bilinear kernel (uint8 frames and float32, as the editor's 16-bit path; CPU kernel)."""
+    g = torch.Generator().manual_seed(11)
+    H, W, h, w = 60, 80, 16, 32
+    theta = similarity(1, (H, W), (h, w), 0.45, 0.3, (41.3, 28.7)).float()
+    zero = torch.zeros(1, 2, h, w)
+    texture, mask = torch.rand(1, 3, h, w, generator=g) * 255, torch.rand(1, 1, h, w, generator=g)
+    frame = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, generator=g).permute(2, 0, 1)[None]
+    for image in (frame, frame.float() * 257.0):
+        a = fastwarp.warp_blend(image, zero, texture, mask, theta=theta, mode="bilinear")
+        b = fastwarp.warp_blend(image, zero, texture, mask, theta=theta, mode="bicubic")
+        assert not torch.equal(a, image)  # the texture was blended somewhere
+        assert torch.equal(a, b)
+
+
 # --- uint8 frames ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("op", OPS)
