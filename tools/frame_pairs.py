@@ -27,6 +27,7 @@ For each pair (source frame a, target frame b of one held-out video's track;
 
     python tools/frame_pairs.py --kind eye|mouth [--weights base,lite] [--pairs 32]
         [--data /root/fastwarp-runs/regions] [--faces ../shared/data/faces] [--out F.json]
+        [--region-weights EYE] [--mouth-weights MOUTH]
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--region-weights", default=None,
                     help="an eye region texture checkpoint (path without suffix) for 'new' instead of the bundled one")
+    ap.add_argument("--mouth-weights", default=None,
+                    help="a mouth region texture checkpoint (path without suffix) for 'new' instead of the bundled one")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help=f"comma-separated, of {', '.join(ALL_VARIANTS)}")
     ap.add_argument("--sheet", type=Path, default=None, help="a picture sheet of the first pairs (JPEG)")
@@ -170,7 +173,8 @@ def main(argv=None) -> int:
     result: dict[str, dict] = {}
     sheet_rows: list[np.ndarray] = []
     for weights in args.weights.split(","):
-        editor = ExpressionEditor(weights, "cpu", texture="regions", region_weights=args.region_weights)
+        editor = ExpressionEditor(weights, "cpu", texture="regions", region_weights=args.region_weights,
+                                  mouth_weights=args.mouth_weights)
         names = [f"{v} ({weights})" for v in variants]
         for cat, rows in rows_of.items():
             sq = {n: 0.0 for n in names}

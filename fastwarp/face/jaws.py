@@ -270,12 +270,15 @@ def split_mouth_flow(flow: Tensor, source: np.ndarray | Tensor, target: np.ndarr
         v_src = np.where(upper, vus + y, np.where(lower, vls - (gap_t - y), vus + top))
         c0s, exs, eys, length_s = _axes(src[n])
         q = c0s + (s_in * length_s)[:, None] * exs + v_src[:, None] * eys
-        sel = np.flatnonzero(inside)
-        rows, cols = ys.reshape(-1)[sel], xs.reshape(-1)[sel]
-        d = torch.from_numpy(q[sel] - p[sel]).to(flow.dtype).to(flow.device)
-        out[n, 0, rows, cols] = d[:, 0]
-        out[n, 1, rows, cols] = d[:, 1]
-        hole = torch.from_numpy(~(upper | lower)[sel]).to(flow.device)
-        cavity[n, 0, rows, cols] = hole.to(flow.dtype)
-        rigid[n, 0, rows, cols] = (~hole).to(flow.dtype)
+        # written back as the bounding box's block (one copy each, not a scatter of pixels)
+        box = (slice(y0, y1 + 1), slice(x0, x1 + 1))
+        shape = (y1 + 1 - y0, x1 + 1 - x0)
+        d = (q - p).T.reshape(2, *shape)
+        cut = out[n, :, box[0], box[1]]
+        keep = torch.from_numpy(~inside.reshape(shape)).to(flow.device)
+        out[n, :, box[0], box[1]] = torch.where(keep, cut, torch.from_numpy(d).to(flow.dtype).to(flow.device))
+        hole = inside & ~(upper | lower)
+        cavity[n, 0, box[0], box[1]] = torch.from_numpy(hole.reshape(shape)).to(flow.dtype).to(flow.device)
+        rigid[n, 0, box[0], box[1]] = torch.from_numpy((inside & (upper | lower)).reshape(shape)).to(flow.dtype).to(
+            flow.device)
     return out, cavity, rigid
