@@ -51,7 +51,7 @@ from .face.mesh import MESH_POINTS
 from .face.regions import (EYE, LOWER_INNER_LIP, LOWER_OUTER_LIP, MOUTH, UPPER_INNER_LIP, UPPER_OUTER_LIP,
                            RegionSpec, cut_region, eye_gap, eye_line_axes, region_matrix, to_region)
 from .models import WEIGHTS_DIR
-from .models.region_texture import RegionTexture, region_inputs
+from .models.region_texture import RegionTexture, paint_cavity, region_inputs
 
 __all__ = ["EYE_WEIGHTS", "EYE_WEIGHTS_LITE", "MOUTH_WEIGHTS", "MOUTH_WEIGHTS_LITE", "LID_MOTION", "LIP_MOTION",
            "MOUTH_AUS", "MOUTH_AU_CHANGE",
@@ -173,8 +173,8 @@ class RegionPainter:
 
     @torch.no_grad()
     def region_inputs(self, frame8: np.ndarray, source: np.ndarray, target: np.ndarray, spec: RegionSpec,
-                      sides: list[str | None],
-                      upper_share: float | None = None) -> tuple[list[np.ndarray], dict[str, Tensor]]:
+                      sides: list[str | None], upper_share: float | None = None,
+                      cavity: bool = False) -> tuple[list[np.ndarray], dict[str, Tensor]]:
         """``(matrices, inputs)``: per region of ``sides`` its matrix ``[2, 3]`` frame -> region,
         and the generator's inputs for all of them as one batch
         (:func:`~fastwarp.models.region_texture.region_inputs`, as in training; a region whose
@@ -187,6 +187,8 @@ class RegionPainter:
             sides: ``"right"`` or ``"left"`` per eye (the subject's); ``[None]`` for the mouth.
             upper_share: the mouth's split between the jaws (:attr:`RegionMotion.upper_share`);
                 None: :data:`fastwarp.face.jaws.UPPER_SHARE`.
+            cavity: fill the opening mouth's cavity (for a texture trained so,
+                :attr:`~fastwarp.models.region_texture.RegionTextureConfig.cavity`).
         """
         matrices = [region_matrix(source[None], spec, side)[0] for side in sides]
         # RGB in [-1, 1], converted in numpy (as image_tensor: for a few regions, waking torch's
@@ -196,7 +198,7 @@ class RegionPainter:
         rgb = rgb.permute(0, 3, 1, 2)
         inputs = region_inputs(rgb, torch.from_numpy(np.stack([to_region(source, m) for m in matrices])),
                                torch.from_numpy(np.stack([to_region(target, m) for m in matrices])), spec.kind,
-                               [side or "right" for side in sides], upper_share=upper_share)
+                               [side or "right" for side in sides], upper_share=upper_share, cavity=cavity)
         return matrices, inputs
 
     def moving(self, source: np.ndarray, target: np.ndarray, au_delta: np.ndarray | None = None) -> list[str]:
@@ -247,7 +249,7 @@ class RegionPainter:
             if model is None or not group:
                 continue
             matrices, inputs = self.region_inputs(frame8, source, target, group[0][1], [side for _, _, side in group],
-                                                  upper_share)
+                                                  upper_share, model.config.cavity)
             deforms = [j for j in range(len(group)) if inputs["gate"][j].any()]
             if not deforms:
                 continue
@@ -256,6 +258,8 @@ class RegionPainter:
                      for k in ("warped", "opening", "contours", "gate", "inside")}
             au = torch.from_numpy(np.asarray(au_delta, np.float32))[None].expand(len(deforms), -1)
             texture, mask = model(batch["warped"], batch["opening"], batch["contours"], batch["gate"], au)
+            if model.config.cavity:  # a texture trained to paint the opening mouth's cavity paints all of it
+                mask = paint_cavity(mask, inputs["cavity"][rows])
             # Nothing beyond the mesh's fixed ring (the gate's dilation could reach past it near the jaw).
             mask = torch.where(batch["inside"], mask, torch.ones_like(mask))
             out.update({group[j][0]: (matrices[j], texture[i:i + 1], mask[i:i + 1]) for i, j in enumerate(deforms)})

@@ -223,9 +223,9 @@ def test_a_mouth_opened_on_its_own_split_is_dark_between_the_jaws(name, low, hig
         seen = []
         region_inputs = ed.regions.region_inputs
 
-        def spy(frame8, source, target, spec, sides, upper_share=None):
+        def spy(frame8, source, target, spec, sides, upper_share=None, cavity=False):
             seen.append((spec.kind, upper_share))
-            return region_inputs(frame8, source, target, spec, sides, upper_share)
+            return region_inputs(frame8, source, target, spec, sides, upper_share, cavity)
 
         ed.regions.region_inputs = spy
         own = ed.edit(image, edits).frame
@@ -264,3 +264,40 @@ def test_the_quick_test_for_an_opening_mouth_agrees_with_a_fine_scan():
         assert quick or not scan  # never "closed" where a point opens (it may find one between samples)
         agree[scan] += quick == scan
     assert agree[True] > 50 and agree[False] > 50, agree
+
+
+def test_region_inputs_fill_and_paint_the_cavity_for_a_texture_trained_so():
+    """``region_inputs(cavity=True)`` (a mouth texture trained to paint the cavity,
+    ``RegionTextureConfig.cavity``): the cavity the split flow reports is filled with
+    ``CAVITY_FILL`` in the generator's input (softly: a 3 x 3 box filter of it), elsewhere the input
+    is the plain split warp bit for bit, and ``paint_cavity`` leaves nothing of the warp there;
+    without ``cavity``, and for a mouth that does not open, nothing changes."""
+    from fastwarp.models.region_texture import CAVITY_FILL, paint_cavity, region_inputs
+
+    source = _face(6.0)
+    target = source.copy()
+    target[LOWER_ONLY, 1] += 20.0
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, SIZE, SIZE, generator=g) * 2 - 1
+    src, tgt = torch.from_numpy(source)[None].float(), torch.from_numpy(target)[None].float()
+    plain = region_inputs(image, src, tgt, "mouth", ["right"])
+    filled = region_inputs(image, src, tgt, "mouth", ["right"], cavity=True)
+    _, hole, _ = split_mouth_flow(plain["flow"], source[None], target[None])
+    assert not plain["cavity"].any() and hole.sum() > 100
+    c = filled["cavity"]
+    h = np.pad(hole[0, 0].numpy(), 1, mode="edge")  # the 3 x 3 mean, written out
+    box = sum(h[dy:dy + SIZE, dx:dx + SIZE] for dy in range(3) for dx in range(3)) / 9.0
+    np.testing.assert_allclose(c[0, 0].numpy(), box, atol=1e-6)
+    full = (c[0, 0] > 1 - 1e-6)
+    fill = torch.tensor(CAVITY_FILL)[:, None]
+    torch.testing.assert_close(filled["warped"][0][:, full], fill.expand(-1, int(full.sum())), rtol=0, atol=1e-6)
+    away = c[0, 0] == 0
+    assert torch.equal(filled["warped"][0][:, away], plain["warped"][0][:, away])
+    assert torch.equal(filled["gate"], plain["gate"]) and torch.equal(filled["flow"], plain["flow"])
+    mask = torch.rand(1, 1, SIZE, SIZE, generator=g)
+    assert torch.equal(paint_cavity(mask, plain["cavity"]), mask)
+    assert (paint_cavity(mask, c)[0, 0][full] == 0).all()
+    # a mouth that closes opens no cavity: nothing is filled
+    closing = region_inputs(image, tgt, src, "mouth", ["right"], cavity=True)
+    assert not closing["cavity"].any()
+    assert torch.equal(closing["warped"], region_inputs(image, tgt, src, "mouth", ["right"])["warped"])

@@ -349,3 +349,37 @@ def test_mouth_pairs_split_the_jaws_where_the_source_mouth_parts(name, low, high
                            upper_share=[shares[0]])
     assert torch.equal(own["flow"], expect["flow"])
     assert (own["flow"] - fixed["flow"]).abs().amax() > 2.0  # the lower teeth go down with the jaw
+
+
+def test_the_cavity_setting_reaches_the_saved_model(tmp_path):
+    """``--cavity``: the generator, its EMA and the saved model carry ``RegionTextureConfig.cavity``,
+    so the editor fills and paints the cavity as the model was trained."""
+    train, val = _synthetic_set(seed=0), _synthetic_set(seed=1)
+    cfg = _tiny(tmp_path / "run")
+    cfg.cavity = True
+    train_region_gan(cfg, progress=False, train=train, val=val)
+    assert RegionTexture.load(tmp_path / "run" / "region_eye").config.cavity is True
+    plain = _tiny(tmp_path / "plain")
+    train_region_gan(plain, progress=False, train=train, val=val)
+    assert RegionTexture.load(tmp_path / "plain" / "region_eye").config.cavity is False
+
+
+@pytest.mark.parametrize("text, value", [("1", True), ("true", True), ("0", False), ("no", False)])
+def test_a_boolean_setting_is_read_as_written(text, value, monkeypatch, tmp_path):
+    """``--cavity 0`` is off (``bool("0")`` would be True), ``--cavity 1`` on; other words are
+    refused in one line (exit 2)."""
+    from training import region_gan
+
+    seen = {}
+    monkeypatch.setattr(region_gan, "train_region_gan", lambda cfg, **kw: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(region_gan, "_report", lambda summary: None)
+    region_gan.main(["--out", str(tmp_path / "run"), "--cavity", text])
+    assert seen["cfg"].cavity is value
+
+
+def test_a_boolean_setting_refuses_other_words(capsys, tmp_path):
+    from training import region_gan
+
+    with pytest.raises(SystemExit) as e:
+        region_gan.main(["--out", str(tmp_path / "run"), "--cavity", "maybe"])
+    assert e.value.code == 2 and "expected 0 or 1, got 'maybe'" in capsys.readouterr().err

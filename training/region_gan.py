@@ -24,6 +24,10 @@ Losses (the generator's composite ``mask * warped + (1 - mask) * texture``):
   pair's reconstruction, at low frequency: the critic decides the detail);
 - feature matching on the critic's layers (pix2pixHD);
 - ``mean(1 - mask)`` (paint only where needed);
+- with ``cavity`` (the mouth), the cavity that opens between the jaws is filled with a dark
+  colour in the generator's input and always painted (``paint_cavity``): the split flow repeats
+  its split line there, streaked where it crosses teeth, and a texture that may keep it copies the
+  streaks;
 - the mouth pairs' warp splits the jaws at ``upper_share``: 1 (every tooth the source shows stays
   with the upper lip, as the shipped mouth textures were trained) or ``auto`` (each source's own
   split, :func:`fastwarp.face.jaws.upper_share`, as the editor warps a face since phase 5);
@@ -62,7 +66,13 @@ from tqdm import tqdm
 from fastwarp._io import atomic_path
 from fastwarp.au import AU_INDEX
 from fastwarp.face.regions import REGIONS, contour_map
-from fastwarp.models.region_texture import RegionTexture, RegionTextureConfig, composite, region_inputs
+from fastwarp.models.region_texture import (
+    RegionTexture,
+    RegionTextureConfig,
+    composite,
+    paint_cavity,
+    region_inputs,
+)
 
 from .regions import CLOSED_GAP, OPEN_GAP, TEETH_FRACTION, RegionSet, load_regions, mouth_shares
 from .small_run import cli, open_run
@@ -102,6 +112,7 @@ class RegionGanConfig:
     lambda_commit: float = 0.0  # sum(mask (1 - mask)) / sum(gate): a mask that keeps or paints, not between
     lambda_mismatch: float = 0.0  # 0.5 pulled the critic to a constant output in a 400-step try
     max_adv_scale: float = 1.6
+    cavity: bool = False  # the mouth: the cavity filled in the input and always painted (RegionTextureConfig.cavity)
     upper_share: str = "1"  # the mouth pairs' jaw split: "1" (UPPER_SHARE, all teeth with the upper lip) or
     # "auto" (each source mouth's own, fastwarp.face.jaws.upper_share, as the editor warps it)
     ema: float = 0.999
@@ -222,7 +233,8 @@ class PairSampler:
         return out
 
 
-def make_batch(rs: RegionSet, rows: np.ndarray, *, flip: np.ndarray | None = None) -> dict[str, Tensor]:
+def make_batch(rs: RegionSet, rows: np.ndarray, *, flip: np.ndarray | None = None,
+               cavity: bool = False) -> dict[str, Tensor]:
     """The tensors of pairs ``rows`` ``[B, 2]`` (source, target):
 
     ``source``, ``target``, ``warped`` (RGB [-1, 1] ``[B, 3, H, W]``), ``flow`` ``[B, 2, H, W]``
@@ -231,7 +243,9 @@ def make_batch(rs: RegionSet, rows: np.ndarray, *, flip: np.ndarray | None = Non
     source gap), ``scale`` ``[B]`` (the target's region px per frame px). ``flip`` (bool ``[B]``)
     mirrors those samples left-right after they are made (the mouth's augmentation: the
     mesh, the warp and the maps all commute with a mirror). A mouth set's ``share``
-    (:func:`training.regions.mouth_shares`) splits each source's jaws where its own teeth part.
+    (:func:`training.regions.mouth_shares`) splits each source's jaws where its own teeth part;
+    ``cavity`` fills the opening mouth's cavity (``region_inputs(cavity=True)``; ``cavity`` in the
+    batch, 0 without).
     """
     s, t = rows[:, 0], rows[:, 1]
     H, W = rs.images.shape[1:3]
@@ -240,7 +254,8 @@ def make_batch(rs: RegionSet, rows: np.ndarray, *, flip: np.ndarray | None = Non
     side = lambda r: "left" if rs.side[r] == 1 else "right"  # noqa: E731
     # The generator's inputs, as the editor makes them (fastwarp.models.region_texture.region_inputs).
     inputs = region_inputs(src, torch.from_numpy(rs.landmarks[s]).float(), torch.from_numpy(rs.landmarks[t]).float(),
-                           rs.kind, [side(r) for r in t], upper_share=None if rs.share is None else rs.share[s])
+                           rs.kind, [side(r) for r in t], upper_share=None if rs.share is None else rs.share[s],
+                           cavity=cavity)
     src_contours = torch.from_numpy(np.stack([contour_map(rs.landmarks[r], rs.kind, H, W, side(r)) for r in s]))
     b = {"source": src, "target": tgt, **inputs, "source_contours": src_contours,
          "au_delta": torch.from_numpy(rs.aus[t] - rs.aus[s]).float(),
@@ -248,7 +263,7 @@ def make_batch(rs: RegionSet, rows: np.ndarray, *, flip: np.ndarray | None = Non
          "scale": torch.from_numpy(rs.scale[t]).float()}
     if flip is not None and flip.any():
         f = torch.from_numpy(np.asarray(flip, bool))
-        for k in ("source", "target", "warped", "opening", "gate", "contours", "source_contours", "inside"):
+        for k in ("source", "target", "warped", "opening", "gate", "contours", "source_contours", "inside", "cavity"):
             b[k] = torch.where(f[:, None, None, None], b[k].flip(-1), b[k])
         fl = b["flow"].flip(-1) * torch.tensor([-1.0, 1.0])[None, :, None, None]
         b["flow"] = torch.where(f[:, None, None, None], fl, b["flow"])
@@ -281,7 +296,8 @@ class _Run:
         spec = REGIONS[cfg.kind]
         torch.manual_seed(cfg.seed)
         self.g = RegionTexture(RegionTextureConfig(cfg.kind, spec.height, spec.width,
-                                                   [int(c) for c in cfg.channels.split(",")], cfg.res_blocks))
+                                                   [int(c) for c in cfg.channels.split(",")], cfg.res_blocks,
+                                                   cavity=cfg.cavity))
         self.d = PatchCritic(2, cfg.critic_width, cfg.critic_layers, cfg.critic_highpass)
         self.ema = copy.deepcopy(self.g).eval()
         for p in self.ema.parameters():
@@ -320,7 +336,7 @@ class _Run:
     def batch(self) -> dict[str, Tensor]:
         rows = self.sampler.sample(self.cfg.batch, self.rng)
         flip = self.rng.random(len(rows)) < 0.5 if self.cfg.kind == "mouth" else None
-        return make_batch(self.train, rows, flip=flip)
+        return make_batch(self.train, rows, flip=flip, cavity=self.cfg.cavity)
 
     def _d_loss(self, b: dict[str, Tensor], fake: Tensor, adv_w: Tensor, mis_w: Tensor):
         """The critic's hinge loss on one batch: the real target against ``fake`` (and the
@@ -342,6 +358,7 @@ class _Run:
         cfg = self.cfg
         b = self.batch()
         tex, mask = self.g(b["warped"], b["opening"], b["contours"], b["gate"], b["au_delta"])
+        mask = paint_cavity(mask, b["cavity"])
         comp = composite(b["warped"], tex, mask)
         adv_w = (b["scale"] <= cfg.max_adv_scale).float()
         mis_w = adv_w * (b["gap_change"].abs() >= (0.1 if cfg.kind == "eye" else 0.06)).float()
@@ -423,8 +440,9 @@ def evaluate_pairs(model: RegionTexture, val: RegionSet, rows: np.ndarray) -> di
     only against the composite."""
     outs, warps, tgts, ws = [], [], [], []
     for chunk in np.array_split(rows, max(1, len(rows) // 16)):
-        b = make_batch(val, chunk)
+        b = make_batch(val, chunk, cavity=model.config.cavity)
         tex, mask = model(b["warped"], b["opening"], b["contours"], b["gate"], b["au_delta"])
+        mask = paint_cavity(mask, b["cavity"])
         outs.append(composite(b["warped"], tex, mask)), warps.append(b["warped"])
         tgts.append(b["target"]), ws.append(b["gate"])
     out, warped, tgt, w = (torch.cat(x) for x in (outs, warps, tgts, ws))
@@ -438,8 +456,9 @@ def evaluate_pairs(model: RegionTexture, val: RegionSet, rows: np.ndarray) -> di
 def picture_sheet(model: RegionTexture, rs: RegionSet, rows: np.ndarray) -> np.ndarray:
     """BGR uint8 sheet at 100 %: one row per pair, columns source | warped | composite | real
     target | mask (white = keep the warp), 2 px gaps."""
-    b = make_batch(rs, rows)
+    b = make_batch(rs, rows, cavity=model.config.cavity)
     tex, mask = model(b["warped"], b["opening"], b["contours"], b["gate"], b["au_delta"])
+    mask = paint_cavity(mask, b["cavity"])
     comp = composite(b["warped"], tex, mask)
     to_u8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()[..., ::-1]  # noqa: E731
     cols = [to_u8(b["source"]), to_u8(b["warped"]), to_u8(comp), to_u8(b["target"]),

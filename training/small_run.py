@@ -109,13 +109,24 @@ def finish(out: Path, model, stem: str, extra: dict, summary: dict) -> dict:
     return summary
 
 
+def _flag(text: str) -> bool:
+    """A boolean setting's value: 1 / true / yes or 0 / false / no (``bool("0")`` would be True)."""
+    low = text.strip().lower()
+    if low in ("1", "true", "yes"):
+        return True
+    if low in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected 0 or 1, got {text!r}")
+
+
 def cli(argv, prog: str, doc: str, config_cls, train_fn, report: Callable[[dict], None]) -> None:
     """``--<field>`` for every field of ``config_cls``, ``--resume``, ``--no-progress``; runs
     ``train_fn(config, resume=, progress=)`` and ``report``s its summary; a bad run folder or
     dataset exits 2 with one line."""
     ap = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
     for f, default in asdict(config_cls()).items():
-        ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
+        ap.add_argument("--" + f.replace("_", "-"), type=_flag if isinstance(default, bool) else type(default),
+                        default=default, metavar="0|1" if isinstance(default, bool) else None)
     ap.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     ap.add_argument("--no-progress", action="store_true")
     args = vars(ap.parse_args(argv))

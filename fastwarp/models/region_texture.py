@@ -44,7 +44,7 @@ from .mesh_texture import opening_map
 from .small_checkpoint import SmallModel
 
 __all__ = ["RegionTextureConfig", "RegionTexture", "motion_gate", "deformation_map", "region_window", "composite",
-           "region_inputs"]
+           "region_inputs", "paint_cavity", "CAVITY_FILL"]
 
 
 def region_window(height: int, width: int, ramp: float = 6.0, *, dtype: torch.dtype = torch.float32,
@@ -100,9 +100,14 @@ def _mesh_tensors() -> tuple[Tensor, tuple[Tensor, ...]]:
             tuple(torch.from_numpy(np.array(r)) for r in texture_regions()))
 
 
+#: RGB in [-1, 1] that fills an opening mouth's cavity in the generator's input (``cavity=True``):
+#: a dark red-brown, the mouth's inside in shadow (the texture paints over it).
+CAVITY_FILL = (-0.70, -0.86, -0.86)
+
+
 def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Tensor, kind: str,
                   sides: Sequence[str], *, jaws: bool = True,
-                  upper_share: float | Sequence[float] | None = None) -> dict[str, Tensor]:
+                  upper_share: float | Sequence[float] | None = None, cavity: bool = False) -> dict[str, Tensor]:
     """The generator's inputs for regions moved from their source landmarks to their target
     landmarks through the face mesh: what training pairs them with (training/region_gan.py,
     ``make_batch``) and what the editor paints with (:mod:`fastwarp.region_paint`), one function
@@ -119,6 +124,11 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
             (:func:`fastwarp.face.jaws.split_mouth_flow`; the editor passes the face's own,
             :func:`fastwarp.face.jaws.upper_share`); None: :data:`fastwarp.face.jaws.UPPER_SHARE`
             (what the shipped mouth textures were trained with).
+        cavity: for the mouth with ``jaws``, the cavity that opens between the jaws (where the
+            split flow repeats its split line, streaked where that line crosses teeth) is filled
+            with :data:`CAVITY_FILL` in ``warped``, softly (the binary cavity under a 3 x 3 box
+            filter), and returned for :func:`paint_cavity` (a texture trained so,
+            :attr:`RegionTextureConfig.cavity`, always paints it).
     Returns:
         ``warped`` [B, 3, H, W] (the source warped by ``flow``), ``flow`` [B, 2, H, W] (region
         pixels; for the mouth with its inside split between the jaws,
@@ -126,7 +136,8 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
         (:func:`motion_gate`; for the mouth 0 on the teeth that moved rigidly with a lip, so
         the texture keeps them at the frame's own resolution), ``contours`` [B, 2, H, W] (the
         target's), ``inside`` [B, 1, H, W] bool (inside the moved mesh, whose fixed ring bounds
-        every edit: the editor paints nowhere else).
+        every edit: the editor paints nowhere else), ``cavity`` [B, 1, H, W] (0..1 where
+        ``cavity``, else 0).
     """
     tri, regions = _mesh_tensors()
     H, W = source.shape[-2:]
@@ -134,12 +145,29 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
     disp = mesh_vertices(target_landmarks) - verts
     flow, index = ops.mesh_flow(verts, disp, tri, (H, W))
     gate = motion_gate(deformation_map(verts, disp, tri, index))
+    hole = torch.zeros_like(gate)
     if kind == "mouth" and jaws:  # teeth follow the jaws, as in the editor's face flow, and are kept as they are
-        flow, _, rigid = split_mouth_flow(flow, source_landmarks, target_landmarks, upper_share)
+        flow, opened, rigid = split_mouth_flow(flow, source_landmarks, target_landmarks, upper_share)
         gate = gate * (1.0 - rigid)
+        if cavity:
+            hole = F.avg_pool2d(F.pad(opened.to(gate.dtype), (1, 1, 1, 1), mode="replicate"), 3, 1)
+    warped = ops.warp(source, flow)
+    if cavity and bool(hole.any()):
+        fill = torch.tensor(CAVITY_FILL, dtype=warped.dtype)[None, :, None, None]
+        warped = warped * (1.0 - hole) + fill * hole
     contours = np.stack([contour_map(lm, kind, H, W, side) for lm, side in zip(target_landmarks.numpy(), sides)])
-    return {"warped": ops.warp(source, flow), "flow": flow, "opening": opening_map(verts, disp, tri, index, *regions),
-            "gate": gate, "contours": torch.from_numpy(contours), "inside": (index >= 0)[:, None]}
+    return {"warped": warped, "flow": flow, "opening": opening_map(verts, disp, tri, index, *regions),
+            "gate": gate, "contours": torch.from_numpy(contours), "inside": (index >= 0)[:, None], "cavity": hole}
+
+
+def paint_cavity(mask: Tensor, cavity: Tensor) -> Tensor:
+    """``mask (1 - cavity)``: the texture paints the opening mouth's cavity
+    (:func:`region_inputs` with ``cavity=True``); ``mask`` itself where ``cavity`` is 0.
+
+    Args:
+        mask (Tensor[N, 1, H, W]): the generator's gated mask. cavity: the same shape, 0..1.
+    """
+    return mask * (1.0 - cavity.to(mask.dtype))
 
 
 def composite(warped: Tensor, texture: Tensor, mask: Tensor) -> Tensor:
@@ -155,6 +183,7 @@ class RegionTextureConfig:
     channels: list = field(default_factory=lambda: [16, 32, 64, 128])  # per level, full res first
     res_blocks: int = 1        # at the bottleneck
     groups: int = 8
+    cavity: bool = False       # mouth: trained to paint the cavity (region_inputs(cavity=True), paint_cavity)
     extra: dict = field(default_factory=dict)
 
 
