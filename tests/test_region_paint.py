@@ -285,8 +285,9 @@ def test_mouth_weights_pick_the_bundled_mouth_and_lite_only_its_own(tmp_path, mo
 @needs_mouth
 def test_a_mouth_texture_trained_to_paint_the_cavity_paints_all_of_it(editors):
     """A mouth texture whose config says it was trained with the cavity filled
-    (``RegionTextureConfig.cavity``) gets the filled input and paints the whole cavity: its mask is
-    0 where the jaws' split opens a cavity, on df_img24 opened on its teeth."""
+    (``RegionTextureConfig.cavity``, as the bundled ones since phase 6) gets the filled input and
+    paints the whole cavity: its mask is 0 where the jaws' split opens a cavity, on df_img24 opened
+    on its teeth; the same weights without the flag keep part of the warp there."""
     import copy
 
     from fastwarp.au import AU_INDEX
@@ -305,13 +306,13 @@ def test_a_mouth_texture_trained_to_paint_the_cavity_paints_all_of_it(editors):
     au = np.zeros(17, np.float32)
     au[AU_INDEX["AU26"]] = 2.5
     share = upper_share(image, source)
-    mouth = copy.deepcopy(painter.mouth)
-    mouth.config.cavity = True
+    mouth, untrained = copy.deepcopy(painter.mouth), copy.deepcopy(painter.mouth)
+    mouth.config.cavity, untrained.config.cavity = True, False
     trained = RegionPainter(None, mouth=mouth)
     _, inputs = trained.region_inputs(image, source, target, MOUTH, [None], share, cavity=True)
     full = inputs["cavity"][0, 0] > 1 - 1e-6
     assert int(full.sum()) > 50
     _, mask = trained.maps(image, source, target, au, ["mouth"], share)["mouth"][1:]
     assert (mask[0, 0][full] == 0).all()
-    _, plain = painter.maps(image, source, target, au, ["mouth"], share)["mouth"][1:]
-    assert float(plain[0, 0][full].max()) > 0.05  # as shipped, the mask keeps part of the streaked warp there
+    _, plain = RegionPainter(None, mouth=untrained).maps(image, source, target, au, ["mouth"], share)["mouth"][1:]
+    assert float(plain[0, 0][full].max()) > 0.05  # without the flag the mask keeps part of the streaked warp there

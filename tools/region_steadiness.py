@@ -16,7 +16,7 @@ ratio of change per edit size.
     python tools/region_steadiness.py [--region eye|mouth] [--faces ../shared/data/faces] [--frames 90]
         [--clips lp_d3 lp_d12 eamm_surprised sty_src_Obama_clip1 dt_W009_neutral] [--out DIR]
 
-Writes ``region_steadiness.json`` into ``--out`` when given.
+Writes ``region_steadiness.json`` (``--region eye``) or ``mouth_steadiness.json`` into ``--out`` when given.
 """
 
 from __future__ import annotations
