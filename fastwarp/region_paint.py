@@ -51,7 +51,7 @@ from .face.mesh import MESH_POINTS
 from .face.regions import (EYE, LOWER_INNER_LIP, LOWER_OUTER_LIP, MOUTH, UPPER_INNER_LIP, UPPER_OUTER_LIP,
                            RegionSpec, cut_region, eye_gap, eye_line_axes, region_matrix, to_region)
 from .models import WEIGHTS_DIR
-from .models.region_texture import RegionTexture, paint_cavity, region_inputs
+from .models.region_texture import RegionTexture, region_inputs
 
 __all__ = ["EYE_WEIGHTS", "EYE_WEIGHTS_LITE", "MOUTH_WEIGHTS", "MOUTH_WEIGHTS_LITE", "LID_MOTION", "LIP_MOTION",
            "MOUTH_AUS", "MOUTH_AU_CHANGE",
@@ -255,11 +255,11 @@ class RegionPainter:
                 continue
             rows = torch.tensor(deforms)
             batch = {k: inputs[k][rows].contiguous(memory_format=torch.channels_last)
-                     for k in ("warped", "opening", "contours", "gate", "inside")}
+                     for k in ("warped", "opening", "contours", "gate", "inside", "cavity")}
             au = torch.from_numpy(np.asarray(au_delta, np.float32))[None].expand(len(deforms), -1)
-            texture, mask = model(batch["warped"], batch["opening"], batch["contours"], batch["gate"], au)
-            if model.config.cavity:  # a texture trained to paint the opening mouth's cavity paints all of it
-                mask = paint_cavity(mask, inputs["cavity"][rows])
+            # (a mouth texture trained to paint the opening mouth's cavity paints all of it)
+            texture, mask = model(batch["warped"], batch["opening"], batch["contours"], batch["gate"], au,
+                                  batch["cavity"])
             # Nothing beyond the mesh's fixed ring (the gate's dilation could reach past it near the jaw).
             mask = torch.where(batch["inside"], mask, torch.ones_like(mask))
             out.update({group[j][0]: (matrices[j], texture[i:i + 1], mask[i:i + 1]) for i, j in enumerate(deforms)})
@@ -328,7 +328,7 @@ class RegionPainter:
             theta = torch.from_numpy(matrix[None]).to(device=out.device, dtype=torch.float32)
             zero = torch.zeros(1, 2, *texture.shape[-2:], device=out.device)
             # A zero flow reads each frame pixel at its own centre, where bilinear and bicubic taps
-            # both give the pixel itself, bit for bit (tests/test_region_paint.py): the bilinear
+            # both give the pixel itself, bit for bit (tests/test_theta.py): the bilinear
             # kernel, 4 taps instead of 16 (0.14 against 0.16-0.22 ms for an eye on a 480 px frame).
             out = ops.warp_blend(out, zero, bgr.to(out.device), mask.to(out.device), theta=theta, mode="bilinear")
         return out

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastwarp.models.region_texture import RegionTexture, composite, paint_cavity, region_inputs  # noqa: E402
+from fastwarp.models.region_texture import RegionTexture, composite, region_inputs  # noqa: E402
 from training.region_gan import CATEGORIES, held_out_rows, make_batch  # noqa: E402
 from training.regions import held_out_videos, load_regions  # noqa: E402
 
@@ -75,8 +75,8 @@ def main(argv=None) -> int:
             outs = {"warp (mesh)": mesh["warped"], "warp (jaws)": b["warped"]}
             for n, m in models.items():
                 bm = make_batch(rs, chunk, cavity=True) if m.config.cavity else b  # its own inputs
-                tex, mask = m(bm["warped"], bm["opening"], bm["contours"], bm["gate"], bm["au_delta"])
-                outs[n] = composite(bm["warped"], tex, paint_cavity(mask, bm["cavity"]))
+                tex, mask = m(bm["warped"], bm["opening"], bm["contours"], bm["gate"], bm["au_delta"], bm["cavity"])
+                outs[n] = composite(bm["warped"], tex, mask)
             for n, o in outs.items():
                 sq[n] += float((((o.clamp(-1, 1) - b["target"]) * 127.5) ** 2 * w).sum())
             count += float(w.sum() * 3)

@@ -25,7 +25,7 @@ Losses (the generator's composite ``mask * warped + (1 - mask) * texture``):
 - feature matching on the critic's layers (pix2pixHD);
 - ``mean(1 - mask)`` (paint only where needed);
 - with ``cavity`` (the mouth), the cavity that opens between the jaws is filled with a dark
-  colour in the generator's input and always painted (``paint_cavity``): the split flow repeats
+  colour in the generator's input and always painted (the generator's mask is 0 there): the split flow repeats
   its split line there, streaked where it crosses teeth, and a texture that may keep it copies the
   streaks;
 - the mouth pairs' warp splits the jaws at ``upper_share``: 1 (every tooth the source shows stays
@@ -70,7 +70,6 @@ from fastwarp.models.region_texture import (
     RegionTexture,
     RegionTextureConfig,
     composite,
-    paint_cavity,
     region_inputs,
 )
 
@@ -357,8 +356,7 @@ class _Run:
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         b = self.batch()
-        tex, mask = self.g(b["warped"], b["opening"], b["contours"], b["gate"], b["au_delta"])
-        mask = paint_cavity(mask, b["cavity"])
+        tex, mask = self.g(b["warped"], b["opening"], b["contours"], b["gate"], b["au_delta"], b["cavity"])
         comp = composite(b["warped"], tex, mask)
         adv_w = (b["scale"] <= cfg.max_adv_scale).float()
         mis_w = adv_w * (b["gap_change"].abs() >= (0.1 if cfg.kind == "eye" else 0.06)).float()
@@ -441,8 +439,7 @@ def evaluate_pairs(model: RegionTexture, val: RegionSet, rows: np.ndarray) -> di
     outs, warps, tgts, ws = [], [], [], []
     for chunk in np.array_split(rows, max(1, len(rows) // 16)):
         b = make_batch(val, chunk, cavity=model.config.cavity)
-        tex, mask = model(b["warped"], b["opening"], b["contours"], b["gate"], b["au_delta"])
-        mask = paint_cavity(mask, b["cavity"])
+        tex, mask = model(b["warped"], b["opening"], b["contours"], b["gate"], b["au_delta"], b["cavity"])
         outs.append(composite(b["warped"], tex, mask)), warps.append(b["warped"])
         tgts.append(b["target"]), ws.append(b["gate"])
     out, warped, tgt, w = (torch.cat(x) for x in (outs, warps, tgts, ws))
@@ -457,8 +454,7 @@ def picture_sheet(model: RegionTexture, rs: RegionSet, rows: np.ndarray) -> np.n
     """BGR uint8 sheet at 100 %: one row per pair, columns source | warped | composite | real
     target | mask (white = keep the warp), 2 px gaps."""
     b = make_batch(rs, rows, cavity=model.config.cavity)
-    tex, mask = model(b["warped"], b["opening"], b["contours"], b["gate"], b["au_delta"])
-    mask = paint_cavity(mask, b["cavity"])
+    tex, mask = model(b["warped"], b["opening"], b["contours"], b["gate"], b["au_delta"], b["cavity"])
     comp = composite(b["warped"], tex, mask)
     to_u8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()[..., ::-1]  # noqa: E731
     cols = [to_u8(b["source"]), to_u8(b["warped"]), to_u8(comp), to_u8(b["target"]),

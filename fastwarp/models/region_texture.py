@@ -233,8 +233,10 @@ class RegionTexture(SmallModel):
     conv. Heads: 3x3 conv to RGB (tanh) and to the mask logit (sigmoid, biased to start at
     0.9: keep the warp first).
 
-    Forward: see the module docstring. Returns ``(texture [N, 3, H, W], mask [N, 1, H, W])``
-    with ``mask = 1 - gate * (1 - sigmoid(logit))``.
+    Forward: see the module docstring; ``cavity`` (optional, [N, 1, H, W], :func:`region_inputs`'
+    ``cavity``) is painted whole by a model trained so (:attr:`RegionTextureConfig.cavity`,
+    :func:`paint_cavity`) and ignored by others. Returns ``(texture [N, 3, H, W], mask [N, 1, H,
+    W])`` with ``mask = 1 - gate * (1 - sigmoid(logit))``.
 
     Raises:
         ValueError: H or W not divisible by ``2 ** (levels - 1)``, or an AU vector not of 17.
@@ -260,7 +262,7 @@ class RegionTexture(SmallModel):
         nn.init.constant_(self.mask_head.bias, float(torch.logit(torch.tensor(0.9))))
 
     def forward(self, warped: Tensor, opening: Tensor, contours: Tensor, gate: Tensor,
-                au_delta: Tensor) -> tuple[Tensor, Tensor]:
+                au_delta: Tensor, cavity: Tensor | None = None) -> tuple[Tensor, Tensor]:
         levels = len(self.config.channels) - 1
         if warped.shape[-1] % (2 ** levels) or warped.shape[-2] % (2 ** levels):
             raise ValueError(f"region height and width must be divisible by {2 ** levels}, "
@@ -284,7 +286,10 @@ class RegionTexture(SmallModel):
             x = b(torch.cat([x, skips.pop()], dim=1), cond)
         texture = torch.tanh(self.texture_head(x))
         m = torch.sigmoid(self.mask_head(x))
-        return texture, 1.0 - gate.to(dt) * (1.0 - m)
+        mask = 1.0 - gate.to(dt) * (1.0 - m)
+        if self.config.cavity and cavity is not None:
+            mask = paint_cavity(mask, cavity)
+        return texture, mask
 
     def extra_repr(self) -> str:
         c = self.config
