@@ -316,3 +316,36 @@ def test_a_mouth_texture_trained_to_paint_the_cavity_paints_all_of_it(editors):
     assert (mask[0, 0][full] == 0).all()
     _, plain = RegionPainter(None, mouth=untrained).maps(image, source, target, au, ["mouth"], share)["mouth"][1:]
     assert float(plain[0, 0][full].max()) > 0.05  # without the flag the mask keeps part of the streaked warp there
+
+
+def test_an_eye_texture_trained_to_paint_the_closing_aperture_paints_all_of_it(editors):
+    """An eye texture whose config says it was trained to paint the closing aperture
+    (``RegionTextureConfig.cavity``) paints it wholly where a blink squeezes it (mask 0: no iris or
+    sclera of the open eye is kept), on df_img41, the photo whose eye closed least in phase 6; the
+    same weights without the flag keep part of the squeezed eye there."""
+    import copy
+
+    from fastwarp.au import AU_INDEX
+    from fastwarp.region_paint import RegionPainter
+
+    image = _photo("df_img41.jpg")
+    ed = editors["eyes"]
+    crop = ed.crop(image, ed.detect(image)[0])
+    current, target_au = ed.aus(crop, [parse_au_edit("AU45=5")])
+    maps = ed.predict(crop.image, target_au, current, crop.landmarks)
+    inv = cv2.invertAffineTransform(np.asarray(crop.matrix, np.float64))
+    source = maps.motion.source @ inv[:, :2].T + inv[:, 2]
+    target = maps.motion.target @ inv[:, :2].T + inv[:, 2]
+    au = np.zeros(17, np.float32)
+    au[AU_INDEX["AU45"]] = 5.0
+    eye, untrained = copy.deepcopy(ed.regions.eye), copy.deepcopy(ed.regions.eye)
+    eye.config.cavity, untrained.config.cavity = True, False
+    trained = RegionPainter(eye)
+    _, inputs = trained.region_inputs(image, source, target, EYE, ["right", "left"], cavity=True)
+    full = inputs["cavity"][:, 0] > 1 - 1e-6
+    assert int(full[0].sum()) > 20 and int(full[1].sum()) > 20  # both eyes squeeze a strip
+    painted = trained.maps(image, source, target, au, ["right", "left"])
+    plain = RegionPainter(untrained).maps(image, source, target, au, ["right", "left"])
+    for i, side in enumerate(("right", "left")):
+        assert (painted[side][2][0, 0][full[i]] == 0).all()
+        assert float(plain[side][2][0, 0][full[i]].max()) > 0.05  # without the flag part of the warp is kept

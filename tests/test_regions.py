@@ -383,3 +383,70 @@ def test_a_boolean_setting_refuses_other_words(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         region_gan.main(["--out", str(tmp_path / "run"), "--cavity", "maybe"])
     assert e.value.code == 2 and "expected 0 or 1, got 'maybe'" in capsys.readouterr().err
+
+
+def _closed_eye(close: float) -> tuple[np.ndarray, np.ndarray]:
+    """The right eye region's landmarks (region pixels, float32 ``[478, 2]``) of the template face,
+    open, and with its whole upper lid moved ``close`` of the way down to the lower lid (a blink
+    for close near 1; negative: the eye widens)."""
+    from fastwarp.face.mesh import RIGHT_EYE
+    lm = _face(150.0, 3.0, (400.0, 300.0))
+    m = region_matrix(lm[None], EYE, "right")[0]
+    source = to_region(lm, m)[:, :2].astype(np.float32)
+    target = source.copy()
+    eye = np.array(sorted(RIGHT_EYE))
+    pts = source[eye]
+    upper = pts[:, 1] < pts[:, 1].mean()  # the eye line is level in the region
+    order = np.argsort(pts[~upper, 0])
+    lower_y = np.interp(pts[upper, 0], pts[~upper, 0][order], pts[~upper, 1][order])
+    target[eye[upper], 1] += close * (lower_y - pts[upper, 1])
+    return source, target
+
+
+def test_the_closing_eye_aperture_is_painted_in_proportion_to_its_loss_of_area():
+    """``region_inputs(kind="eye", cavity=True)``: the closing aperture is each eye-opening
+    triangle's loss of area (shoelace areas written out here; full from half the area lost), under
+    a 3 x 3 box filter; the input is not filled; a blink paints a strip whole, a widening eye and a
+    zero motion nothing, and ``paint_cavity`` keeps nothing of the warp where it is full."""
+    from fastwarp import ops
+    from fastwarp.face.mesh import eye_triangles, mesh_triangles, mesh_vertices
+    from fastwarp.models.region_texture import paint_cavity, region_inputs
+
+    source, target = _closed_eye(0.8)
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, EYE.height, EYE.width, generator=g) * 2 - 1
+    src, tgt = torch.from_numpy(source)[None], torch.from_numpy(target)[None]
+    plain = region_inputs(image, src, tgt, "eye", ["right"])
+    painted = region_inputs(image, src, tgt, "eye", ["right"], cavity=True)
+    assert not plain["cavity"].any()
+    for k in ("warped", "flow", "gate", "opening", "contours"):
+        assert torch.equal(painted[k], plain[k]), k  # nothing filled: a half-closed eye keeps its iris
+    # the reference: per triangle, the share of its area lost, on the eye opening's triangles only
+    tri = np.array(mesh_triangles())
+    v0 = mesh_vertices(src)[0].double().numpy()
+    v1 = mesh_vertices(tgt)[0].double().numpy()
+
+    def area(v):
+        a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
+        return 0.5 * np.abs((b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0])
+
+    iod = np.linalg.norm(v0[263] - v0[33])
+    lost = np.clip((area(v0) - area(v1)) / np.maximum(area(v0), (0.05 * iod) ** 2) / 0.5, 0.0, 1.0)
+    lost = np.where(np.asarray(eye_triangles()), lost, 0.0)
+    _, index = ops.mesh_flow(mesh_vertices(src), mesh_vertices(tgt) - mesh_vertices(src),
+                             torch.from_numpy(tri), (EYE.height, EYE.width))
+    idx = index[0].numpy()
+    per_px = np.where(idx >= 0, lost[np.clip(idx, 0, None)], 0.0)
+    h = np.pad(per_px, 1, mode="edge")
+    box = sum(h[dy:dy + EYE.height, dx:dx + EYE.width] for dy in range(3) for dx in range(3)) / 9.0
+    np.testing.assert_allclose(painted["cavity"][0, 0].numpy(), box, atol=1e-5)
+    full = painted["cavity"][0, 0] > 1 - 1e-6
+    assert full.sum() >= 40, int(full.sum())  # a strip along the meeting lids, painted whole
+    mask = torch.rand(1, 1, EYE.height, EYE.width, generator=g)
+    assert (paint_cavity(mask, painted["cavity"])[0, 0][full] == 0).all()
+    # a widening eye loses no aperture, a zero motion none either: the mask is the generator's own
+    wide_s, wide_t = _closed_eye(-0.3)
+    for s, t in ((wide_s, wide_t), (source, source)):
+        out = region_inputs(image, torch.from_numpy(s)[None], torch.from_numpy(t)[None], "eye", ["right"], cavity=True)
+        assert not out["cavity"].any()
+        assert torch.equal(paint_cavity(mask, out["cavity"]), mask)

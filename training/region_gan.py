@@ -27,7 +27,9 @@ Losses (the generator's composite ``mask * warped + (1 - mask) * texture``):
 - with ``cavity`` (the mouth), the cavity that opens between the jaws is filled with a dark
   colour in the generator's input and always painted (the generator's mask is 0 there): the split flow repeats
   its split line there, streaked where it crosses teeth, and a texture that may keep it copies the
-  streaks;
+  streaks; (the eye) the closing aperture is painted in proportion to its loss of area (wholly from
+  half of it), so no squeezed iris or sclera is kept under a grey mask (the pale, soft lid of a mask
+  that does not commit);
 - the mouth pairs' warp splits the jaws at ``upper_share``: 1 (every tooth the source shows stays
   with the upper lip, as the shipped mouth textures were trained) or ``auto`` (each source's own
   split, :func:`fastwarp.face.jaws.upper_share`, as the editor warps a face since phase 5);
@@ -111,7 +113,8 @@ class RegionGanConfig:
     lambda_commit: float = 0.0  # sum(mask (1 - mask)) / sum(gate): a mask that keeps or paints, not between
     lambda_mismatch: float = 0.0  # 0.5 pulled the critic to a constant output in a 400-step try
     max_adv_scale: float = 1.6
-    cavity: bool = False  # the mouth: the cavity filled in the input and always painted (RegionTextureConfig.cavity)
+    cavity: bool = False  # the mouth's cavity (filled in the input) or the eye's closing aperture, always painted
+    # (RegionTextureConfig.cavity)
     upper_share: str = "1"  # the mouth pairs' jaw split: "1" (UPPER_SHARE, all teeth with the upper lip) or
     # "auto" (each source mouth's own, fastwarp.face.jaws.upper_share, as the editor warps it)
     ema: float = 0.999

@@ -128,7 +128,13 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
             split flow repeats its split line, streaked where that line crosses teeth) is filled
             with :data:`CAVITY_FILL` in ``warped``, softly (the binary cavity under a 3 x 3 box
             filter), and returned for :func:`paint_cavity` (a texture trained so,
-            :attr:`RegionTextureConfig.cavity`, always paints it).
+            :attr:`RegionTextureConfig.cavity`, always paints it). For the eye, the closing
+            aperture: the eye-opening triangles' loss of area
+            (:func:`~fastwarp.models.mesh_texture.opening_map`'s ``closing``, 1 from half the
+            area lost; a blink loses 70 % or more), under the same 3 x 3 box filter, where the
+            warp leaves a squeezed strip of iris and sclera; ``warped`` is not filled there (a
+            half-closed eye still shows its iris), and a texture trained so paints it in
+            proportion (wholly where the eye closes).
     Returns:
         ``warped`` [B, 3, H, W] (the source warped by ``flow``), ``flow`` [B, 2, H, W] (region
         pixels; for the mouth with its inside split between the jaws,
@@ -151,8 +157,11 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
         gate = gate * (1.0 - rigid)
         if cavity:
             hole = F.avg_pool2d(F.pad(opened.to(gate.dtype), (1, 1, 1, 1), mode="replicate"), 3, 1)
+    elif kind == "eye" and cavity:  # the closing aperture: its squeezed iris and sclera become lid and lashes
+        closed = opening_map(verts, disp, tri, index, torch.zeros_like(regions[1]), regions[1])
+        hole = F.avg_pool2d(F.pad(closed, (1, 1, 1, 1), mode="replicate"), 3, 1)
     warped = ops.warp(source, flow)
-    if cavity and bool(hole.any()):
+    if kind == "mouth" and cavity and bool(hole.any()):
         fill = torch.tensor(CAVITY_FILL, dtype=warped.dtype)[None, :, None, None]
         warped = warped * (1.0 - hole) + fill * hole
     contours = np.stack([contour_map(lm, kind, H, W, side) for lm, side in zip(target_landmarks.numpy(), sides)])
@@ -183,7 +192,8 @@ class RegionTextureConfig:
     channels: list = field(default_factory=lambda: [16, 32, 64, 128])  # per level, full res first
     res_blocks: int = 1        # at the bottleneck
     groups: int = 8
-    cavity: bool = False       # mouth: trained to paint the cavity (region_inputs(cavity=True), paint_cavity)
+    cavity: bool = False       # trained to paint the mouth's cavity, or the eye's closing aperture
+    # (region_inputs(cavity=True), paint_cavity)
     extra: dict = field(default_factory=dict)
 
 
