@@ -16,6 +16,7 @@ from torch import Tensor
 
 from . import ops
 from .face.jaws import UPPER_SHARE, split_mouth_flow, upper_share
+from .face.lids import close_lids
 from .face.mesh import MESH_POINTS, mesh_triangles, mesh_vertices, texture_regions
 from .models.landmark_motion import LandmarkMotion
 from .models.mesh_texture import MeshTexture, gate_mask, opening_map
@@ -141,7 +142,8 @@ class MeshMotion:
         """:class:`Maps` of the mesh path on the maps' grid (:attr:`grid`), batch 1.
 
         flow: :func:`fastwarp.ops.mesh_flow` of :meth:`motion` (0 beyond the mesh's
-        ring); texture and mask: the mesh texture model on the crop warped by the mesh flow,
+        ring), with lids that meet (:func:`fastwarp.face.lids.close_lids`: a closing eye's pixels
+        get the landmarks' gap less FaceMesh's floor); texture and mask: the mesh texture model on the crop warped by the mesh flow,
         run on its own (smaller) grid and bilinearly upsampled, its mask gated by the opening
         map on the maps' grid (:func:`~fastwarp.models.mesh_texture.opening_map`), so it is
         exactly 1 wherever the mesh did not open (where nothing opened the texture network
@@ -163,7 +165,10 @@ class MeshMotion:
         texture, mask = torch.zeros(1, 3, G, G), torch.ones(1, 1, G, G)
         if not moved.any():
             return Maps(torch.zeros(1, 2, G, G, device=device), texture.to(device), mask.to(device))
-        flow, index = ops.mesh_flow(verts, moved, self.triangles, (G, G))
+        # The warp closes what the landmarks close: lids that meet (fastwarp.face.lids); the
+        # region textures get the landmarks' own motion and apply the same rule on their grid.
+        lids = close_lids(verts, moved)
+        flow, index = ops.mesh_flow(verts, lids, self.triangles, (G, G))
         rigid, found = None, {}
         if self.split_mouth:
             def share_of(_: int) -> float:  # this face's, read only if its lips open
@@ -171,17 +176,17 @@ class MeshMotion:
                 found["share"] = upper_share(crop_bgr, landmarks) if fixed is None else float(fixed)
                 return found["share"]
 
-            flow, _, rigid = split_mouth_flow(flow, verts, verts + moved, share_of)
+            flow, _, rigid = split_mouth_flow(flow, verts, verts + lids, share_of)
         share = found.get("share", UPPER_SHARE)  # the mouth region splits at the same line
         motion = region_motion(landmarks, moved, G, crop_bgr.shape[0],
                                np.asarray(target_aus, np.float32) - np.asarray(current_aus, np.float32), share)
-        opened = opening_map(verts, moved, self.triangles, index, *self.regions)
+        opened = opening_map(verts, lids, self.triangles, index, *self.regions)
         if self.texture_model is not None and opened.any():  # (nothing opened: mask 1, no network)
             T = self.texture_model.config.size
             small = cv2.resize(crop_bgr, (T, T), interpolation=cv2.INTER_AREA) if crop_bgr.shape[0] != T else crop_bgr
             # The same motion on the T grid (it scales with the grid: pixel centres map as
             # (u + 0.5) T / G - 0.5), without running the motion model again.
-            v_t, m_t = (verts + 0.5) * (T / G) - 0.5, moved * (T / G)
+            v_t, m_t = (verts + 0.5) * (T / G) - 0.5, lids * (T / G)
             flow_t, index_t = ops.mesh_flow(v_t, m_t, self.triangles, (T, T))
             warped = ops.warp(image_tensor(small, torch.device("cpu")), flow_t)
             cur = torch.as_tensor(np.asarray(current_aus, np.float32))[None]

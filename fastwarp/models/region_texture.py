@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from .. import ops
 from ..au import AU_MAX, NUM_AUS
 from ..face.jaws import split_mouth_flow
+from ..face.lids import close_lids
 from ..face.mesh import mesh_triangles, mesh_vertices, texture_regions
 from ..face.regions import contour_map
 from .mesh_texture import opening_map
@@ -135,6 +136,10 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
             warp leaves a squeezed strip of iris and sclera; ``warped`` is not filled there (a
             half-closed eye still shows its iris), and a texture trained so paints it in
             proportion (wholly where the eye closes).
+    The mesh moves from the source landmarks to the target's with lids that meet
+    (:func:`fastwarp.face.lids.close_lids`, as the face's own warp in the editor): a closing eye's
+    gap less FaceMesh's floor.
+
     Returns:
         ``warped`` [B, 3, H, W] (the source warped by ``flow``), ``flow`` [B, 2, H, W] (region
         pixels; for the mouth with its inside split between the jaws,
@@ -148,7 +153,7 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
     tri, regions = _mesh_tensors()
     H, W = source.shape[-2:]
     verts = mesh_vertices(source_landmarks)
-    disp = mesh_vertices(target_landmarks) - verts
+    disp = close_lids(verts, mesh_vertices(target_landmarks) - verts)  # lids that meet, as in the face's warp
     flow, index = ops.mesh_flow(verts, disp, tri, (H, W))
     gate = motion_gate(deformation_map(verts, disp, tri, index))
     hole = torch.zeros_like(gate)
