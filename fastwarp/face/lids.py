@@ -21,27 +21,21 @@ or whose source gap is already at the floor, are left as they are, bit for bit.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from .regions import LEFT_LOWER_LID, LEFT_UPPER_LID, RIGHT_LOWER_LID, RIGHT_UPPER_LID, eye_gap_of_points
 
 __all__ = ["LID_FLOOR", "UPPER_LID", "LOWER_LID", "close_lids"]
 
 #: FaceMesh's lid gap (eye widths) on an eye whose lids meet: the pixels' gap is 0 from here.
 LID_FLOOR = 0.08
-#: Each eye's upper and lower lid line (FaceMesh's eye contour without the corners), paired
-#: column by column: (right eye, left eye), 7 points each.
-UPPER_LID = ((246, 161, 160, 159, 158, 157, 173), (466, 388, 387, 386, 385, 384, 398))
-LOWER_LID = ((7, 163, 144, 145, 153, 154, 155), (249, 390, 373, 374, 380, 381, 382))
-#: The eye corners (outer, inner) and the three central pairs :func:`~fastwarp.face.regions.eye_gap` reads.
-_CORNERS = ((33, 133), (263, 362))
-_GAP = slice(2, 5)
-
-
-def _gap(p: Tensor, eye: int) -> Tensor:
-    up, lo = list(UPPER_LID[eye][_GAP]), list(LOWER_LID[eye][_GAP])
-    a, b = _CORNERS[eye]
-    width = (p[:, a] - p[:, b]).norm(dim=-1).clamp_min(1e-6)
-    return (p[:, up] - p[:, lo]).norm(dim=-1).mean(-1) / width
+#: Each eye's upper and lower lid line without the corners (:data:`~fastwarp.face.regions.RIGHT_UPPER_LID`
+#: and the others, outer to inner corner), paired column by column: (right eye, left eye), 7 points each.
+UPPER_LID = (RIGHT_UPPER_LID[1:-1], LEFT_UPPER_LID[1:-1])
+LOWER_LID = (RIGHT_LOWER_LID[1:-1], LEFT_LOWER_LID[1:-1])
+_UP, _LO = np.array(UPPER_LID), np.array(LOWER_LID)  # [2 (right, left), 7]
 
 
 def close_lids(vertices: Tensor, displacement: Tensor, floor: float | None = None) -> Tensor:
@@ -56,25 +50,29 @@ def close_lids(vertices: Tensor, displacement: Tensor, floor: float | None = Non
         Tensor like ``displacement``: ``displacement`` itself where no eye closes (no AU change,
         an eye that opens or keeps its gap, a source gap at the floor or under), else a copy with
         the upper lid lines of the closing eyes moved towards their lower lid lines (the lower
-        lids, the corners and the rest of the mesh as given).
+        lids, the corners and the rest of the mesh as given), computed in float64.
     """
     floor = LID_FLOOR if floor is None else float(floor)
-    if floor <= 0.0 or not bool(displacement.any()):
+    if floor <= 0.0:
         return displacement
-    target = vertices + displacement
-    out = displacement
-    for eye in (0, 1):
-        g_s, g_t = _gap(vertices, eye), _gap(target, eye)
-        closing = (g_t < g_s) & (g_s > floor)
-        if not bool(closing.any()):
-            continue
-        p_s = (g_s.square() - floor ** 2).clamp_min(0.0).sqrt()
-        p_t = (g_t.square() - floor ** 2).clamp_min(0.0).sqrt()
-        k = (g_s * p_t / p_s.clamp_min(1e-12) / g_t.clamp_min(1e-12)).clamp(0.0, 1.0)  # g' / g_t
-        up, lo = list(UPPER_LID[eye]), list(LOWER_LID[eye])
-        # each upper point stays on its line to the lower point, k of the way from it
-        moved = target[:, lo] - k[:, None, None] * (target[:, lo] - target[:, up]) - vertices[:, up]
-        if out is displacement:
-            out = displacement.clone()
-        out[:, up] = torch.where(closing[:, None, None], moved, out[:, up])
+    d = displacement.detach().cpu().numpy().astype(np.float64)
+    if not d.any():
+        return displacement
+    v = vertices.detach().cpu().numpy().astype(np.float64)
+    t = v + d
+    g_s, g_t = eye_gap_of_points(v), eye_gap_of_points(t)  # [N, 2]
+    closing = (g_t < g_s) & (g_s > floor)
+    if not closing.any():
+        return displacement
+    p_s = np.sqrt(np.maximum(g_s ** 2 - floor ** 2, 0.0))
+    p_t = np.sqrt(np.maximum(g_t ** 2 - floor ** 2, 0.0))
+    k = np.clip(g_s * p_t / np.maximum(p_s, 1e-12) / np.maximum(g_t, 1e-12), 0.0, 1.0)  # g' / g_t
+    # each upper point stays on its line to its lower point, k of the way from it
+    lo, up = t[:, _LO], t[:, _UP]  # [N, 2, 7, 2]
+    moved = lo - k[:, :, None, None] * (lo - up) - v[:, _UP]
+    out = displacement.clone()
+    n, eye = np.nonzero(closing)
+    rows = torch.from_numpy(moved[n, eye]).to(out.dtype)  # [M, 7, 2]
+    for j in range(len(n)):
+        out[int(n[j]), torch.from_numpy(_UP[eye[j]])] = rows[j].to(out.device)
     return out

@@ -38,7 +38,7 @@ from .landmarks import (
     RIGHT_EYE_OUTER,
 )
 
-__all__ = ["RegionSpec", "EYE", "MOUTH", "REGIONS", "SUBNASALE", "eye_line_axes", "region_matrix",
+__all__ = ["RegionSpec", "EYE", "MOUTH", "REGIONS", "SUBNASALE", "eye_line_axes", "eye_gap_of_points", "region_matrix",
            "region_matrices", "to_region", "cut_region", "eye_gap", "mouth_gap", "contour_map",
            "RIGHT_UPPER_LID", "RIGHT_LOWER_LID", "LEFT_UPPER_LID", "LEFT_LOWER_LID",
            "UPPER_INNER_LIP", "LOWER_INNER_LIP", "UPPER_OUTER_LIP", "LOWER_OUTER_LIP"]
@@ -228,10 +228,15 @@ _EYE_LIDS = np.array([[[a for a, _ in _EYE_PAIRS[side]] for side in ("right", "l
 def eye_gap(landmarks: np.ndarray) -> np.ndarray:
     """The lid gap of each eye in eye widths (the mean of three upper/lower lid distances over
     the corner distance): ``[N, 2]`` (right, left) float32; about 0.3 open, under 0.12 closed."""
-    p = _batch(landmarks)
-    width = np.linalg.norm(p[:, _EYE_CORNERS[0]] - p[:, _EYE_CORNERS[1]], axis=-1)  # [N, 2]
-    gap = np.linalg.norm(p[:, _EYE_LIDS[0]] - p[:, _EYE_LIDS[1]], axis=-1).mean(-1)  # [N, 2, 3] -> [N, 2]
-    return (gap / np.maximum(width, 1e-6)).astype(np.float32)
+    return eye_gap_of_points(_batch(landmarks)).astype(np.float32)
+
+
+def eye_gap_of_points(points: np.ndarray) -> np.ndarray:
+    """:func:`eye_gap` of any FaceMesh points ``[N, V, 2]`` (V >= 468: landmarks, or the face
+    mesh's vertices with its ring), unchecked, in their dtype: ``[N, 2]`` (right, left)."""
+    width = np.linalg.norm(points[:, _EYE_CORNERS[0]] - points[:, _EYE_CORNERS[1]], axis=-1)  # [N, 2]
+    gap = np.linalg.norm(points[:, _EYE_LIDS[0]] - points[:, _EYE_LIDS[1]], axis=-1).mean(-1)  # [N, 2, 3] -> [N, 2]
+    return gap / np.maximum(width, 1e-6)
 
 
 def mouth_gap(landmarks: np.ndarray) -> np.ndarray:
