@@ -368,7 +368,7 @@ class ExpressionEditor:
         if self.mesh_motion is not None:
             if landmarks is None:
                 raise ValueError("predict: mesh motion needs the crop's landmarks (landmarks=crop.landmarks)")
-            return self.mesh_motion.maps(crop_bgr, landmarks, current_aus, target_aus, device, shape)
+            return self.mesh_motion.maps(crop_bgr, landmarks, current_aus, target_aus, device, shape, self.regions)
         small = crop_bgr if crop_bgr.shape[0] == self.size else cv2.resize(
             crop_bgr, (self.size, self.size), interpolation=cv2.INTER_AREA)
         as_batch = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=device)[None]  # noqa: E731

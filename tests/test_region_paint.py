@@ -64,9 +64,10 @@ def test_blink_closes_the_eye_more_and_paints_only_the_eye_regions(editors, name
     assert differ.sum() > 200  # the region texture painted
     assert not differ[~_eye_boxes(landmarks[:, :2].astype(np.float64), image.shape)].any()
     with FaceMesh(static_image_mode=True) as reader:  # MediaPipe reads each output afresh
-        gaps = {k: eye_gap(reader.detect(im)[0][None]).mean() for k, im in
-                (("input", image), ("mesh", mesh), ("regions", regions))}
-    assert gaps["regions"] < gaps["mesh"] < gaps["input"], gaps
+        gaps = {k: eye_gap(reader.detect(im)[0][None]).mean() for k, im in (("input", image), ("regions", regions))}
+    # closed by a third or more (0.22-0.65 of the input's gap on these three, phase 7); the
+    # mesh texture alone is no reference here: its pale smear over the lids reads as closed skin
+    assert gaps["regions"] < 0.75 * gaps["input"], gaps
 
 
 @pytest.mark.parametrize("au", ["AU12=+2.5", "AU25=+2 AU26=+2.5", "AU01=+2.5 AU02=+2.5", "AU04=+3", "AU12=+0"])
@@ -353,3 +354,32 @@ def test_an_eye_texture_trained_to_paint_the_closing_aperture_paints_all_of_it(e
             continue
         assert (painted[side][2][0, 0][full[i]] == 0).all()
         assert float(plain[side][2][0, 0][full[i]].max()) > 0.05  # without the flag part of the warp is kept
+
+
+def test_the_mesh_texture_leaves_the_painted_eyes_to_the_eye_texture(editors, monkeypatch):
+    """With the region textures the face's mesh texture does not paint inside the eye regions they
+    paint (its mask is exactly 1 there: the eye texture was trained over the warp alone), and for a
+    blink, whose warp opens nothing elsewhere, its network does not run at all; an edit that also
+    opens the mouth still gets the mesh texture there. Without the painter (``--texture mesh``)
+    the mesh texture paints the eyes as before."""
+    from fastwarp.mesh_path import MeshMotion
+
+    image = _photo("df_img2.jpg")
+    ed = editors["eyes"]
+    crop = ed.crop(image, ed.detect(image)[0])
+    calls = []
+    real = type(ed.mesh_motion.texture_model).ungated
+    monkeypatch.setattr(type(ed.mesh_motion.texture_model), "ungated",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    for au, runs in (("AU45=5", False), ("AU45=5 AU25=+2 AU26=+2.5", True)):
+        current, target = ed.aus(crop, [parse_au_edit(a) for a in au.split()])
+        calls.clear()
+        maps = ed.predict(crop.image, target, current, crop.landmarks)
+        cover = ed.regions.eye_cover(maps.motion, maps.mask.shape[-1], crop.size)
+        assert cover is not None and int(cover.sum()) > 50
+        assert (maps.mask[cover] == 1).all()
+        assert bool(calls) == runs, au
+        if runs:
+            assert float(maps.mask[~cover].min()) < 0.9  # the opening mouth keeps its mesh texture
+        plain = MeshMotion.maps(ed.mesh_motion, crop.image, crop.landmarks, current, target)  # no painter
+        assert float(plain.mask[cover].min()) < 0.9  # the mesh texture paints the eyes without one

@@ -11,8 +11,10 @@ Each ``--variant NAME:KEY=VALUE[,KEY=VALUE]`` is an :class:`fastwarp.ExpressionE
 keyword arguments (weights ``base`` unless ``weights=lite``, CPU); ``split_mouth=0`` turns off
 the teeth that follow the jaws (:mod:`fastwarp.face.jaws`), the editor before it; ``upper_share=1``
 fixes where the jaws part (the editor before each face's own split), ``upper_share=auto`` is the
-default. Crops are cut around the landmarks at the photo's own pixels (cut, not resized, to
-``--max-side``); a label strip names the columns.
+default; ``lid_floor=0`` warps a closing eye as its landmarks say (the editor before lids that
+meet, :mod:`fastwarp.face.lids`); ``eye_cover=0`` keeps the mesh texture under the painted eye
+regions (:attr:`MeshMotion.eye_cover`, the editor before). Crops are cut around the landmarks at the photo's own pixels
+(cut, not resized, to ``--max-side``); a label strip names the columns.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+import fastwarp.face.lids as lids
 from fastwarp import ExpressionEditor
 from fastwarp.au import parse_au_edit
 
@@ -69,15 +72,26 @@ def main(argv=None) -> int:
         names, limit = sorted(p.name for p in (args.faces / "images").iterdir()), int(args.photos)
     else:
         names, limit = args.photos.split(","), len(args.photos.split(","))
-    editors = []
+    editors, floors = [], []
     for name, opts in variants:
         split = opts.pop("split_mouth", "1") != "0"
         share = opts.pop("upper_share", None)
+        cover = opts.pop("eye_cover", "1") != "0"
+        floors.append(float(opts.pop("lid_floor", lids.LID_FLOOR)))
         ed = ExpressionEditor(opts.pop("weights", "base"), "cpu", **opts)
         if ed.mesh_motion is not None:
             ed.mesh_motion.split_mouth = split
             ed.mesh_motion.upper_share = None if share in (None, "auto") else float(share)
+            ed.mesh_motion.eye_cover = cover
         editors.append((name, ed))
+
+    def edit(i: int, image: np.ndarray) -> np.ndarray:
+        kept = lids.LID_FLOOR
+        lids.LID_FLOOR = floors[i]  # (the face's warp and the regions' read it at each call)
+        try:
+            return editors[i][1].edit(image, edits).frame
+        finally:
+            lids.LID_FLOOR = kept
     rows, done = [], 0
     try:
         for name in names:
@@ -88,7 +102,7 @@ def main(argv=None) -> int:
             if not faces:
                 continue
             done += 1
-            outs = [ed.edit(image, edits).frame for _, ed in editors]
+            outs = [edit(i, image) for i in range(len(editors))]
             for part in args.parts:
                 points, margin = PARTS[part]
                 x0, y0, x1, y1 = crop_box(faces[0], points, margin, image.shape, args.max_side)

@@ -23,7 +23,8 @@ For each pair (source frame a, target frame b of one held-out video's track;
    ``tools/region_pairs.py``), pooled over the category's pairs; and ``detail``, the mean absolute
    Laplacian of the output's grey levels over the same pixels as a fraction of the real target's
    (1: as much fine structure as the real frame; a blur, which PSNR favours where the exact place
-   of the teeth or lashes is uncertain, falls below 1).
+   of the teeth or lashes is uncertain, falls below 1). The weights are the landmarks' own motion
+   (closing lids as their landmarks say, ``lid_floor=0``), whatever the variant's warp.
 
     python tools/frame_pairs.py --kind eye|mouth [--weights base,lite] [--pairs 32]
         [--data /root/fastwarp-runs/regions] [--faces ../shared/data/faces] [--out F.json]
@@ -44,6 +45,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import fastwarp.face.lids as lids  # noqa: E402
 from fastwarp import ExpressionEditor  # noqa: E402
 from fastwarp.face.aus import estimate_aus  # noqa: E402
 from fastwarp.face.mesh import MESH_POINTS  # noqa: E402
@@ -54,7 +56,7 @@ from training.regions import held_out_videos, load_regions, video_frames  # noqa
 
 VARIANTS = ("warp", "shipped", "new")
 #: Every variant :func:`edit_pair` knows (the last three for diagnosis).
-ALL_VARIANTS = VARIANTS + ("jaws", "regions_only", "share1")
+ALL_VARIANTS = VARIANTS + ("jaws", "regions_only", "share1", "regions_raw")
 
 
 def _psnr(sq: float, n: float) -> float:
@@ -107,7 +109,8 @@ def edit_pair(editor: ExpressionEditor, frame_a: np.ndarray, lm_a: np.ndarray, t
     (of :data:`VARIANTS`; also ``"jaws"``: teeth that follow the jaws with the mesh texture
     alone, ``"regions_only"``: the region textures on the plain mesh warp, ``"share1"``: the editor
     now with the jaws parting at the source's lower lip for every face, as before each face's own
-    split, :func:`fastwarp.face.jaws.upper_share`)."""
+    split, :func:`fastwarp.face.jaws.upper_share`; ``"regions_raw"``: the editor now without the
+    mesh texture under the region textures)."""
     crop = editor.crop(frame_a, lm_a)
     mm = editor.mesh_motion
     src = crop.landmarks[:, :2].astype(np.float64)
@@ -120,13 +123,15 @@ def edit_pair(editor: ExpressionEditor, frame_a: np.ndarray, lm_a: np.ndarray, t
                 # for diagnosis: the jaws with the mesh texture alone, the regions without the jaws,
                 # and the jaws parting at the lower lip for every face
                 "jaws": (texture_model, None, True, share), "regions_only": (texture_model, regions, False, None),
-                "share1": (texture_model, regions, True, 1.0)}
+                "share1": (texture_model, regions, True, 1.0),
+                # the region textures on the face's warp without the mesh texture under them
+                "regions_raw": (None, regions, True, share)}
     out = {}
     try:
         for name in variants:
             tex, reg, jaws, upper = settings[name]
             mm.texture_model, editor.regions, mm.split_mouth, mm.upper_share = tex, reg, jaws, upper
-            maps = mm.maps_from_motion(crop.image, crop.landmarks, verts, moved, cur, aim)
+            maps = mm.maps_from_motion(crop.image, crop.landmarks, verts, moved, cur, aim, painter=reg)
             out[name] = editor.blend(frame_a, crop, maps)
     finally:
         mm.texture_model, editor.regions, mm.split_mouth, mm.upper_share = texture_model, regions, split, share
@@ -148,7 +153,14 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help=f"comma-separated, of {', '.join(ALL_VARIANTS)}")
     ap.add_argument("--sheet", type=Path, default=None, help="a picture sheet of the first pairs (JPEG)")
+    ap.add_argument("--lid-floor", type=float, default=None,
+                    help="fastwarp.face.lids.LID_FLOOR for every variant (0: closing eyes warped as their "
+                         "landmarks say, the editor before phase 7)")
+    ap.add_argument("--no-eye-cover", action="store_true",
+                    help="the mesh texture paints under the eye region textures too (the editor before phase 7)")
     args = ap.parse_args(argv)
+    if args.lid_floor is not None:
+        lids.LID_FLOOR = args.lid_floor
     variants = tuple(args.variants.split(","))
     unknown = [v for v in variants if v not in ALL_VARIANTS]
     if unknown:
@@ -175,6 +187,7 @@ def main(argv=None) -> int:
     for weights in args.weights.split(","):
         editor = ExpressionEditor(weights, "cpu", texture="regions", region_weights=args.region_weights,
                                   mouth_weights=args.mouth_weights)
+        editor.mesh_motion.eye_cover = not args.no_eye_cover
         names = [f"{v} ({weights})" for v in variants]
         for cat, rows in rows_of.items():
             sq = {n: 0.0 for n in names}
@@ -192,7 +205,7 @@ def main(argv=None) -> int:
                 rgb = torch.from_numpy(np.ascontiguousarray(source[..., ::-1])).permute(2, 0, 1)[None].float() / 127.5 - 1
                 w = region_inputs(rgb, torch.from_numpy(to_region(lm_a[:, :2].astype(np.float64), m))[None].float(),
                                   torch.from_numpy(to_region(target, m))[None].float(), args.kind, [side or "right"],
-                                  jaws=False)["gate"][0, 0].numpy().astype(np.float64)
+                                  jaws=False, lid_floor=0.0)["gate"][0, 0].numpy().astype(np.float64)
                 cuts = {}
                 for v, n in zip(variants, names):
                     cuts[v] = cut_region(outs[v], m, spec)[0]

@@ -108,7 +108,8 @@ CAVITY_FILL = (-0.70, -0.86, -0.86)
 
 def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Tensor, kind: str,
                   sides: Sequence[str], *, jaws: bool = True,
-                  upper_share: float | Sequence[float] | None = None, cavity: bool = False) -> dict[str, Tensor]:
+                  upper_share: float | Sequence[float] | None = None, cavity: bool = False,
+                  lid_floor: float | None = None) -> dict[str, Tensor]:
     """The generator's inputs for regions moved from their source landmarks to their target
     landmarks through the face mesh: what training pairs them with (training/region_gan.py,
     ``make_batch``) and what the editor paints with (:mod:`fastwarp.region_paint`), one function
@@ -138,7 +139,8 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
             proportion (wholly where the eye closes).
     The mesh moves from the source landmarks to the target's with lids that meet
     (:func:`fastwarp.face.lids.close_lids`, as the face's own warp in the editor): a closing eye's
-    gap less FaceMesh's floor.
+    gap less FaceMesh's floor (``lid_floor``; None: :data:`fastwarp.face.lids.LID_FLOOR`, 0: the
+    landmarks' own motion).
 
     Returns:
         ``warped`` [B, 3, H, W] (the source warped by ``flow``), ``flow`` [B, 2, H, W] (region
@@ -153,7 +155,7 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
     tri, regions = _mesh_tensors()
     H, W = source.shape[-2:]
     verts = mesh_vertices(source_landmarks)
-    disp = close_lids(verts, mesh_vertices(target_landmarks) - verts)  # lids that meet, as in the face's warp
+    disp = close_lids(verts, mesh_vertices(target_landmarks) - verts, lid_floor)  # lids that meet, as the face's warp
     flow, index = ops.mesh_flow(verts, disp, tri, (H, W))
     gate = motion_gate(deformation_map(verts, disp, tri, index))
     hole = torch.zeros_like(gate)
