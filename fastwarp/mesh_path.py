@@ -94,9 +94,12 @@ class MeshMotion:
         #: (:func:`fastwarp.face.jaws.upper_share`); a number, that share for every face (1: all
         #: the source shows between its lips stays with the upper lip, the editor before it).
         self.upper_share: float | None = None
-        #: The painted eye regions left to the eye region textures (the ``painter`` of
-        #: :meth:`maps`); False: the mesh texture paints under them too (the editor before).
-        self.eye_cover = True
+        #: The regions, of the ``painter`` of :meth:`maps`, that the mesh texture leaves to the region
+        #: textures where they paint (mask 1 there; no network where nothing else opened):
+        #: ``("eye",)`` by default; the real-time engine adds ``"mouth"`` (the mesh texture under the
+        #: mouth texture is worth 0.04-0.10 dB on held-out opening pairs and nothing visible, and costs
+        #: its network on every frame); ``()``: it paints under every region (the editor before phase 7).
+        self.cover: tuple[str, ...] = ("eye",)
         self.triangles = torch.from_numpy(np.array(mesh_triangles()))
         self.regions = tuple(torch.from_numpy(np.array(r)) for r in texture_regions())
 
@@ -152,8 +155,8 @@ class MeshMotion:
         exactly 1 wherever the mesh did not open (where nothing opened the texture network
         does not run). No AU change: flow exactly 0, mask exactly 1. ``shape``: see :meth:`motion`.
         ``painter``: the region textures that paint after the composite: the mesh texture leaves
-        the eye regions they paint to them (mask 1 there, :meth:`RegionPainter.eye_cover`), and
-        does not run where nothing else opened.
+        the regions of :attr:`cover` they paint to them (mask 1 there, :meth:`RegionPainter.cover`),
+        and does not run where nothing else opened.
         """
         verts, moved = self.motion(landmarks, crop_bgr.shape[0], current_aus, target_aus, self.grid, shape)
         return self.maps_from_motion(crop_bgr, landmarks, verts, moved, current_aus, target_aus, device, painter)
@@ -187,11 +190,11 @@ class MeshMotion:
         motion = region_motion(landmarks, moved, G, crop_bgr.shape[0],
                                np.asarray(target_aus, np.float32) - np.asarray(current_aus, np.float32), share)
         opened = opening_map(verts, lids, self.triangles, index, *self.regions)
-        cover = (painter.eye_cover(motion, G, crop_bgr.shape[0])
-                 if painter is not None and self.eye_cover and opened.any() else None)
+        cover = (painter.cover(motion, G, crop_bgr.shape[0], self.cover)
+                 if painter is not None and self.cover and opened.any() else None)
         if cover is not None:
-            # The eye textures paint these regions over the warp alone, as they were trained: the
-            # mesh texture's blurred lid under their partial mask is what read as a pale, soft lid
+            # The region textures paint these regions over the warp alone, as they were trained: the
+            # mesh texture's blurred lid under the eye's partial mask is what read as a pale, soft lid
             # (held-out closing pairs: 22.45 dB with it under the eye texture, 24.28 without)
             opened = torch.where(cover, torch.zeros_like(opened), opened)
         if self.texture_model is not None and opened.any():  # (nothing opened: mask 1, no network)

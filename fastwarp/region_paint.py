@@ -229,28 +229,32 @@ class RegionPainter:
                 names.append("mouth")
         return names
 
-    def eye_cover(self, motion: RegionMotion, grid: int, crop_size: int) -> Tensor | None:
-        """Where this painter paints the eyes of ``motion`` (:meth:`moving`): ``[1, 1, grid, grid]``
-        bool on the face's maps grid (crop pixels ``u`` at ``(u + 0.5) grid / crop_size - 0.5``),
-        True at the grid pixels whose centres fall inside a painted eye's region; None where no
-        eye is painted. The face's mesh texture leaves these to the eye texture, which was
-        trained over the mesh warp alone (:meth:`fastwarp.mesh_path.MeshMotion.maps_from_motion`).
+    def cover(self, motion: RegionMotion, grid: int, crop_size: int,
+              kinds: tuple[str, ...] = ("eye",)) -> Tensor | None:
+        """Where this painter paints the regions of ``kinds`` (``"eye"``, ``"mouth"``) for
+        ``motion`` (:meth:`moving`): ``[1, 1, grid, grid]`` bool on the face's maps grid (crop
+        pixels ``u`` at ``(u + 0.5) grid / crop_size - 0.5``), True at the grid pixels whose
+        centres fall inside such a region; None where it paints none of them. The face's mesh
+        texture leaves these to the region textures, which were trained over the mesh warp alone
+        (:attr:`fastwarp.mesh_path.MeshMotion.cover`).
 
         Args:
             motion: the face's :class:`RegionMotion` (crop pixels: :meth:`moving` reads ratios, so
                 crop and frame pixels wake the same regions).
         """
-        eyes = [n for n in self.moving(motion.source, motion.target, motion.au_delta) if n != "mouth"]
-        if not eyes:
+        names = [n for n in self.moving(motion.source, motion.target, motion.au_delta)
+                 if ("mouth" if n == "mouth" else "eye") in kinds]
+        if not names:
             return None
         c = (np.arange(grid, dtype=np.float64) + 0.5) * (crop_size / grid) - 0.5  # grid centres in crop pixels
         x, y = np.meshgrid(c, c)
         cover = np.zeros((grid, grid), bool)
-        for side in eyes:
-            m = region_matrix(motion.source[None], EYE, side)[0]
+        for name in names:
+            spec, side = (MOUTH, None) if name == "mouth" else (EYE, name)
+            m = region_matrix(motion.source[None], spec, side)[0]
             u = m[0, 0] * x + m[0, 1] * y + m[0, 2]
             v = m[1, 0] * x + m[1, 1] * y + m[1, 2]
-            cover |= (u >= -0.5) & (u <= EYE.width - 0.5) & (v >= -0.5) & (v <= EYE.height - 0.5)
+            cover |= (u >= -0.5) & (u <= spec.width - 0.5) & (v >= -0.5) & (v <= spec.height - 0.5)
         return torch.from_numpy(cover)[None, None]
 
     @torch.no_grad()

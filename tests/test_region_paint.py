@@ -375,7 +375,7 @@ def test_the_mesh_texture_leaves_the_painted_eyes_to_the_eye_texture(editors, mo
         current, target = ed.aus(crop, [parse_au_edit(a) for a in au.split()])
         calls.clear()
         maps = ed.predict(crop.image, target, current, crop.landmarks)
-        cover = ed.regions.eye_cover(maps.motion, maps.mask.shape[-1], crop.size)
+        cover = ed.regions.cover(maps.motion, maps.mask.shape[-1], crop.size)
         assert cover is not None and int(cover.sum()) > 50
         assert (maps.mask[cover] == 1).all()
         assert bool(calls) == runs, au

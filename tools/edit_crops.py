@@ -12,9 +12,11 @@ keyword arguments (weights ``base`` unless ``weights=lite``, CPU); ``split_mouth
 the teeth that follow the jaws (:mod:`fastwarp.face.jaws`), the editor before it; ``upper_share=1``
 fixes where the jaws part (the editor before each face's own split), ``upper_share=auto`` is the
 default; ``lid_floor=0`` warps a closing eye as its landmarks say (the editor before lids that
-meet, :mod:`fastwarp.face.lids`); ``eye_cover=0`` keeps the mesh texture under the painted eye
-regions (:attr:`MeshMotion.eye_cover`, the editor before). Crops are cut around the landmarks at the photo's own pixels
-(cut, not resized, to ``--max-side``); a label strip names the columns.
+meet, :mod:`fastwarp.face.lids`); ``cover=`` the regions the mesh texture leaves to the region
+textures (:attr:`MeshMotion.cover`: ``eye`` by default, ``eye+mouth`` as the real-time engine,
+``none``: it paints under all of them, the editor before phase 7). Crops are cut around the
+landmarks at the photo's own pixels (cut, not resized, to ``--max-side``); a label strip names the
+columns.
 """
 
 from __future__ import annotations
@@ -76,13 +78,14 @@ def main(argv=None) -> int:
     for name, opts in variants:
         split = opts.pop("split_mouth", "1") != "0"
         share = opts.pop("upper_share", None)
-        cover = opts.pop("eye_cover", "1") != "0"
+        cover = opts.pop("cover", "eye")
+        cover = () if cover == "none" else tuple(cover.split("+"))
         floors.append(float(opts.pop("lid_floor", lids.LID_FLOOR)))
         ed = ExpressionEditor(opts.pop("weights", "base"), "cpu", **opts)
         if ed.mesh_motion is not None:
             ed.mesh_motion.split_mouth = split
             ed.mesh_motion.upper_share = None if share in (None, "auto") else float(share)
-            ed.mesh_motion.eye_cover = cover
+            ed.mesh_motion.cover = cover
         editors.append((name, ed))
 
     def edit(i: int, image: np.ndarray) -> np.ndarray:

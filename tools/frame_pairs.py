@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     for weights in args.weights.split(","):
         editor = ExpressionEditor(weights, "cpu", texture="regions", region_weights=args.region_weights,
                                   mouth_weights=args.mouth_weights)
-        editor.mesh_motion.eye_cover = not args.no_eye_cover
+        editor.mesh_motion.cover = () if args.no_eye_cover else ("eye",)
         names = [f"{v} ({weights})" for v in variants]
         for cat, rows in rows_of.items():
             sq = {n: 0.0 for n in names}
