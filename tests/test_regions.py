@@ -403,17 +403,14 @@ def _closed_eye(close: float) -> tuple[np.ndarray, np.ndarray]:
     return source, target
 
 
-def test_the_closing_eye_aperture_is_painted_in_proportion_to_its_loss_of_area(monkeypatch):
+def test_the_closing_eye_aperture_is_painted_in_proportion_to_its_loss_of_area():
     """``region_inputs(kind="eye", cavity=True)``: the closing aperture is each eye-opening
-    triangle's loss of area (shoelace areas written out here; full from half the area lost), under
-    a 3 x 3 box filter; the input is not filled; a blink paints a strip whole, a widening eye and a
-    zero motion nothing, and ``paint_cavity`` keeps nothing of the warp where it is full. (On the
-    landmarks' literal motion: lids that meet, ``fastwarp.face.lids``, are off here; with them a
-    blink leaves less of a strip, tests/test_lids.py.)"""
-    import fastwarp.face.lids as lids
+    triangle's loss of area under the landmarks' own motion (shoelace areas written out here; full
+    from half the area lost), under a 3 x 3 box filter, also where the warp's lids meet
+    (``fastwarp.face.lids``: the face's coarser flow grid still crosses the open eye there); the
+    input is not filled; a blink paints a strip whole, a widening eye and a zero motion nothing,
+    and ``paint_cavity`` keeps nothing of the warp where it is full."""
     from fastwarp import ops
-
-    monkeypatch.setattr(lids, "LID_FLOOR", 0.0)
     from fastwarp.face.mesh import eye_triangles, mesh_triangles, mesh_vertices
     from fastwarp.models.region_texture import paint_cavity, region_inputs
 
@@ -435,6 +432,9 @@ def test_the_closing_eye_aperture_is_painted_in_proportion_to_its_loss_of_area(m
         a, b, c = v[tri[:, 0]], v[tri[:, 1]], v[tri[:, 2]]
         return 0.5 * np.abs((b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0])
 
+    from fastwarp.face.lids import close_lids
+    vt = mesh_vertices(src)
+    assert not torch.equal(close_lids(vt, mesh_vertices(tgt) - vt), mesh_vertices(tgt) - vt)  # the warp's lids meet
     iod = np.linalg.norm(v0[263] - v0[33])
     lost = np.clip((area(v0) - area(v1)) / np.maximum(area(v0), (0.05 * iod) ** 2) / 0.5, 0.0, 1.0)
     lost = np.where(np.asarray(eye_triangles()), lost, 0.0)

@@ -133,10 +133,11 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
             :attr:`RegionTextureConfig.cavity`, always paints it). For the eye, the closing
             aperture: the eye-opening triangles' loss of area
             (:func:`~fastwarp.models.mesh_texture.opening_map`'s ``closing``, 1 from half the
-            area lost; a blink loses 70 % or more), under the same 3 x 3 box filter, where the
-            warp leaves a squeezed strip of iris and sclera; ``warped`` is not filled there (a
-            half-closed eye still shows its iris), and a texture trained so paints it in
-            proportion (wholly where the eye closes).
+            area lost; a blink loses 70 % or more) under the landmarks' own motion (the strip
+            between the target's lid landmarks, whether or not the lids meet there), under the
+            same 3 x 3 box filter; ``warped`` is not filled there (a half-closed eye still shows
+            its iris), and a texture trained so paints it in proportion (wholly where the eye
+            closes).
     The mesh moves from the source landmarks to the target's with lids that meet
     (:func:`fastwarp.face.lids.close_lids`, as the face's own warp in the editor): a closing eye's
     gap less FaceMesh's floor (``lid_floor``; None: :data:`fastwarp.face.lids.LID_FLOOR`, 0: the
@@ -155,7 +156,8 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
     tri, regions = _mesh_tensors()
     H, W = source.shape[-2:]
     verts = mesh_vertices(source_landmarks)
-    disp = close_lids(verts, mesh_vertices(target_landmarks) - verts, lid_floor)  # lids that meet, as the face's warp
+    literal = mesh_vertices(target_landmarks) - verts
+    disp = close_lids(verts, literal, lid_floor)  # lids that meet, as the face's warp
     flow, index = ops.mesh_flow(verts, disp, tri, (H, W))
     gate = motion_gate(deformation_map(verts, disp, tri, index))
     hole = torch.zeros_like(gate)
@@ -165,7 +167,11 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
         if cavity:
             hole = F.avg_pool2d(F.pad(opened.to(gate.dtype), (1, 1, 1, 1), mode="replicate"), 3, 1)
     elif kind == "eye" and cavity:  # the closing aperture: its squeezed iris and sclera become lid and lashes
-        closed = opening_map(verts, disp, tri, index, torch.zeros_like(regions[1]), regions[1])
+        # on the landmarks' own motion: where lids meet their aperture has no area left on the
+        # region's grid, but the face's coarser flow grid (64 or 128 px a face) still crosses the
+        # open eye between the two lids there (a jagged dark line of pupil through lite's blink)
+        lit_index = index if disp is literal else ops.mesh_flow(verts, literal, tri, (H, W))[1]
+        closed = opening_map(verts, literal, tri, lit_index, torch.zeros_like(regions[1]), regions[1])
         hole = F.avg_pool2d(F.pad(closed, (1, 1, 1, 1), mode="replicate"), 3, 1)
     warped = ops.warp(source, flow)
     if kind == "mouth" and cavity and bool(hole.any()):
