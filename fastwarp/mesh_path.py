@@ -96,9 +96,10 @@ class MeshMotion:
         self.upper_share: float | None = None
         #: The regions, of the ``painter`` of :meth:`maps`, that the mesh texture leaves to the region
         #: textures where they paint (mask 1 there; no network where nothing else opened):
-        #: ``("eye",)`` by default; the real-time engine adds ``"mouth"`` (the mesh texture under the
-        #: mouth texture is worth 0.04-0.10 dB on held-out opening pairs and nothing visible, and costs
-        #: its network on every frame); ``()``: it paints under every region (the editor before phase 7).
+        #: ``("eye",)`` by default; ``("eye", "mouth")`` was measured and not kept (the mesh texture
+        #: under the mouth texture is worth 0.04-0.10 dB on held-out opening pairs, and a jaw drop
+        #: still opens the lids' ring a little, so its network ran anyway: no faster); ``()``: it
+        #: paints under every region (the editor before phase 7).
         self.cover: tuple[str, ...] = ("eye",)
         self.triangles = torch.from_numpy(np.array(mesh_triangles()))
         self.regions = tuple(torch.from_numpy(np.array(r)) for r in texture_regions())

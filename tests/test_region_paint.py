@@ -383,3 +383,4 @@ def test_the_mesh_texture_leaves_the_painted_eyes_to_the_eye_texture(editors, mo
             assert float(maps.mask[~cover].min()) < 0.9  # the opening mouth keeps its mesh texture
         plain = MeshMotion.maps(ed.mesh_motion, crop.image, crop.landmarks, current, target)  # no painter
         assert float(plain.mask[cover].min()) < 0.9  # the mesh texture paints the eyes without one
+

@@ -82,9 +82,12 @@ def engine_fps(video: Path, frames: int, rounds: int, variants: dict[str, dict] 
     for name, kw in variants.items():
         kw = dict(kw)
         split = kw.pop("split_mouth", True)
+        cover = kw.pop("cover", None)
         engines[name] = RealtimeEngine([ExprEdit(expr, 1.0)], "lite", "cpu", runtime="torch", **kw)
         if engines[name].editor.mesh_motion is not None:
             engines[name].editor.mesh_motion.split_mouth = split
+            if cover is not None:
+                engines[name].editor.mesh_motion.cover = cover
     fps: dict[str, list[float]] = {name: [] for name in variants}
     try:
         for rnd in range(rounds + 1):
@@ -117,16 +120,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--expr", default="blink", help="with --texture: the preset edited at 1 (blink, open, smile)")
     p.add_argument("--refresh", type=int, default=5,
                    help="with --texture: the regions engine's region_refresh (default 5, as fastwarp webcam)")
+    p.add_argument("--cover", default=None,
+                   help="with --texture: a third variant, the regions engine with MeshMotion.cover set to these "
+                        "kinds ('eye+mouth', or 'none'), against the engine's own")
     args = p.parse_args(argv)
     if args.texture:
-        fps = engine_fps(args.video, args.frames, args.rounds,
-                         {"mesh": {"texture": "mesh", "split_mouth": False},
-                          "regions": {"texture": "regions", "region_refresh": args.refresh}},
-                         expr=args.expr)
+        variants = {"mesh": {"texture": "mesh", "split_mouth": False},
+                    "regions": {"texture": "regions", "region_refresh": args.refresh}}
+        if args.cover is not None:
+            kinds = () if args.cover == "none" else tuple(args.cover.split("+"))
+            variants["cover"] = {"texture": "regions", "region_refresh": args.refresh, "cover": kinds}
+        fps = engine_fps(args.video, args.frames, args.rounds, variants, expr=args.expr)
         print(f"real time, lite, {args.expr}=1, region_refresh {args.refresh}, {args.frames} frames of "
               f"{args.video.name}: --texture mesh "
               f"{fps['mesh']:.1f} frames/s, regions {fps['regions']:.1f} frames/s "
-              f"({fps['regions'] / fps['mesh']:.3f}x)")
+              f"({fps['regions'] / fps['mesh']:.3f}x)"
+              + (f", regions with cover={args.cover} {fps['cover']:.1f} frames/s ({fps['cover'] / fps['mesh']:.3f}x)"
+                 if "cover" in fps else ""))
         return 0
     ms = composite_ms(args.photo, args.rounds)
     print(f"composite, 400 px face on 1080p (uint8, warp_blend with theta): bilinear {ms['bilinear']:.2f} ms, "
