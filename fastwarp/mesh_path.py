@@ -150,7 +150,8 @@ class MeshMotion:
 
         flow: :func:`fastwarp.ops.mesh_flow` of :meth:`motion` (0 beyond the mesh's
         ring), with lids that meet (:func:`fastwarp.face.lids.close_lids`: a closing eye's pixels
-        get the landmarks' gap less FaceMesh's floor); texture and mask: the mesh texture model on the crop warped by the mesh flow,
+        get the landmarks' gap less FaceMesh's floor); texture and mask: the mesh texture model on
+        the crop warped by the mesh flow,
         run on its own (smaller) grid and bilinearly upsampled, its mask gated by the opening
         map on the maps' grid (:func:`~fastwarp.models.mesh_texture.opening_map`), so it is
         exactly 1 wherever the mesh did not open (where nothing opened the texture network

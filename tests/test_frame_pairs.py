@@ -56,4 +56,5 @@ def test_an_unknown_variant_is_refused_in_one_line(capsys):
         frame_pairs.main(["--variants", "shipped,sharp", "--kind", "mouth"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.endswith("unknown variant(s) sharp: choose from warp, shipped, new, jaws, regions_only, share1, regions_raw")
+    assert err.endswith("unknown variant(s) sharp: choose from warp, shipped, new, jaws, regions_only, share1, "
+                        "regions_raw")

@@ -138,6 +138,7 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
             same 3 x 3 box filter; ``warped`` is not filled there (a half-closed eye still shows
             its iris), and a texture trained so paints it in proportion (wholly where the eye
             closes).
+
     The mesh moves from the source landmarks to the target's with lids that meet
     (:func:`fastwarp.face.lids.close_lids`, as the face's own warp in the editor): a closing eye's
     gap less FaceMesh's floor (``lid_floor``; None: :data:`fastwarp.face.lids.LID_FLOOR`, 0: the
