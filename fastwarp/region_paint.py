@@ -285,7 +285,7 @@ class RegionPainter:
             batch = {k: inputs[k][rows].contiguous(memory_format=torch.channels_last)
                      for k in ("warped", "opening", "contours", "gate", "inside", "cavity")}
             au = torch.from_numpy(np.asarray(au_delta, np.float32))[None].expand(len(deforms), -1)
-            # (a mouth texture trained to paint the opening mouth's cavity paints all of it)
+            # (a texture trained to paint the mouth's cavity or the eye's closing aperture paints it)
             texture, mask = model(batch["warped"], batch["opening"], batch["contours"], batch["gate"], au,
                                   batch["cavity"])
             # Nothing beyond the mesh's fixed ring (the gate's dilation could reach past it near the jaw).

@@ -258,8 +258,8 @@ class RegionTexture(SmallModel):
     0.9: keep the warp first).
 
     Forward: see the module docstring; ``cavity`` (optional, [N, 1, H, W], :func:`region_inputs`'
-    ``cavity``) is painted whole by a model trained so (:attr:`RegionTextureConfig.cavity`,
-    :func:`paint_cavity`) and ignored by others. Returns ``(texture [N, 3, H, W], mask [N, 1, H,
+    ``cavity``) is painted by a model trained so, wholly where it is 1 (:attr:`RegionTextureConfig.cavity`,
+    :func:`paint_cavity`), and ignored by others. Returns ``(texture [N, 3, H, W], mask [N, 1, H,
     W])`` with ``mask = 1 - gate * (1 - sigmoid(logit))``.
 
     Raises:
