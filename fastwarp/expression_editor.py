@@ -352,12 +352,14 @@ class ExpressionEditor:
     @torch.no_grad()
     def predict(self, crop_bgr: np.ndarray, target_aus: Sequence[float] | np.ndarray,
                 current_aus: Sequence[float] | np.ndarray, landmarks: np.ndarray | None = None,
-                shape: np.ndarray | None = None) -> Maps:
+                shape: np.ndarray | None = None, memory: dict | None = None) -> Maps:
         """Run the networks on an aligned crop ``[S', S', 3]`` uint8 BGR (resized to the
         model's S with area averaging when ``S' > S``); AU vectors ``[17]``, 0..5. With mesh
         motion the maps are :meth:`MeshMotion.maps` of the crop's ``landmarks``
         (``[478, 2 or 3]``, crop pixels; required then), the motion computed from ``shape``
-        where given (``[478, 2]``, eye-line frame: a video's steady face shape).
+        where given (``[478, 2]``, eye-line frame: a video's steady face shape); ``memory``: video,
+        a face track's state (:meth:`MeshMotion.maps`, the same dict as :meth:`blend`'s
+        ``region_memory``).
 
         Returns:
             :class:`Maps` at S px (batch 1), in the runner's dtype and device.
@@ -368,7 +370,8 @@ class ExpressionEditor:
         if self.mesh_motion is not None:
             if landmarks is None:
                 raise ValueError("predict: mesh motion needs the crop's landmarks (landmarks=crop.landmarks)")
-            return self.mesh_motion.maps(crop_bgr, landmarks, current_aus, target_aus, device, shape, self.regions)
+            return self.mesh_motion.maps(crop_bgr, landmarks, current_aus, target_aus, device, shape, self.regions,
+                                         memory)
         small = crop_bgr if crop_bgr.shape[0] == self.size else cv2.resize(
             crop_bgr, (self.size, self.size), interpolation=cv2.INTER_AREA)
         as_batch = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=device)[None]  # noqa: E731

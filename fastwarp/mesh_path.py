@@ -101,6 +101,10 @@ class MeshMotion:
         #: still opens the lids' ring a little, so its network ran anyway: no faster); ``()``: it
         #: paints under every region (the editor before phase 7).
         self.cover: tuple[str, ...] = ("eye",)
+        #: Video: with a track's ``memory`` (:meth:`maps`), run the mesh texture's network on every
+        #: ``refresh``-th frame only and reuse its last output between (the real-time engine sets
+        #: it with the region textures' ``region_refresh``).
+        self.refresh = 1
         self.triangles = torch.from_numpy(np.array(mesh_triangles()))
         self.regions = tuple(torch.from_numpy(np.array(r)) for r in texture_regions())
 
@@ -145,7 +149,8 @@ class MeshMotion:
     @torch.no_grad()
     def maps(self, crop_bgr: np.ndarray, landmarks: np.ndarray, current_aus: Sequence[float] | np.ndarray,
              target_aus: Sequence[float] | np.ndarray, device: torch.device | None = None,
-             shape: np.ndarray | None = None, painter: RegionPainter | None = None) -> Maps:
+             shape: np.ndarray | None = None, painter: RegionPainter | None = None,
+             memory: dict | None = None) -> Maps:
         """:class:`Maps` of the mesh path on the maps' grid (:attr:`grid`), batch 1.
 
         flow: :func:`fastwarp.ops.mesh_flow` of :meth:`motion` (0 beyond the mesh's
@@ -159,14 +164,23 @@ class MeshMotion:
         ``painter``: the region textures that paint after the composite: the mesh texture leaves
         the regions of :attr:`cover` they paint to them (mask 1 there, :meth:`RegionPainter.cover`),
         and does not run where nothing else opened.
+        ``memory``: video only, one face track's state across frames (a dict the caller keeps per
+        track, empty at its start; the key ``"mesh"`` is this method's). With :attr:`refresh` N > 1
+        the mesh texture's network runs on every N-th frame that needs it, and the frames between
+        reuse its last texture and ungated mask on the maps' grid (crop coordinates, which move
+        with the face), gated by this frame's opening map: a changed edit or a new opening reaches
+        the texture within N - 1 frames, as with the region textures
+        (:meth:`RegionPainter.paint`).
         """
         verts, moved = self.motion(landmarks, crop_bgr.shape[0], current_aus, target_aus, self.grid, shape)
-        return self.maps_from_motion(crop_bgr, landmarks, verts, moved, current_aus, target_aus, device, painter)
+        return self.maps_from_motion(crop_bgr, landmarks, verts, moved, current_aus, target_aus, device, painter,
+                                     memory)
 
     @torch.no_grad()
     def maps_from_motion(self, crop_bgr: np.ndarray, landmarks: np.ndarray, verts: Tensor, moved: Tensor,
                          current_aus: Sequence[float] | np.ndarray, target_aus: Sequence[float] | np.ndarray,
-                         device: torch.device | None = None, painter: RegionPainter | None = None) -> Maps:
+                         device: torch.device | None = None, painter: RegionPainter | None = None,
+                         memory: dict | None = None) -> Maps:
         """:meth:`maps` for a given mesh motion instead of the landmark motion model's: ``verts``
         and ``moved`` as :meth:`motion` returns them (float32 ``[1, 468 + ring, 2]`` on the
         :attr:`grid`; the ring must not move), e.g. :meth:`motion_to` a real target frame's
@@ -175,6 +189,8 @@ class MeshMotion:
         G = self.grid
         texture, mask = torch.zeros(1, 3, G, G), torch.ones(1, 1, G, G)
         if not moved.any():
+            if memory is not None:
+                memory.pop("mesh", None)
             return Maps(torch.zeros(1, 2, G, G, device=device), texture.to(device), mask.to(device))
         # The warp closes what the landmarks close: lids that meet (fastwarp.face.lids); the
         # region textures get the landmarks' own motion and apply the same rule on their grid.
@@ -199,7 +215,14 @@ class MeshMotion:
             # mesh texture's blurred lid under the eye's partial mask is what read as a pale, soft lid
             # (held-out closing pairs: 22.45 dB with it under the eye texture, 24.28 without)
             opened = torch.where(cover, torch.zeros_like(opened), opened)
-        if self.texture_model is not None and opened.any():  # (nothing opened: mask 1, no network)
+        last = memory.get("mesh") if memory is not None else None
+        if self.texture_model is not None and opened.any() and last is not None and last[2] + 1 < self.refresh:
+            texture, m = last[0], last[1]  # video, between refreshes: the last run's paint, this frame's gate
+            memory["mesh"] = (texture, m, last[2] + 1)
+            mask = gate_mask(m, opened)
+            if rigid is not None:
+                mask = torch.where(rigid > 0, torch.ones_like(mask), mask)
+        elif self.texture_model is not None and opened.any():  # (nothing opened: mask 1, no network)
             T = self.texture_model.config.size
             small = cv2.resize(crop_bgr, (T, T), interpolation=cv2.INTER_AREA) if crop_bgr.shape[0] != T else crop_bgr
             # The same motion on the T grid (it scales with the grid: pixel centres map as
@@ -214,7 +237,11 @@ class MeshMotion:
             if T != G:
                 texture = F.interpolate(texture, size=(G, G), mode="bilinear", align_corners=False)
                 m = F.interpolate(m, size=(G, G), mode="bilinear", align_corners=False)
+            if memory is not None:
+                memory["mesh"] = (texture, m, 0)
             mask = gate_mask(m, opened)
             if rigid is not None:  # the teeth that moved with a lip stay as the warp brought them
                 mask = torch.where(rigid > 0, torch.ones_like(mask), mask)
+        elif memory is not None:
+            memory.pop("mesh", None)  # nothing to paint: the next opening runs the network afresh
         return Maps(flow.to(device), texture.to(device), mask.to(device), motion)

@@ -266,6 +266,45 @@ def test_under_a_refresh_the_eyes_refresh_together(editors):
     assert {n: memory[n][2] for n in memory} == {"right": 0, "left": 0}
 
 
+def test_under_a_refresh_the_mesh_texture_reuses_its_last_paint_under_this_frames_gate(editors, monkeypatch):
+    """MeshMotion.refresh = 3 with a track's memory (the real-time engine's region_refresh): the
+    mesh texture's network runs on frames 0 and 3 of six; between, the frame gets the stored
+    texture and ungated mask, gated by its own opening map (a smaller edit opens less: the same
+    texture, a mask of 1 wherever it did not open); the first frame is the photo path's maps bit for bit; a frame
+    that moves nothing forgets the stored paint. The engine sets the refresh with the regions'."""
+    from fastwarp.realtime import RealtimeEngine
+
+    ed = editors["regions"]
+    mm = ed.mesh_motion
+    image = _photo(PHOTOS[0])
+    crop = ed.crop(image, ed.detect(image)[0])
+    current, target = ed.aus(crop, [parse_au_edit("AU25=+2"), parse_au_edit("AU26=+2.5")])
+    _, smaller = ed.aus(crop, [parse_au_edit("AU25=+1"), parse_au_edit("AU26=+1")])
+    calls = []
+    ungated = mm.texture_model.ungated
+    monkeypatch.setattr(mm.texture_model, "ungated", lambda *a: calls.append(1) or ungated(*a))
+    photo = ed.predict(crop.image, target, current, crop.landmarks)
+    alone = ed.predict(crop.image, smaller, current, crop.landmarks)
+    assert len(calls) == 2
+    memory: dict = {}
+    monkeypatch.setattr(mm, "refresh", 3)
+    runs = [ed.predict(crop.image, t, current, crop.landmarks, memory=memory)
+            for t in (target, smaller, target, target, target, target)]
+    assert len(calls) == 2 + 2 and memory["mesh"][2] == 2
+    assert torch.equal(runs[0].texture, photo.texture) and torch.equal(runs[0].mask, photo.mask)
+    # frame 1: frame 0's paint, its own (smaller) opening
+    assert torch.equal(runs[1].texture, photo.texture) and not torch.equal(runs[1].texture, alone.texture)
+    assert (runs[1].mask[alone.mask == 1] == 1).all()  # gated where this frame opened: 1 wherever it did not
+    assert not torch.equal(runs[1].mask, photo.mask)
+    assert torch.equal(runs[2].mask, photo.mask) and torch.equal(runs[3].mask, photo.mask)  # frame 3 ran afresh
+    ed.predict(crop.image, current, current, crop.landmarks, memory=memory)
+    assert "mesh" not in memory
+    with RealtimeEngine([], "base", "cpu", runtime="torch", texture="regions", region_refresh=4) as engine:
+        assert engine.editor.mesh_motion.refresh == 4
+    with RealtimeEngine([], "base", "cpu", runtime="torch", texture="mesh", region_refresh=4) as engine:
+        assert engine.editor.mesh_motion.refresh == 1  # the mesh path alone, as shipped
+
+
 def test_mouth_weights_pick_the_bundled_mouth_and_lite_only_its_own(tmp_path, monkeypatch):
     from pathlib import Path
 

@@ -171,7 +171,9 @@ class RealtimeEngine:
             :class:`~fastwarp.expression_editor.ExpressionEditor`).
         region_refresh: run each region texture's network on every N-th frame of a face
             track, blending its last texture and mask at the region's current place between
-            (:meth:`fastwarp.region_paint.RegionPainter.paint`); 1 (default) every frame.
+            (:meth:`fastwarp.region_paint.RegionPainter.paint`), and the face's mesh texture
+            network under them likewise (:meth:`fastwarp.mesh_path.MeshMotion.maps`); 1
+            (default) every frame. Without region textures (``texture="mesh"``) it is moot.
     Raises:
         FileNotFoundError / ValueError: weights missing or invalid; a bad ``runtime``,
             ``gpu_graph``, ``max_faces`` or ``region_refresh``; ``runtime="tensorrt"`` with mesh
@@ -226,6 +228,8 @@ class RealtimeEngine:
             raise ValueError(f"region_refresh must be >= 1, got {region_refresh}")
         if self.editor.regions is not None:
             self.editor.regions.refresh = int(region_refresh)
+            if self.editor.mesh_motion is not None:  # the mesh texture under them keeps their cadence
+                self.editor.mesh_motion.refresh = int(region_refresh)
         params = smoothing if isinstance(smoothing, dict) else {}
         self.tracker = FaceTracker(**params) if smoothing is not False else None
         self.edits: list[AUEdit] = list(edits)
@@ -308,14 +312,14 @@ class RealtimeEngine:
         out, timings = located.frame, dict(located.timings)
         for face in located.faces:
             t0 = clock()
-            maps = self.editor.predict(face.crop.image, face.target_aus, face.current_aus, face.crop.landmarks,
-                                       shape=face.shape)
-            if maps.flow.device.type == "cuda":
-                torch.cuda.synchronize(maps.flow.device)  # time the model, not the blend that waits for it
-            t1 = clock()
             memory = self._region_memory.setdefault(face.track, {})
             if face.new_track:
                 memory.clear()
+            maps = self.editor.predict(face.crop.image, face.target_aus, face.current_aus, face.crop.landmarks,
+                                       shape=face.shape, memory=memory)
+            if maps.flow.device.type == "cuda":
+                torch.cuda.synchronize(maps.flow.device)  # time the model, not the blend that waits for it
+            t1 = clock()
             out = self.editor.blend(out, face.crop, maps, memory)
             t2 = clock()
             for stage, dt in (("model", t1 - t0), ("blend", t2 - t1)):
