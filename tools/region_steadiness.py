@@ -106,8 +106,8 @@ def write_sheet(path: Path, kept: dict, region: str) -> None:
         cells = [image, kept["mesh"][i][1], kept["regions"][i][1]]
         row = np.hstack([c[y0:y1, x0:x1] for c in cells])
         row = cv2.resize(row, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-        cv2.putText(row, f"frame {i}: input | mesh | regions", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        cv2.putText(row, f"frame {i}: input | mesh | regions", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (255, 255, 255), 1, cv2.LINE_AA)
         rows.append(row)
     if not rows:
         raise SystemExit("--sheet: no frame with a face in both variants")
