@@ -159,6 +159,9 @@ class RegionPainter:
         self.mouth = None if mouth is None else mouth.eval().to(memory_format=torch.channels_last)
         #: Video: run a region's network on every ``refresh``-th frame of a track (see :meth:`paint`).
         self.refresh = 1
+        #: The closing eye's lid contours the eye network sees (``region_inputs``' ``lid_contours``):
+        #: ``"warp"``, or ``"landmarks"`` (phase 7's eye textures, for comparisons).
+        self.lid_contours = "warp"
 
     @classmethod
     def load(cls, eye_weights: str | Path | None = None, mouth_weights: str | Path | None = None) -> "RegionPainter":
@@ -198,7 +201,8 @@ class RegionPainter:
         rgb = rgb.permute(0, 3, 1, 2)
         inputs = region_inputs(rgb, torch.from_numpy(np.stack([to_region(source, m) for m in matrices])),
                                torch.from_numpy(np.stack([to_region(target, m) for m in matrices])), spec.kind,
-                               [side or "right" for side in sides], upper_share=upper_share, cavity=cavity)
+                               [side or "right" for side in sides], upper_share=upper_share, cavity=cavity,
+                               lid_contours=self.lid_contours)
         return matrices, inputs
 
     def moving(self, source: np.ndarray, target: np.ndarray, au_delta: np.ndarray | None = None) -> list[str]:

@@ -100,6 +100,38 @@ def test_one_eye_closes_the_other_is_left_and_floor_zero_changes_nothing():
     assert torch.equal(close_lids(v2, d2), d2)
 
 
+def test_the_eye_texture_is_given_the_contours_of_the_lids_the_warp_made():
+    """region_inputs draws a closing eye's target contours where the warp puts the lids: under
+    the floor the upper lid line lies on the lower one (drawn here from the lower lid's own
+    points, independently of close_lids); with ``lid_floor=0``, and for an eye that opens, the
+    landmarks' own lines, exactly, as with ``lid_contours="landmarks"`` (phase 7)."""
+    from fastwarp.face.regions import EYE, contour_map, region_matrix, to_region
+    from fastwarp.models.region_texture import region_inputs
+
+    source = _face()
+    m = region_matrix(source[None], EYE, "right")[0]
+    src = to_region(source, m).astype(np.float32)
+
+    def contours(target, floor=None, lines="warp"):
+        tgt = torch.from_numpy(to_region(target, m).astype(np.float32))[None]
+        got = region_inputs(torch.zeros(1, 3, EYE.height, EYE.width), torch.from_numpy(src)[None], tgt, "eye",
+                            ["right"], cavity=True, lid_floor=floor, lid_contours=lines)
+        return got["contours"][0].numpy(), tgt[0].numpy()
+
+    shut = _closed(source, (0.8, 0.8))  # under the floor: the lids meet
+    got, tgt = contours(shut)
+    met = tgt.copy()
+    met[list(UPPER_LID[0])] = tgt[list(LOWER_LID[0])]
+    np.testing.assert_allclose(got, contour_map(met, "eye", EYE.height, EYE.width, "right"), atol=0.02)
+    assert np.abs(got - contour_map(tgt, "eye", EYE.height, EYE.width, "right")).max() > 0.5
+    for literal, tgt in (contours(shut, floor=0.0), contours(shut, lines="landmarks")):
+        assert np.array_equal(literal, contour_map(tgt, "eye", EYE.height, EYE.width, "right"))
+    with pytest.raises(ValueError, match="lid_contours must be 'warp' or 'landmarks', got 'lids'"):
+        contours(shut, lines="lids")
+    wide, tgt = contours(_closed(source, (-0.3, -0.3)))
+    assert np.array_equal(wide, contour_map(tgt, "eye", EYE.height, EYE.width, "right"))
+
+
 @pytest.mark.skipif(not (FACES_DIR / "images" / "df_img41.jpg").is_file(), reason="faces data not found")
 def test_a_blink_warped_with_lids_that_meet_reads_more_closed(monkeypatch):
     """Through the editor (the mesh warp alone, ``texture="none"``), on two photos whose eyes a

@@ -13,8 +13,10 @@ the teeth that follow the jaws (:mod:`fastwarp.face.jaws`), the editor before it
 fixes where the jaws part (the editor before each face's own split), ``upper_share=auto`` is the
 default; ``lid_floor=0`` warps a closing eye as its landmarks say (the editor before lids that
 meet, :mod:`fastwarp.face.lids`); ``cover=`` the regions the mesh texture leaves to the region
-textures (:attr:`MeshMotion.cover`: ``eye`` by default, ``eye+mouth`` as the real-time engine,
-``none``: it paints under all of them, the editor before phase 7). Crops are cut around the
+textures (:attr:`MeshMotion.cover`: ``eye`` by default, ``eye+mouth`` the variant measured and not
+kept, ``none``: it paints under all of them, the editor before phase 7); ``lid_contours=landmarks``
+shows the eye network a closing eye's lid lines where its landmarks put them (phase 7) instead of
+where the warp's lids meet. Crops are cut around the
 landmarks at the photo's own pixels (cut, not resized, to ``--max-side``); a label strip names the
 columns.
 """
@@ -80,12 +82,15 @@ def main(argv=None) -> int:
         share = opts.pop("upper_share", None)
         cover = opts.pop("cover", "eye")
         cover = () if cover == "none" else tuple(cover.split("+"))
+        contours = opts.pop("lid_contours", "warp")
         floors.append(float(opts.pop("lid_floor", lids.LID_FLOOR)))
         ed = ExpressionEditor(opts.pop("weights", "base"), "cpu", **opts)
         if ed.mesh_motion is not None:
             ed.mesh_motion.split_mouth = split
             ed.mesh_motion.upper_share = None if share in (None, "auto") else float(share)
             ed.mesh_motion.cover = cover
+        if ed.regions is not None:
+            ed.regions.lid_contours = contours
         editors.append((name, ed))
 
     def edit(i: int, image: np.ndarray) -> np.ndarray:

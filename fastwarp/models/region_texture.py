@@ -39,7 +39,7 @@ from .. import ops
 from ..au import AU_MAX, NUM_AUS
 from ..face.jaws import split_mouth_flow
 from ..face.lids import close_lids
-from ..face.mesh import mesh_triangles, mesh_vertices, texture_regions
+from ..face.mesh import MESH_POINTS, mesh_triangles, mesh_vertices, texture_regions
 from ..face.regions import contour_map
 from .mesh_texture import opening_map
 from .small_checkpoint import SmallModel
@@ -109,7 +109,7 @@ CAVITY_FILL = (-0.70, -0.86, -0.86)
 def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Tensor, kind: str,
                   sides: Sequence[str], *, jaws: bool = True,
                   upper_share: float | Sequence[float] | None = None, cavity: bool = False,
-                  lid_floor: float | None = None) -> dict[str, Tensor]:
+                  lid_floor: float | None = None, lid_contours: str = "warp") -> dict[str, Tensor]:
     """The generator's inputs for regions moved from their source landmarks to their target
     landmarks through the face mesh: what training pairs them with (training/region_gan.py,
     ``make_batch``) and what the editor paints with (:mod:`fastwarp.region_paint`), one function
@@ -142,7 +142,10 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
     The mesh moves from the source landmarks to the target's with lids that meet
     (:func:`fastwarp.face.lids.close_lids`, as the face's own warp in the editor): a closing eye's
     gap less FaceMesh's floor (``lid_floor``; None: :data:`fastwarp.face.lids.LID_FLOOR`, 0: the
-    landmarks' own motion).
+    landmarks' own motion). ``lid_contours``: ``"warp"`` draws the target's lid lines where that
+    warp puts them (lids that meet are drawn meeting); ``"landmarks"``, where the landmarks say
+    (FaceMesh's closed lids 0.03-0.10 eye widths apart: what the eye textures of phase 7 were
+    trained with, and paint as a dark band).
 
     Returns:
         ``warped`` [B, 3, H, W] (the source warped by ``flow``), ``flow`` [B, 2, H, W] (region
@@ -150,7 +153,8 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
         :func:`fastwarp.face.jaws.split_mouth_flow`), ``opening``, ``gate`` [B, 1, H, W]
         (:func:`motion_gate`; for the mouth 0 on the teeth that moved rigidly with a lip, so
         the texture keeps them at the frame's own resolution), ``contours`` [B, 2, H, W] (the
-        target's), ``inside`` [B, 1, H, W] bool (inside the moved mesh, whose fixed ring bounds
+        target's lines as the warp moves them: a closing eye's upper lid where lids that meet
+        put it), ``inside`` [B, 1, H, W] bool (inside the moved mesh, whose fixed ring bounds
         every edit: the editor paints nowhere else), ``cavity`` [B, 1, H, W] (0..1 where
         ``cavity``, else 0).
     """
@@ -178,7 +182,15 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
     if kind == "mouth" and cavity and bool(hole.any()):
         fill = torch.tensor(CAVITY_FILL, dtype=warped.dtype)[None, :, None, None]
         warped = warped * (1.0 - hole) + fill * hole
-    contours = np.stack([contour_map(lm, kind, H, W, side) for lm, side in zip(target_landmarks.numpy(), sides)])
+    # the lids the warp made: where they meet, their contours meet too (the landmarks' own lines
+    # stay 0.03-0.10 eye widths apart there, and a texture fed them paints that band dark)
+    if lid_contours not in ("warp", "landmarks"):
+        raise ValueError(f"lid_contours must be 'warp' or 'landmarks', got {lid_contours!r}")
+    drawn = target_landmarks
+    if disp is not literal and lid_contours == "warp":
+        drawn = target_landmarks.clone()
+        drawn[:, :MESH_POINTS] = (verts + disp)[:, :MESH_POINTS].to(drawn.dtype)
+    contours = np.stack([contour_map(lm, kind, H, W, side) for lm, side in zip(drawn.numpy(), sides)])
     return {"warped": warped, "flow": flow, "opening": opening_map(verts, disp, tri, index, *regions),
             "gate": gate, "contours": torch.from_numpy(contours), "inside": (index >= 0)[:, None], "cavity": hole}
 
