@@ -160,8 +160,8 @@ class RegionPainter:
         #: Video: run a region's network on every ``refresh``-th frame of a track (see :meth:`paint`).
         self.refresh = 1
         #: The closing eye's lid contours the eye network sees (``region_inputs``' ``lid_contours``):
-        #: ``"warp"``, or ``"landmarks"`` (phase 7's eye textures, for comparisons).
-        self.lid_contours = "warp"
+        #: ``"landmarks"`` (as trained), or ``"warp"`` (the variant measured in phase 8, not kept).
+        self.lid_contours = "landmarks"
 
     @classmethod
     def load(cls, eye_weights: str | Path | None = None, mouth_weights: str | Path | None = None) -> "RegionPainter":

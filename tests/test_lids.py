@@ -100,11 +100,12 @@ def test_one_eye_closes_the_other_is_left_and_floor_zero_changes_nothing():
     assert torch.equal(close_lids(v2, d2), d2)
 
 
-def test_the_eye_texture_is_given_the_contours_of_the_lids_the_warp_made():
-    """region_inputs draws a closing eye's target contours where the warp puts the lids: under
-    the floor the upper lid line lies on the lower one (drawn here from the lower lid's own
-    points, independently of close_lids); with ``lid_floor=0``, and for an eye that opens, the
-    landmarks' own lines, exactly, as with ``lid_contours="landmarks"`` (phase 7)."""
+def test_lid_contours_of_the_warp_or_of_the_landmarks():
+    """region_inputs with ``lid_contours="warp"`` draws a closing eye's target contours where the
+    warp puts the lids: under the floor the upper lid line lies on the lower one (drawn here from
+    the lower lid's own points, independently of close_lids); with ``lid_floor=0``, for an eye
+    that opens, and by default (``"landmarks"``, as the eye textures were trained), the
+    landmarks' own lines, exactly."""
     from fastwarp.face.regions import EYE, contour_map, region_matrix, to_region
     from fastwarp.models.region_texture import region_inputs
 
@@ -114,8 +115,9 @@ def test_the_eye_texture_is_given_the_contours_of_the_lids_the_warp_made():
 
     def contours(target, floor=None, lines="warp"):
         tgt = torch.from_numpy(to_region(target, m).astype(np.float32))[None]
+        kw = {} if lines is None else {"lid_contours": lines}  # None: the default
         got = region_inputs(torch.zeros(1, 3, EYE.height, EYE.width), torch.from_numpy(src)[None], tgt, "eye",
-                            ["right"], cavity=True, lid_floor=floor, lid_contours=lines)
+                            ["right"], cavity=True, lid_floor=floor, **kw)
         return got["contours"][0].numpy(), tgt[0].numpy()
 
     shut = _closed(source, (0.8, 0.8))  # under the floor: the lids meet
@@ -124,7 +126,7 @@ def test_the_eye_texture_is_given_the_contours_of_the_lids_the_warp_made():
     met[list(UPPER_LID[0])] = tgt[list(LOWER_LID[0])]
     np.testing.assert_allclose(got, contour_map(met, "eye", EYE.height, EYE.width, "right"), atol=0.02)
     assert np.abs(got - contour_map(tgt, "eye", EYE.height, EYE.width, "right")).max() > 0.5
-    for literal, tgt in (contours(shut, floor=0.0), contours(shut, lines="landmarks")):
+    for literal, tgt in (contours(shut, floor=0.0), contours(shut, lines="landmarks"), contours(shut, lines=None)):
         assert np.array_equal(literal, contour_map(tgt, "eye", EYE.height, EYE.width, "right"))
     with pytest.raises(ValueError, match="lid_contours must be 'warp' or 'landmarks', got 'lids'"):
         contours(shut, lines="lids")

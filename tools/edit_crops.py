@@ -14,9 +14,9 @@ fixes where the jaws part (the editor before each face's own split), ``upper_sha
 default; ``lid_floor=0`` warps a closing eye as its landmarks say (the editor before lids that
 meet, :mod:`fastwarp.face.lids`); ``cover=`` the regions the mesh texture leaves to the region
 textures (:attr:`MeshMotion.cover`: ``eye`` by default, ``eye+mouth`` the variant measured and not
-kept, ``none``: it paints under all of them, the editor before phase 7); ``lid_contours=landmarks``
-shows the eye network a closing eye's lid lines where its landmarks put them (phase 7) instead of
-where the warp's lids meet. Crops are cut around the
+kept, ``none``: it paints under all of them, the editor before phase 7); ``lid_contours=warp``
+shows the eye network a closing eye's lid lines where the warp's lids meet instead of where its
+landmarks put them (phase 8's variant, not kept). Crops are cut around the
 landmarks at the photo's own pixels (cut, not resized, to ``--max-side``); a label strip names the
 columns.
 """
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         share = opts.pop("upper_share", None)
         cover = opts.pop("cover", "eye")
         cover = () if cover == "none" else tuple(cover.split("+"))
-        contours = opts.pop("lid_contours", "warp")
+        contours = opts.pop("lid_contours", "landmarks")
         floors.append(float(opts.pop("lid_floor", lids.LID_FLOOR)))
         ed = ExpressionEditor(opts.pop("weights", "base"), "cpu", **opts)
         if ed.mesh_motion is not None:

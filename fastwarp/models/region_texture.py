@@ -109,7 +109,7 @@ CAVITY_FILL = (-0.70, -0.86, -0.86)
 def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Tensor, kind: str,
                   sides: Sequence[str], *, jaws: bool = True,
                   upper_share: float | Sequence[float] | None = None, cavity: bool = False,
-                  lid_floor: float | None = None, lid_contours: str = "warp") -> dict[str, Tensor]:
+                  lid_floor: float | None = None, lid_contours: str = "landmarks") -> dict[str, Tensor]:
     """The generator's inputs for regions moved from their source landmarks to their target
     landmarks through the face mesh: what training pairs them with (training/region_gan.py,
     ``make_batch``) and what the editor paints with (:mod:`fastwarp.region_paint`), one function
@@ -142,10 +142,10 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
     The mesh moves from the source landmarks to the target's with lids that meet
     (:func:`fastwarp.face.lids.close_lids`, as the face's own warp in the editor): a closing eye's
     gap less FaceMesh's floor (``lid_floor``; None: :data:`fastwarp.face.lids.LID_FLOOR`, 0: the
-    landmarks' own motion). ``lid_contours``: ``"warp"`` draws the target's lid lines where that
-    warp puts them (lids that meet are drawn meeting); ``"landmarks"``, where the landmarks say
-    (FaceMesh's closed lids 0.03-0.10 eye widths apart: what the eye textures of phase 7 were
-    trained with, and paint as a dark band).
+    landmarks' own motion). ``lid_contours``: ``"landmarks"`` (default) draws the target's lid
+    lines where the landmarks put them (FaceMesh's closed lids stay 0.03-0.10 eye widths apart,
+    as in the real closed eyes the eye textures learn from); ``"warp"``, where the warp puts them
+    (lids that meet drawn meeting: measured in phase 8 and not kept, docs/evaluation/regions).
 
     Returns:
         ``warped`` [B, 3, H, W] (the source warped by ``flow``), ``flow`` [B, 2, H, W] (region
@@ -153,8 +153,7 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
         :func:`fastwarp.face.jaws.split_mouth_flow`), ``opening``, ``gate`` [B, 1, H, W]
         (:func:`motion_gate`; for the mouth 0 on the teeth that moved rigidly with a lip, so
         the texture keeps them at the frame's own resolution), ``contours`` [B, 2, H, W] (the
-        target's lines as the warp moves them: a closing eye's upper lid where lids that meet
-        put it), ``inside`` [B, 1, H, W] bool (inside the moved mesh, whose fixed ring bounds
+        target's lines, as ``lid_contours`` says), ``inside`` [B, 1, H, W] bool (inside the moved mesh, whose fixed ring bounds
         every edit: the editor paints nowhere else), ``cavity`` [B, 1, H, W] (0..1 where
         ``cavity``, else 0).
     """
@@ -182,8 +181,8 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
     if kind == "mouth" and cavity and bool(hole.any()):
         fill = torch.tensor(CAVITY_FILL, dtype=warped.dtype)[None, :, None, None]
         warped = warped * (1.0 - hole) + fill * hole
-    # the lids the warp made: where they meet, their contours meet too (the landmarks' own lines
-    # stay 0.03-0.10 eye widths apart there, and a texture fed them paints that band dark)
+    # "warp": the lids the warp made, where they meet their contours meet too (phase 8: a thinner
+    # painted band that MediaPipe reads as more closed, but an orange lid margin; not kept)
     if lid_contours not in ("warp", "landmarks"):
         raise ValueError(f"lid_contours must be 'warp' or 'landmarks', got {lid_contours!r}")
     drawn = target_landmarks
