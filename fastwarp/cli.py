@@ -523,9 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on a GPU: CUDA graph capture, torch.compile reduce-overhead, or eager")
         sp.add_argument("--stats", action="store_true", help="print per-stage timings (mean, p50, p95 ms) and frames/s")
         sp.add_argument("--region-refresh", type=int, default=refresh, metavar="N",
-                        help="run the eye and mouth region textures (and the mesh texture under them) on every "
-                             "N-th frame of a face, blending their last texture at the face's current place between "
-                             f"(faster; default {refresh})")
+                        help="run the region textures and the mesh texture under them on every N-th frame of a "
+                             f"face, reusing their last paint at the face's current place between (faster; default {refresh})")
 
     v = sub.add_parser("video", help="edit the largest face in every frame of a video")
     v.add_argument("input", help="input video (any container FFmpeg reads; its audio is carried over)")
