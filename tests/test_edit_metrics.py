@@ -270,6 +270,27 @@ def test_measure_edits_bookkeeping():
     json.dumps(em._jsonable({k: v for k, v in res.items() if k != "images"}), allow_nan=False)
 
 
+class TwoFaceMesh(ScriptedMesh):
+    """Photo 1 with a second, smaller face beside it; in an edited photo the second face comes
+    first (MediaPipe's order is not the editor's)."""
+
+    def detect(self, img):
+        main = super().detect(img)
+        other = main[0].copy()
+        other[:, :2] = (other[:, :2] - 320.0) * 0.5 + 900.0  # half the size, far to the right
+        other[:, :2] += 3.0 * _template(7)  # another person's shape
+        return [other] + main if img[0, 0, 1] or img[0, 0, 2] else main + [other]
+
+
+def test_measure_edits_follows_the_edited_face_among_several():
+    """With two faces, each output is measured on the face the input's largest was (nearest
+    centre), not on the face FaceMesh lists first: the same changes as the one-face photo."""
+    one = em.measure_edits(ScriptedEditor(), {"a": _photo(1)}, mesh=ScriptedMesh(), progress=False)
+    two = em.measure_edits(ScriptedEditor(), {"a": _photo(1)}, mesh=TwoFaceMesh(), progress=False)
+    for spec in em.FIVE_EDITS:
+        assert two["photos"]["a"]["edits"][spec.name]["change"] == one["photos"]["a"]["edits"][spec.name]["change"]
+
+
 def test_linearity_bookkeeping():
     photos = {"a": _photo(1), "b": _photo(2), "noface": _photo(9)}
     lin = em.linearity(ScriptedEditor(), photos, ["AU12", "AU04"], mesh=ScriptedMesh(), progress=False)

@@ -227,9 +227,27 @@ def _iter_photos(photos: Mapping[str, np.ndarray] | Sequence[str | Path]):
         yield p.stem, img
 
 
+#: Faces the measuring FaceMesh looks for in a photo: the largest is the one the editor edits,
+#: and in its output the same face is found again by place (:func:`_detect_near`). With one face
+#: MediaPipe returns the face it detects first, which in a photo of two people can be the other
+#: person after the edit (fr_two_people: identity 0.878 against its own edit).
+MEASURE_FACES = 4
+
+
 def _detect(mesh: FaceMesh, image: np.ndarray) -> np.ndarray | None:
+    """The largest face (``FaceMesh.detect`` sorts largest first), or None."""
     found = mesh.detect(image)
     return found[0] if found else None
+
+
+def _detect_near(mesh: FaceMesh, image: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
+    """The face of ``image`` whose landmark centre is nearest to ``reference``'s (the same face
+    in an edited photo: an edit moves no face's centre by a fraction of its size), or None."""
+    found = mesh.detect(image)
+    if not found:
+        return None
+    centre = np.asarray(reference)[:, :2].mean(0)
+    return min(found, key=lambda lm: float(np.linalg.norm(np.asarray(lm)[:, :2].mean(0) - centre)))
 
 
 def measure_edits(editor, photos: Mapping[str, np.ndarray] | Sequence[str | Path],
@@ -243,7 +261,9 @@ def measure_edits(editor, photos: Mapping[str, np.ndarray] | Sequence[str | Path
             ``edit(frame_bgr, edits) -> FrameEdit``).
         photos: ``{name: uint8 BGR [H, W, 3]}`` or photo paths (named by their stem).
         edits: the edits (default :data:`FIVE_EDITS`).
-        mesh: the measuring FaceMesh (static image mode); default a new one, closed after.
+        mesh: the measuring FaceMesh (static image mode); default a new one looking for up to
+            :data:`MEASURE_FACES` faces, closed after. The photo's largest face is measured (the
+            one the editor edits), and in each output the face nearest it (:func:`_detect_near`).
         embedder: a :class:`FaceEmbedder` to add the identity distance photo vs edit
             (``identity``); None skips it.
         keep_images: names of photos whose input, face box and edited frames are kept in
@@ -266,7 +286,7 @@ def measure_edits(editor, photos: Mapping[str, np.ndarray] | Sequence[str | Path
         ValueError: a photo path OpenCV cannot read.
     """
     own_mesh = mesh is None
-    mesh = mesh or FaceMesh(static_image_mode=True)
+    mesh = mesh or FaceMesh(static_image_mode=True, max_faces=MEASURE_FACES)
     keep = set(keep_images)
     result: dict[str, Any] = {
         "edits": {e.name: {"au": e.au_args, "measure": e.measure, "unit": e.unit, "target": e.target,
@@ -294,7 +314,7 @@ def measure_edits(editor, photos: Mapping[str, np.ndarray] | Sequence[str | Path
                 if not res.face_found:
                     entry["edits"][spec.name] = {"face_found": False, "reason": "the editor found no face"}
                     continue
-                lm_out = _detect(mesh, res.frame)
+                lm_out = _detect_near(mesh, res.frame, lm_in)
                 if lm_out is None:
                     entry["edits"][spec.name] = {"face_found": False, "reason": "no face in the edited photo"}
                     continue
@@ -687,14 +707,15 @@ def linearity(editor, photos: Mapping[str, np.ndarray] | Sequence[str | Path], a
         if a not in AU_INDEX:
             raise ValueError(f"unknown AU {a!r}")
     own = mesh is None
-    mesh = mesh or FaceMesh(static_image_mode=True)
+    mesh = mesh or FaceMesh(static_image_mode=True, max_faces=MEASURE_FACES)
     per_au: dict[str, dict[str, dict]] = {a: {} for a in aus}
     no_face: list[str] = []
     try:
         items = list(_iter_photos(photos))
         bar = tqdm(total=len(items) * len(aus), desc="linearity", unit="sweep", disable=not progress)
         for name, image in items:
-            if _detect(mesh, image) is None:
+            ref = _detect(mesh, image)
+            if ref is None:
                 no_face.append(name)
                 bar.update(len(aus))
                 continue
@@ -702,7 +723,7 @@ def linearity(editor, photos: Mapping[str, np.ndarray] | Sequence[str | Path], a
                 resp = []
                 for level in levels:
                     res = editor.edit(image, [(au, level, False)])
-                    lm = _detect(mesh, res.frame) if res.face_found else None
+                    lm = _detect_near(mesh, res.frame, ref) if res.face_found else None
                     resp.append(float(estimate_aus(lm)[AU_INDEX[au]]) if lm is not None else math.nan)
                 x, y = np.array(levels), np.array(resp)
                 ok = np.isfinite(y)
@@ -1033,7 +1054,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     editor = ExpressionEditor(args.weights, args.device, motion=args.motion, texture_weights=args.texture_weights,
                               texture=args.texture, region_weights=args.region_weights,
                               mouth_weights=args.mouth_weights)
-    with editor, FaceMesh(static_image_mode=True) as mesh:
+    with editor, FaceMesh(static_image_mode=True, max_faces=MEASURE_FACES) as mesh:
         embedder = FaceEmbedder(mesh) if use_identity else None
         keep = [paths[i].stem for i in np.unique(np.linspace(0, len(paths) - 1,
                                                              min(args.sheet_photos, len(paths))).round().astype(int))]
