@@ -524,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--stats", action="store_true", help="print per-stage timings (mean, p50, p95 ms) and frames/s")
         sp.add_argument("--region-refresh", type=int, default=refresh, metavar="N",
                         help="run the region textures and the mesh texture under them on every N-th frame of a "
-                             f"face, reusing their last paint at the face's current place between (faster; default {refresh})")
+                             f"face, reusing their last paint on the frames between (faster; default {refresh})")
 
     v = sub.add_parser("video", help="edit the largest face in every frame of a video")
     v.add_argument("input", help="input video (any container FFmpeg reads; its audio is carried over)")

@@ -242,7 +242,7 @@ def _detect(mesh: FaceMesh, image: np.ndarray) -> np.ndarray | None:
 
 def _detect_near(mesh: FaceMesh, image: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
     """The face of ``image`` whose landmark centre is nearest to ``reference``'s (the same face
-    in an edited photo: an edit moves no face's centre by a fraction of its size), or None."""
+    in an edited photo: an edit moves a face's centre by a small fraction of its size), or None."""
     found = mesh.detect(image)
     if not found:
         return None

@@ -153,9 +153,9 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
         :func:`fastwarp.face.jaws.split_mouth_flow`), ``opening``, ``gate`` [B, 1, H, W]
         (:func:`motion_gate`; for the mouth 0 on the teeth that moved rigidly with a lip, so
         the texture keeps them at the frame's own resolution), ``contours`` [B, 2, H, W] (the
-        target's lines, as ``lid_contours`` says), ``inside`` [B, 1, H, W] bool (inside the moved mesh, whose fixed ring bounds
-        every edit: the editor paints nowhere else), ``cavity`` [B, 1, H, W] (0..1 where
-        ``cavity``, else 0).
+        target's lines, as ``lid_contours`` says), ``inside`` [B, 1, H, W] bool (inside the
+        moved mesh, whose fixed ring bounds every edit: the editor paints nowhere else),
+        ``cavity`` [B, 1, H, W] (0..1 where ``cavity``, else 0).
     """
     tri, regions = _mesh_tensors()
     H, W = source.shape[-2:]
