@@ -241,8 +241,10 @@ class ScriptedEditor:
             out[0, 0, 1] = _CODES[name]
         elif name == "AU12":
             out[0, 0, 2] = 10 + int(value)
-        return FrameEdit(frame=out, face_found=bool(self.detect(img)), current_aus=current,
-                         target_aus=apply_au_edits(current, edits))
+        target = apply_au_edits(current, edits)
+        if img[0, 0, 0] == 2 and any(e[0] == "AU26" for e in edits):
+            target[AU_INDEX["AU25"]] = 5.0  # the AU consistency: a jaw drop parts the lips further than asked
+        return FrameEdit(frame=out, face_found=bool(self.detect(img)), current_aus=current, target_aus=target)
 
 
 def test_measure_edits_bookkeeping():
@@ -254,7 +256,8 @@ def test_measure_edits_bookkeeping():
     assert s["smile"]["n"] == 3 and s["smile"]["median"] == approx(20.0)
     assert s["smile"]["p25"] == approx(15.0) and s["smile"]["p75"] == approx(25.0)
     assert s["smile"]["median_delta_iod"] == approx(0.2 * 0.62) and s["smile"]["meets"]
-    assert s["smile"]["clipped"] == ["c"]
+    assert s["smile"]["clipped"] == ["c"] and s["smile"]["raised"] == []
+    assert s["open"]["raised"] == ["b"] and s["open"]["clipped"] == []  # more than asked is not "clipped"
     assert res["photos"]["c"]["edits"]["smile"]["au_change"] == {"AU12": pytest.approx(1.0)}
     assert s["open"]["median"] == approx(0.2) and not s["open"]["meets"]
     assert s["brows_up"]["median"] == approx(10.0)
@@ -431,6 +434,7 @@ def test_format_edit_table(tmp_path):
     assert "- no face found in 1 of 4 photos: noface" in table
     assert "- blink: face lost in the output of b" in table
     assert "- smile: the AU change was clipped" in table and "photos: c" in table
+    assert "- open: an AU moved further than asked" in table and "- open: the AU change was clipped" not in table
     assert "v_smile (+" in smile and "(2) | n/a | yes |" in smile  # 2 videos show a smile; no identity measured
     bare = em.format_edit_table(res).splitlines()
     assert all(row.endswith(("| n/a | n/a | n/a | n/a | yes |", "| n/a | n/a | n/a | n/a | no |"))

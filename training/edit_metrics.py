@@ -273,7 +273,8 @@ def measure_edits(editor, photos: Mapping[str, np.ndarray] | Sequence[str | Path
         ``{"edits": {edit: {"au", "measure", "unit", "target", "real"}},
         "photos": {photo: {"face": bool, "before": {measure: IOD}, "edits": {edit: row}}},
         "summary": {edit: {"n", "median", "p25", "p75", "median_delta_iod",
-        "median_identity", "lost": [photo, ...], "clipped": [photo, ...], "meets": bool}},
+        "median_identity", "lost": [photo, ...], "clipped": [photo, ...], "raised": [photo, ...],
+        "meets": bool}},
         "no_face": [photo, ...],
         "n_photos": int}`` where a row is ``{"face_found": bool, "before", "after" (IOD),
         "change" (% or IOD, see the edit's unit), "delta_iod", "au_change" ({AU: target -
@@ -281,7 +282,9 @@ def measure_edits(editor, photos: Mapping[str, np.ndarray] | Sequence[str | Path
         face holds ``face_found: False`` and ``reason`` only. Medians are over the photos
         measured (``n``); NaN changes (relative change of a zero measure) are left out.
         ``clipped`` names the photos where a relative AU change was cut short by the 0..5
-        range (e.g. AU12=+2.5 on a face already at 4 moves it by 1).
+        range (e.g. AU12=+2.5 on a face already at 4 moves it by 1); ``raised``, those where
+        it went further than asked (the editor's AU consistency: AU26 +2.5 from closed lips
+        raises AU25 to the gap that jaw drop opens, :mod:`fastwarp.face.aus`).
     Raises:
         ValueError: a photo path OpenCV cannot read.
     """
@@ -340,9 +343,13 @@ def measure_edits(editor, photos: Mapping[str, np.ndarray] | Sequence[str | Path
         s["median_delta_iod"] = _stats([r["delta_iod"] for r in ok])["median"]
         s["median_identity"] = _stats([r["identity"] for r in ok if "identity" in r])["median"]
         s["lost"] = [p for p, r in rows.items() if not r["face_found"]]
-        # Relative edits are clipped to 0..5: name the photos that got less than asked.
+        # Relative edits are clipped to 0..5: name the photos that got less than asked; and those
+        # where an AU moved further than asked (the AU consistency rules: a jaw drop, AU26, needs
+        # the lips apart, AU25, at the gap it opens; fastwarp.face.aus).
         s["clipped"] = [p for p, r in rows.items() if r["face_found"] and any(
-            rel and abs(r["au_change"][n] - v) > 0.01 for n, v, rel in spec.edits)]
+            rel and (v - r["au_change"][n]) * np.sign(v) > 0.01 for n, v, rel in spec.edits)]
+        s["raised"] = [p for p, r in rows.items() if r["face_found"] and any(
+            rel and (r["au_change"][n] - v) * np.sign(v) > 0.01 for n, v, rel in spec.edits)]
         s["meets"] = spec.meets(s["median"])
         result["summary"][spec.name] = s
     if keep:
@@ -797,6 +804,9 @@ def format_edit_table(result: Mapping, real: Mapping | None = None, edits: Seque
         if s.get("clipped"):
             notes.append(f"- {spec.name}: the AU change was clipped to 0..{AU_MAX:g} (less than asked) on "
                          f"{len(s['clipped'])} photos: {', '.join(s['clipped'])}")
+        if s.get("raised"):
+            notes.append(f"- {spec.name}: an AU moved further than asked (the editor's AU consistency, e.g. AU25 "
+                         f"with AU26) on {len(s['raised'])} photos: {', '.join(s['raised'])}")
         if s["lost"]:
             notes.append(f"- {spec.name}: face lost in the output of {', '.join(s['lost'])}")
     if result.get("no_face"):
