@@ -216,32 +216,39 @@ class MeshMotion:
             # (held-out closing pairs: 22.45 dB with it under the eye texture, 24.28 without)
             opened = torch.where(cover, torch.zeros_like(opened), opened)
         last = memory.get("mesh") if memory is not None else None
-        if self.texture_model is not None and opened.any() and last is not None and last[2] + 1 < self.refresh:
-            texture, m = last[0], last[1]  # video, between refreshes: the last run's paint, this frame's gate
-            memory["mesh"] = (texture, m, last[2] + 1)
-            mask = gate_mask(m, opened)
-            if rigid is not None:
-                mask = torch.where(rigid > 0, torch.ones_like(mask), mask)
-        elif self.texture_model is not None and opened.any():  # (nothing opened: mask 1, no network)
-            T = self.texture_model.config.size
-            small = cv2.resize(crop_bgr, (T, T), interpolation=cv2.INTER_AREA) if crop_bgr.shape[0] != T else crop_bgr
-            # The same motion on the T grid (it scales with the grid: pixel centres map as
-            # (u + 0.5) T / G - 0.5), without running the motion model again.
-            v_t, m_t = (verts + 0.5) * (T / G) - 0.5, lids * (T / G)
-            flow_t, index_t = ops.mesh_flow(v_t, m_t, self.triangles, (T, T))
-            warped = ops.warp(image_tensor(small, torch.device("cpu")), flow_t)
-            cur = torch.as_tensor(np.asarray(current_aus, np.float32))[None]
-            tgt = torch.as_tensor(np.asarray(target_aus, np.float32))[None]
-            opening = opening_map(v_t, m_t, self.triangles, index_t, *self.regions)
-            texture, m = self.texture_model.ungated(warped, opening, cur, tgt)
-            if T != G:
-                texture = F.interpolate(texture, size=(G, G), mode="bilinear", align_corners=False)
-                m = F.interpolate(m, size=(G, G), mode="bilinear", align_corners=False)
+        if self.texture_model is not None and opened.any():  # (nothing opened: mask 1, no network)
+            if last is not None and last[2] + 1 < self.refresh:
+                texture, m = last[0], last[1]  # video, between refreshes: the last run's paint, this frame's gate
+                age = last[2] + 1
+            else:
+                texture, m = self._texture(crop_bgr, verts, lids, current_aus, target_aus)
+                age = 0
             if memory is not None:
-                memory["mesh"] = (texture, m, 0)
+                memory["mesh"] = (texture, m, age)
             mask = gate_mask(m, opened)
             if rigid is not None:  # the teeth that moved with a lip stay as the warp brought them
                 mask = torch.where(rigid > 0, torch.ones_like(mask), mask)
         elif memory is not None:
             memory.pop("mesh", None)  # nothing to paint: the next opening runs the network afresh
         return Maps(flow.to(device), texture.to(device), mask.to(device), motion)
+
+    def _texture(self, crop_bgr: np.ndarray, verts: Tensor, lids: Tensor, current_aus: Sequence[float] | np.ndarray,
+                 target_aus: Sequence[float] | np.ndarray) -> tuple[Tensor, Tensor]:
+        """The mesh texture network's texture and ungated mask on the maps' grid, for the crop
+        warped by the mesh motion ``lids`` (grid pixels)."""
+        G = self.grid
+        T = self.texture_model.config.size
+        small = cv2.resize(crop_bgr, (T, T), interpolation=cv2.INTER_AREA) if crop_bgr.shape[0] != T else crop_bgr
+        # The same motion on the T grid (it scales with the grid: pixel centres map as
+        # (u + 0.5) T / G - 0.5), without running the motion model again.
+        v_t, m_t = (verts + 0.5) * (T / G) - 0.5, lids * (T / G)
+        flow_t, index_t = ops.mesh_flow(v_t, m_t, self.triangles, (T, T))
+        warped = ops.warp(image_tensor(small, torch.device("cpu")), flow_t)
+        cur = torch.as_tensor(np.asarray(current_aus, np.float32))[None]
+        tgt = torch.as_tensor(np.asarray(target_aus, np.float32))[None]
+        opening = opening_map(v_t, m_t, self.triangles, index_t, *self.regions)
+        texture, m = self.texture_model.ungated(warped, opening, cur, tgt)
+        if T != G:
+            texture = F.interpolate(texture, size=(G, G), mode="bilinear", align_corners=False)
+            m = F.interpolate(m, size=(G, G), mode="bilinear", align_corners=False)
+        return texture, m

@@ -49,7 +49,8 @@ from .au import AU_INDEX
 from .face.jaws import UPPER_SHARE
 from .face.mesh import MESH_POINTS
 from .face.regions import (EYE, LOWER_INNER_LIP, LOWER_OUTER_LIP, MOUTH, UPPER_INNER_LIP, UPPER_OUTER_LIP,
-                           RegionSpec, cut_region, eye_gap, eye_line_axes, region_matrix, to_region)
+                           RegionSpec, cut_region, eye_gap, eye_line_axes, region_footprint, region_matrix,
+                           to_region)
 from .models import WEIGHTS_DIR
 from .models.region_texture import RegionTexture, region_inputs
 
@@ -255,10 +256,7 @@ class RegionPainter:
         cover = np.zeros((grid, grid), bool)
         for name in names:
             spec, side = (MOUTH, None) if name == "mouth" else (EYE, name)
-            m = region_matrix(motion.source[None], spec, side)[0]
-            u = m[0, 0] * x + m[0, 1] * y + m[0, 2]
-            v = m[1, 0] * x + m[1, 1] * y + m[1, 2]
-            cover |= (u >= -0.5) & (u <= spec.width - 0.5) & (v >= -0.5) & (v <= spec.height - 0.5)
+            cover |= region_footprint(motion.source, spec, side, x, y)
         return torch.from_numpy(cover)[None, None]
 
     @torch.no_grad()

@@ -39,16 +39,12 @@ TEXTURES = ("mesh", "regions")
 
 
 def region_mask(landmarks: np.ndarray, shape, region: str = "eye") -> np.ndarray:
-    from fastwarp.face.regions import REGIONS, region_matrix
+    from fastwarp.face.regions import REGIONS, region_footprint
 
-    spec = REGIONS[region]
     ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
     inside = np.zeros(shape[:2], bool)
     for side in (("right", "left") if region == "eye" else (None,)):
-        m = region_matrix(np.asarray(landmarks, np.float64)[None, :, :2], spec, side)[0]
-        u = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
-        v = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
-        inside |= (u >= -0.5) & (u <= spec.width - 0.5) & (v >= -0.5) & (v <= spec.height - 0.5)
+        inside |= region_footprint(landmarks, REGIONS[region], side, xs, ys)
     return inside
 
 

@@ -39,6 +39,7 @@ from .landmarks import (
 )
 
 __all__ = ["RegionSpec", "EYE", "MOUTH", "REGIONS", "SUBNASALE", "eye_line_axes", "eye_gap_of_points", "region_matrix",
+           "region_footprint",
            "region_matrices", "to_region", "cut_region", "eye_gap", "mouth_gap", "contour_map",
            "RIGHT_UPPER_LID", "RIGHT_LOWER_LID", "LEFT_UPPER_LID", "LEFT_LOWER_LID",
            "UPPER_INNER_LIP", "LOWER_INNER_LIP", "UPPER_OUTER_LIP", "LOWER_OUTER_LIP"]
@@ -158,6 +159,17 @@ def region_matrix(landmarks: np.ndarray, spec: RegionSpec, side: str | None = No
     c = np.array([(spec.width - 1) / 2.0, (spec.height - 1) / 2.0])
     m[:, :, 2] = c - np.einsum("nij,nj->ni", m[:, :, :2], centre)
     return m
+
+
+def region_footprint(landmarks: np.ndarray, spec: RegionSpec, side: str | None, x: np.ndarray,
+                     y: np.ndarray) -> np.ndarray:
+    """Whether the points ``(x, y)`` (arrays of one shape, in the landmarks' pixels) fall inside
+    the region of ``spec`` and ``side`` (:func:`region_matrix`) cut at ``landmarks`` ``[478, 2|3]``:
+    bool, of that shape (inside the region's pixel centres' extent, half a pixel of margin)."""
+    m = region_matrix(np.asarray(landmarks, np.float64)[None, :, :2], spec, side)[0]
+    u = m[0, 0] * x + m[0, 1] * y + m[0, 2]
+    v = m[1, 0] * x + m[1, 1] * y + m[1, 2]
+    return (u >= -0.5) & (u <= spec.width - 0.5) & (v >= -0.5) & (v <= spec.height - 0.5)
 
 
 def region_matrices(landmarks: np.ndarray, kind: str) -> np.ndarray:

@@ -157,6 +157,8 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
         moved mesh, whose fixed ring bounds every edit: the editor paints nowhere else),
         ``cavity`` [B, 1, H, W] (0..1 where ``cavity``, else 0).
     """
+    if lid_contours not in ("warp", "landmarks"):
+        raise ValueError(f"lid_contours must be 'warp' or 'landmarks', got {lid_contours!r}")
     tri, regions = _mesh_tensors()
     H, W = source.shape[-2:]
     verts = mesh_vertices(source_landmarks)
@@ -183,8 +185,6 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
         warped = warped * (1.0 - hole) + fill * hole
     # "warp": the lids the warp made, where they meet their contours meet too (phase 8: a thinner
     # painted band that MediaPipe reads as more closed, but an orange lid margin; not kept)
-    if lid_contours not in ("warp", "landmarks"):
-        raise ValueError(f"lid_contours must be 'warp' or 'landmarks', got {lid_contours!r}")
     drawn = target_landmarks
     if disp is not literal and lid_contours == "warp":
         drawn = target_landmarks.clone()
