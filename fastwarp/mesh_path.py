@@ -16,7 +16,7 @@ from torch import Tensor
 
 from . import ops
 from .face.jaws import UPPER_SHARE, split_mouth_flow, upper_share
-from .face.lids import close_lids
+from .face.fold import warp_motion
 from .face.mesh import MESH_POINTS, mesh_triangles, mesh_vertices, texture_regions
 from .models.landmark_motion import LandmarkMotion
 from .models.mesh_texture import MeshTexture, gate_mask, opening_map
@@ -155,7 +155,8 @@ class MeshMotion:
 
         flow: :func:`fastwarp.ops.mesh_flow` of :meth:`motion` (0 beyond the mesh's
         ring), with lids that meet (:func:`fastwarp.face.lids.close_lids`: a closing eye's pixels
-        get the landmarks' gap less FaceMesh's floor); texture and mask: the mesh texture model on
+        get the landmarks' gap less FaceMesh's floor) and no fold-overs
+        (:func:`fastwarp.face.fold.unfold`: a smiling corner takes its cheek along); texture and mask: the mesh texture model on
         the crop warped by the mesh flow,
         run on its own (smaller) grid and bilinearly upsampled, its mask gated by the opening
         map on the maps' grid (:func:`~fastwarp.models.mesh_texture.opening_map`), so it is
@@ -192,9 +193,10 @@ class MeshMotion:
             if memory is not None:
                 memory.pop("mesh", None)
             return Maps(torch.zeros(1, 2, G, G, device=device), texture.to(device), mask.to(device))
-        # The warp closes what the landmarks close: lids that meet (fastwarp.face.lids); the
-        # region textures get the landmarks' own motion and apply the same rule on their grid.
-        lids = close_lids(verts, moved)
+        # The warp closes what the landmarks close (lids that meet, fastwarp.face.lids) and folds
+        # nothing over (fastwarp.face.fold); the region textures get the landmarks' own motion and
+        # apply the same rules on their grid.
+        lids = warp_motion(verts, moved)
         flow, index = ops.mesh_flow(verts, lids, self.triangles, (G, G))
         rigid, found = None, {}
         if self.split_mouth:

@@ -74,8 +74,13 @@ def main(argv=None) -> int:
     variants = [parse_variant(v) for v in args.variant]
     if args.photos.isdigit():
         names, limit = sorted(p.name for p in (args.faces / "images").iterdir()), int(args.photos)
-    else:
-        names, limit = args.photos.split(","), len(args.photos.split(","))
+    else:  # names, with or without their extension
+        files = {p.stem: p.name for p in (args.faces / "images").iterdir()}
+        asked = [n.strip() for n in args.photos.split(",") if n.strip()]
+        missing = [n for n in asked if n not in files and n not in files.values()]
+        if missing:
+            ap.error(f"--photos: no such photo in {args.faces / 'images'}: {', '.join(missing)}")
+        names, limit = [files.get(n, n) for n in asked], len(asked)
     editors, floors = [], []
     for name, opts in variants:
         split = opts.pop("split_mouth", "1") != "0"
@@ -122,6 +127,8 @@ def main(argv=None) -> int:
     finally:
         for _, ed in editors:
             ed.close()
+    if not rows:
+        raise SystemExit(f"edit_crops: no face found in the photos asked ({args.photos})")
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     args.out.parent.mkdir(parents=True, exist_ok=True)

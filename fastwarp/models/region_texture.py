@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from .. import ops
 from ..au import AU_MAX, NUM_AUS
 from ..face.jaws import split_mouth_flow
-from ..face.lids import close_lids
+from ..face.fold import warp_motion
 from ..face.mesh import MESH_POINTS, mesh_triangles, mesh_vertices, texture_regions
 from ..face.regions import contour_map
 from .mesh_texture import opening_map
@@ -142,7 +142,8 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
     The mesh moves from the source landmarks to the target's with lids that meet
     (:func:`fastwarp.face.lids.close_lids`, as the face's own warp in the editor): a closing eye's
     gap less FaceMesh's floor (``lid_floor``; None: :data:`fastwarp.face.lids.LID_FLOOR`, 0: the
-    landmarks' own motion). ``lid_contours``: ``"landmarks"`` (default) draws the target's lid
+    landmarks' own motion), and no fold-overs (:func:`fastwarp.face.fold.unfold`; both
+    :func:`fastwarp.face.fold.warp_motion`). ``lid_contours``: ``"landmarks"`` (default) draws the target's lid
     lines where the landmarks put them (FaceMesh's closed lids stay 0.03-0.10 eye widths apart,
     as in the real closed eyes the eye textures learn from); ``"warp"``, where the warp puts them
     (lids that meet drawn meeting: measured in phase 8 and not kept, docs/evaluation/regions).
@@ -163,7 +164,7 @@ def region_inputs(source: Tensor, source_landmarks: Tensor, target_landmarks: Te
     H, W = source.shape[-2:]
     verts = mesh_vertices(source_landmarks)
     literal = mesh_vertices(target_landmarks) - verts
-    disp = close_lids(verts, literal, lid_floor)  # lids that meet, as the face's warp
+    disp = warp_motion(verts, literal, lid_floor)  # lids that meet, no fold-overs: as the face's warp
     flow, index = ops.mesh_flow(verts, disp, tri, (H, W))
     gate = motion_gate(deformation_map(verts, disp, tri, index))
     hole = torch.zeros_like(gate)
