@@ -12,7 +12,8 @@ keyword arguments (weights ``base`` unless ``weights=lite``, CPU); ``split_mouth
 the teeth that follow the jaws (:mod:`fastwarp.face.jaws`), the editor before it; ``upper_share=1``
 fixes where the jaws part (the editor before each face's own split), ``upper_share=auto`` is the
 default; ``lid_floor=0`` warps a closing eye as its landmarks say (the editor before lids that
-meet, :mod:`fastwarp.face.lids`); ``cover=`` the regions the mesh texture leaves to the region
+meet, :mod:`fastwarp.face.lids`); ``unfold=0`` lets the warp fold over where the landmarks cross
+(the editor before :mod:`fastwarp.face.fold`); ``cover=`` the regions the mesh texture leaves to the region
 textures (:attr:`MeshMotion.cover`: ``eye`` by default, ``eye+mouth`` the variant measured and not
 kept, ``none``: it paints under all of them, the editor before phase 7); ``lid_contours=warp``
 shows the eye network a closing eye's lid lines where the warp's lids meet instead of where its
@@ -29,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+import fastwarp.face.fold as fold
 import fastwarp.face.lids as lids
 from fastwarp import ExpressionEditor
 from fastwarp.au import parse_au_edit
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
         if missing:
             ap.error(f"--photos: no such photo in {args.faces / 'images'}: {', '.join(missing)}")
         names, limit = [files.get(n, n) for n in asked], len(asked)
-    editors, floors = [], []
+    editors, floors, unfolds = [], [], []
     for name, opts in variants:
         split = opts.pop("split_mouth", "1") != "0"
         share = opts.pop("upper_share", None)
@@ -89,6 +91,7 @@ def main(argv=None) -> int:
         cover = () if cover == "none" else tuple(cover.split("+"))
         contours = opts.pop("lid_contours", "landmarks")
         floors.append(float(opts.pop("lid_floor", lids.LID_FLOOR)))
+        unfolds.append(fold.MIN_AREA_RATIO if opts.pop("unfold", "1") != "0" else 0.0)
         ed = ExpressionEditor(opts.pop("weights", "base"), "cpu", **opts)
         if ed.mesh_motion is not None:
             ed.mesh_motion.split_mouth = split
@@ -99,12 +102,12 @@ def main(argv=None) -> int:
         editors.append((name, ed))
 
     def edit(i: int, image: np.ndarray) -> np.ndarray:
-        kept = lids.LID_FLOOR
-        lids.LID_FLOOR = floors[i]  # (the face's warp and the regions' read it at each call)
+        kept = lids.LID_FLOOR, fold.MIN_AREA_RATIO
+        lids.LID_FLOOR, fold.MIN_AREA_RATIO = floors[i], unfolds[i]  # (the warps read them at each call)
         try:
             return editors[i][1].edit(image, edits).frame
         finally:
-            lids.LID_FLOOR = kept
+            lids.LID_FLOOR, fold.MIN_AREA_RATIO = kept
     rows, done = [], 0
     try:
         for name in names:
