@@ -52,6 +52,17 @@ def fold_candidates() -> np.ndarray:
     return keep
 
 
+@lru_cache(maxsize=1)
+def _candidate_triangles() -> np.ndarray:
+    """int64 ``[K, 3]``: the vertices of :func:`fold_candidates`."""
+    tri = mesh_triangles()[fold_candidates()].astype(np.int64)
+    tri.setflags(write=False)
+    return tri
+
+
+_ONE = np.array([[0, 1, 2]])  # one triangle over three points, for :func:`_area`
+
+
 def _area(p: np.ndarray, tri: np.ndarray) -> np.ndarray:
     """Signed areas of ``tri`` ([K, 3]) over points ``p`` ([..., V, 2]): ``[..., K]``."""
     a, b, c = p[..., tri[:, 0], :], p[..., tri[:, 1], :], p[..., tri[:, 2], :]
@@ -65,7 +76,7 @@ def folded(vertices: np.ndarray, displacement: np.ndarray, min_ratio: float = 0.
     Args:
         vertices, displacement: ``[N, V, 2]`` numpy arrays, as :func:`unfold` takes them.
     """
-    tri = mesh_triangles()[fold_candidates()]
+    tri = _candidate_triangles()
     a0 = _area(np.asarray(vertices, np.float64), tri)
     a1 = _area(np.asarray(vertices, np.float64) + np.asarray(displacement, np.float64), tri)
     ratio = a1 / np.where(a0 == 0.0, 1.0, a0)
@@ -103,7 +114,7 @@ def unfold(vertices: Tensor, displacement: Tensor, min_ratio: float | None = Non
     if not d0.any():
         return displacement
     v = vertices.detach().cpu().numpy().astype(np.float64)
-    tri = mesh_triangles()[fold_candidates()].astype(np.int64)
+    tri = _candidate_triangles()
     a0 = _area(v, tri)
     solid = _solid(a0)
     d = d0.copy()
@@ -124,20 +135,17 @@ def unfold(vertices: Tensor, displacement: Tensor, min_ratio: float | None = Non
 
         def ratio_at(t: np.ndarray) -> np.ndarray:
             dd = d[n[:, None], t3] + pulled[..., None] * t[:, None, None] * (target[:, None] - d[n[:, None], t3])
-            p = v[n[:, None], t3] + dd  # [M, 3, 2]
-            a = 0.5 * ((p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1])
-                       - (p[:, 1, 1] - p[:, 0, 1]) * (p[:, 2, 0] - p[:, 0, 0]))
-            return a / a0[n, k]
+            return _area(v[n[:, None], t3] + dd, _ONE)[:, 0] / a0[n, k]
 
         lo, hi = np.zeros(len(n)), np.ones(len(n))
         ok = ratio_at(hi) >= min_ratio  # (a triangle only the ring could save stays as it is)
+        if not ok.any():
+            break
         for _ in range(_BISECT):
             mid = 0.5 * (lo + hi)
             good = ratio_at(mid) >= min_ratio
             hi = np.where(good, mid, hi)
             lo = np.where(good, lo, mid)
-        if not ok.any():
-            break
         # each pulled point takes the largest pull any of its triangles asks for
         rows = np.nonzero(ok[:, None] & pulled)
         face, point, pull = n[rows[0]], t3[rows], hi[rows[0]]
