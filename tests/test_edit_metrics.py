@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
-from fastwarp.au import AU_INDEX, NUM_AUS, apply_au_edits
+from fastwarp.au import AU_INDEX, AU_MAX, NUM_AUS, apply_au_edits
 from fastwarp.expression_editor import FrameEdit
 from fastwarp.face import LEFT_BROW, RIGHT_BROW
 from training import edit_metrics as em
@@ -302,6 +302,10 @@ def test_linearity_bookkeeping():
     for name, row in au12["photos"].items():  # against an independent Pearson
         assert row["r"] == pytest.approx(pearsonr(lin["levels"], row["responses"])[0], rel=1e-9)
         assert row["monotonic"]
+        # the unclipped reading equals the estimate wherever the estimate is not clipped
+        inside = [(a, b) for a, b in zip(row["responses"], row["responses_raw"]) if 0.01 < a < AU_MAX - 0.01]
+        assert inside and all(b == pytest.approx(a, abs=1e-4) for a, b in inside)
+        assert row["r_raw"] == pytest.approx(pearsonr(lin["levels"], row["responses_raw"])[0], rel=1e-9)
     assert au12["n"] == 2 and au12["r_median"] > 0.95 and au12["meets"] and au12["monotonic_photos"] == 1.0
     assert au12["curve"] == pytest.approx(np.median([r["responses"] for r in au12["photos"].values()], axis=0))
     # the scripted editor ignores AU04: a flat response, r = 0

@@ -15,7 +15,8 @@ import torch
 from fastwarp import ops
 from fastwarp.au import AU_INDEX, AU_MAX, NUM_AUS
 from fastwarp.face import estimate_aus_batch
-from fastwarp.face.aus_torch import estimate_aus_torch, eye_line_frame_torch
+from fastwarp.face.aus_torch import (estimate_aus_torch, eye_line_frame_torch, eye_line_transform, from_eye_line,
+                                     to_eye_line)
 from fastwarp.face.landmarks import FACE_OVAL
 from fastwarp.face.landmarks import INNER_LIPS, LEFT_EYE, OUTER_LIPS, RIGHT_EYE
 from fastwarp.face.mesh import (MESH_POINTS, RING_SCALE, RING_SIZE, eye_triangles, mesh_template, mesh_triangles,
@@ -262,3 +263,75 @@ def test_consistent_targets_follow_the_estimator_partners():
     assert np.array_equal(consistent_targets(cur, cur), cur)  # no edit, no change
     torch.testing.assert_close(consistent_targets(torch.from_numpy(cur)[None], torch.from_numpy(tgt)[None])[0],
                                torch.from_numpy(consistent_targets(cur, tgt)))
+
+
+# --- brows from where they rest (LandmarkMotion.forward, brow_rest_share) -----------------------
+
+def _raw_brow_in(landmarks: np.ndarray) -> np.ndarray:
+    """Inner-brow height in AU01 units, unclipped (numpy estimator's feature and calibration:
+    the independent reference)."""
+    from fastwarp.face.aus import _CALIBRATION, geometric_features
+
+    neutral, strong = _CALIBRATION["brow_in"]
+    return (geometric_features(landmarks)["brow_in"] - neutral) / (strong - neutral) * AU_MAX
+
+
+def test_brow_rest_share_counts_only_raised_brows_resting_below_neutral():
+    from fastwarp.models.landmark_motion import brow_rest_share
+
+    face = torch.as_tensor(_template_face(1)[..., :2])
+    q = eye_line_frame_torch(face)
+    r = estimate_aus_torch(q, raw=True)[0]
+    cur = torch.zeros(1, NUM_AUS)
+    tgt = cur.clone()
+    tgt[0, AU_INDEX["AU12"]] = 2.5  # no brow AU raised: the whole motion
+    assert brow_rest_share(q, cur, tgt).item() == 1.0
+    # Brows lowered by 0.05 IOD: AU01 and AU02 rest below neutral by the calibration's units.
+    low = q.clone()
+    low[:, [46, 52, 53, 55, 63, 65, 66, 70, 105, 107, 276, 282, 283, 285, 293, 295, 296, 300, 334, 336], 1] += 0.05
+    rl = estimate_aus_torch(low, raw=True)[0]
+    below = [max(-float(rl[AU_INDEX[a]]), 0.0) for a in ("AU01", "AU02")]
+    assert below[0] > 1.0 and below[1] > 1.0
+    tgt = cur.clone()
+    tgt[0, AU_INDEX["AU01"]], tgt[0, AU_INDEX["AU02"]] = 2.5, 1.0
+    want = 3.5 / (2.5 + below[0] + 1.0 + below[1])
+    assert brow_rest_share(low, cur, tgt).item() == pytest.approx(want, rel=1e-5)
+    # A lowered brow AU (AU04 down) is not a raise; nor is a brow AU the edit leaves alone.
+    tgt = cur.clone()
+    tgt[0, AU_INDEX["AU01"]] = 2.5
+    assert brow_rest_share(low, cur, tgt).item() == pytest.approx(2.5 / (2.5 + below[0]), rel=1e-5)
+    tgt = cur.clone()
+    tgt[0, AU_INDEX["AU04"]] = 2.0  # the template's brows rest above AU04's neutral (raw < 0)
+    assert float(r[AU_INDEX["AU04"]]) < 0
+    assert brow_rest_share(q, cur, tgt).item() == pytest.approx(2.0 / (2.0 - float(r[AU_INDEX["AU04"]])), rel=1e-5)
+
+
+@needs_faces
+def test_brows_up_moves_the_asked_change_from_where_the_brows_rest(photo_landmarks):
+    """The bundled motion raises a brow by the AU change asked, whatever its rest: on real
+    photos whose brows rest below the estimator's neutral, the model alone (trained to reach
+    the absolute reading) lifts them by the change plus the distance up to neutral."""
+    from fastwarp.expression_editor import MOTION_WEIGHTS
+
+    model = LandmarkMotion.load(MOTION_WEIGHTS)
+    lm = torch.as_tensor(photo_landmarks[..., :2], dtype=torch.float32)
+    cur = torch.as_tensor(estimate_aus_batch(photo_landmarks))
+    tgt = cur.clone()
+    tgt[:, AU_INDEX["AU01"]] = (cur[:, AU_INDEX["AU01"]] + 2.5).clamp(max=AU_MAX)
+    asked = (tgt - cur)[:, AU_INDEX["AU01"]].numpy()
+    rest = _raw_brow_in(photo_landmarks)
+    with torch.no_grad():
+        d = model(lm, cur, tgt).numpy()
+        origin, ex, iod = eye_line_transform(lm)
+        own = model.displacement_iod(to_eye_line(lm, origin, ex, iod), cur, tgt)  # without the rule
+        own_px = from_eye_line(own, ex, iod).numpy()
+    moved = _raw_brow_in(photo_landmarks[..., :2] + d) - rest
+    moved_own = _raw_brow_in(photo_landmarks[..., :2] + own_px) - rest
+    low = rest < -1.5
+    assert low.sum() >= 2, f"need photos whose brows rest below neutral, rests {np.round(rest, 2)}"
+    # The rule: the asked change from rest (the model is within 0.15 AU of its targets on
+    # held-out faces, its card; the share is computed from the summed brow AUs).
+    np.testing.assert_allclose(moved, asked, atol=0.75)
+    assert abs(np.median(moved[low] - asked[low])) < 0.3
+    # Without it the low brows go up to neutral first.
+    assert np.all(moved_own[low] > asked[low] + 0.5 * np.minimum(-rest[low], 3.0))

@@ -13,7 +13,9 @@ the teeth that follow the jaws (:mod:`fastwarp.face.jaws`), the editor before it
 fixes where the jaws part (the editor before each face's own split), ``upper_share=auto`` is the
 default; ``lid_floor=0`` warps a closing eye as its landmarks say (the editor before lids that
 meet, :mod:`fastwarp.face.lids`); ``unfold=0`` lets the warp fold over where the landmarks cross
-(the editor before :mod:`fastwarp.face.fold`); ``cover=`` the regions the mesh texture leaves to the region
+(the editor before :mod:`fastwarp.face.fold`); ``brows_from_rest=0`` lets the landmark motion
+lift a brow resting below the AU estimator's neutral up to it before the change asked (the
+editor before :func:`fastwarp.models.landmark_motion.brow_rest_share`); ``cover=`` the regions the mesh texture leaves to the region
 textures (:attr:`MeshMotion.cover`: ``eye`` by default, ``eye+mouth`` the variant measured and not
 kept, ``none``: it paints under all of them, the editor before phase 7); ``lid_contours=warp``
 shows the eye network a closing eye's lid lines where the warp's lids meet instead of where its
@@ -32,12 +34,13 @@ import numpy as np
 
 import fastwarp.face.fold as fold
 import fastwarp.face.lids as lids
+import fastwarp.models.landmark_motion as landmark_motion
 from fastwarp import ExpressionEditor
 from fastwarp.au import parse_au_edit
 
 #: Landmarks framing each part (MediaPipe FaceMesh indices) and the margin around them.
 PARTS = {"mouth": ((61, 291, 0, 17), 0.35), "right_eye": ((33, 133, 159, 145), 0.7),
-         "left_eye": ((263, 362, 386, 374), 0.7)}
+         "left_eye": ((263, 362, 386, 374), 0.7), "brows": ((70, 300, 105, 334, 145, 374), 0.1)}
 
 
 def crop_box(landmarks: np.ndarray, points, margin: float, shape, max_side: int) -> tuple[int, int, int, int]:
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
         if missing:
             ap.error(f"--photos: no such photo in {args.faces / 'images'}: {', '.join(missing)}")
         names, limit = [files.get(n, n) for n in asked], len(asked)
-    editors, floors, unfolds = [], [], []
+    editors, floors, unfolds, rests = [], [], [], []
     for name, opts in variants:
         split = opts.pop("split_mouth", "1") != "0"
         share = opts.pop("upper_share", None)
@@ -92,6 +95,7 @@ def main(argv=None) -> int:
         contours = opts.pop("lid_contours", "landmarks")
         floors.append(float(opts.pop("lid_floor", lids.LID_FLOOR)))
         unfolds.append(fold.MIN_AREA_RATIO if opts.pop("unfold", "1") != "0" else 0.0)
+        rests.append(opts.pop("brows_from_rest", "1") != "0")
         ed = ExpressionEditor(opts.pop("weights", "base"), "cpu", **opts)
         if ed.mesh_motion is not None:
             ed.mesh_motion.split_mouth = split
@@ -102,12 +106,13 @@ def main(argv=None) -> int:
         editors.append((name, ed))
 
     def edit(i: int, image: np.ndarray) -> np.ndarray:
-        kept = lids.LID_FLOOR, fold.MIN_AREA_RATIO
-        lids.LID_FLOOR, fold.MIN_AREA_RATIO = floors[i], unfolds[i]  # (the warps read them at each call)
+        kept = lids.LID_FLOOR, fold.MIN_AREA_RATIO, landmark_motion.BROWS_FROM_REST
+        # (the warps and the motion read them at each call)
+        lids.LID_FLOOR, fold.MIN_AREA_RATIO, landmark_motion.BROWS_FROM_REST = floors[i], unfolds[i], rests[i]
         try:
             return editors[i][1].edit(image, edits).frame
         finally:
-            lids.LID_FLOOR, fold.MIN_AREA_RATIO = kept
+            lids.LID_FLOOR, fold.MIN_AREA_RATIO, landmark_motion.BROWS_FROM_REST = kept
     rows, done = [], 0
     try:
         for name in names:

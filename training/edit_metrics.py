@@ -38,7 +38,8 @@ training/evaluation extra (``requirements-eval.txt``): fastwarp's runtime never 
 
 **Linearity** (:func:`linearity`): one AU set absolutely to 0, 1, ..., 5 (the others at the
 face's current estimate); the response is the geometric estimator's reading of that AU on
-the output's landmarks; Pearson r between level and response, and monotonicity, per photo.
+the output's landmarks; Pearson r between level and response, and monotonicity, per photo;
+also r of its unclipped reading, which sees a brow raised below the estimator's neutral.
 
 CLI::
 
@@ -686,7 +687,11 @@ def linearity(editor, photos: Mapping[str, np.ndarray] | Sequence[str | Path], a
 
     The response at a level is :func:`fastwarp.face.estimate_aus` of the edited photo's
     landmarks (the measuring FaceMesh) for that AU: with a perfect editor and estimator it
-    equals the level, wherever the estimator does not clip. Per photo: Pearson r between
+    equals the level, wherever the estimator does not clip. ``responses_raw``: the same reading
+    unclipped (:func:`fastwarp.face.aus_torch.estimate_aus_torch` ``raw=True``), which still
+    moves where a face rests below the estimator's neutral (most photos' brows: the editor
+    raises them from there, :func:`fastwarp.models.landmark_motion.brow_rest_share`, and the
+    clipped reading stays 0 until they pass it); ``r_raw`` its Pearson r. Per photo: Pearson r between
     levels and responses (:func:`pearson`), whether the responses are monotonic (never
     falling by more than ``tol`` AU, :func:`is_monotonic`), and the slope of the least-squares
     line (AU read per AU asked). A level whose output has no face reads NaN.
@@ -703,7 +708,8 @@ def linearity(editor, photos: Mapping[str, np.ndarray] | Sequence[str | Path], a
         ``{"levels": [...], "tol": float, "no_face": [...], "aus": {AU: {"r_median", "r_min",
         "monotonic_photos" (fraction), "curve" (median response per level),
         "curve_monotonic", "slope_median", "n", "meets" (r_median >= 0.95 and the median
-        curve monotonic), "photos": {photo: {"responses", "r", "monotonic", "slope"}}}}}``.
+        curve monotonic), "r_raw_median", "photos": {photo: {"responses", "r", "monotonic",
+        "slope", "responses_raw", "r_raw"}}}}}``.
     Raises:
         ValueError: an unknown AU or a level outside 0..5.
     """
@@ -727,16 +733,17 @@ def linearity(editor, photos: Mapping[str, np.ndarray] | Sequence[str | Path], a
                 bar.update(len(aus))
                 continue
             for au in aus:
-                resp = []
+                resp, raw = [], []
                 for level in levels:
                     res = editor.edit(image, [(au, level, False)])
                     lm = _detect_near(mesh, res.frame, ref) if res.face_found else None
                     resp.append(float(estimate_aus(lm)[AU_INDEX[au]]) if lm is not None else math.nan)
+                    raw.append(_raw_reading(lm, au))
                 x, y = np.array(levels), np.array(resp)
                 ok = np.isfinite(y)
                 slope = float(np.polyfit(x[ok], y[ok], 1)[0]) if ok.sum() >= 2 else math.nan
                 per_au[au][name] = {"responses": resp, "r": pearson(x, y), "monotonic": is_monotonic(y, tol),
-                                    "slope": slope}
+                                    "slope": slope, "responses_raw": raw, "r_raw": pearson(x, np.array(raw))}
                 bar.update(1)
         bar.close()
     finally:
@@ -755,6 +762,7 @@ def linearity(editor, photos: Mapping[str, np.ndarray] | Sequence[str | Path], a
             "curve": curve, "curve_monotonic": is_monotonic(curve, tol),
             "slope_median": _stats([r["slope"] for r in rows.values()])["median"],
             "meets": r_med is not None and r_med >= 0.95 and is_monotonic(curve, tol),
+            "r_raw_median": _stats([r["r_raw"] for r in rows.values()])["median"],
             "photos": rows,
         }
     return out
@@ -825,20 +833,34 @@ def format_identity_references(refs: Mapping) -> str:
     return "\n".join(out)
 
 
+def _raw_reading(landmarks: np.ndarray | None, au: str) -> float:
+    """The geometric estimator's unclipped reading of ``au`` (NaN without landmarks)."""
+    if landmarks is None:
+        return math.nan
+    import torch
+
+    from fastwarp.face.aus_torch import estimate_aus_torch
+
+    lm = torch.as_tensor(np.asarray(landmarks, np.float64)[None, :, :2])
+    return float(estimate_aus_torch(lm, raw=True)[0, AU_INDEX[au]])
+
+
 def format_linearity_table(lin: Mapping) -> str:
     """Markdown table of :func:`linearity`: per AU the photos, median and lowest Pearson r,
     share of photos with a monotonic response, median slope, the median response at each
-    level, and whether r ≥ 0.95 with a monotonic median curve."""
+    level, the median r of the unclipped reading, and whether r ≥ 0.95 with a monotonic median
+    curve."""
     levels = lin["levels"]
     lv = ", ".join(f"{v:g}" for v in levels)
     lines = [f"| AU | photos | r (median) | r (min) | monotonic photos | slope (median) | response at {lv} "
-             "(median) | r ≥ 0.95 and monotonic |", "|---|" + "---:|" * 6 + "---|"]
+             "(median) | r unclipped (median) | r ≥ 0.95 and monotonic |", "|---|" + "---:|" * 7 + "---|"]
     for au, s in lin["aus"].items():
         fmt = lambda v, p=2: "n/a" if v is None or not math.isfinite(v) else f"{v:.{p}f}"  # noqa: E731
         mono = "n/a" if s["monotonic_photos"] is None else f"{100 * s['monotonic_photos']:.0f} %"
         curve = " ".join(fmt(v, 1) for v in s["curve"])
         lines.append(f"| {au} | {s['n']} | {fmt(s['r_median'], 3)} | {fmt(s['r_min'], 3)} | {mono} | "
-                     f"{fmt(s['slope_median'])} | {curve} | {'yes' if s['meets'] else 'no'} |")
+                     f"{fmt(s['slope_median'])} | {curve} | {fmt(s.get('r_raw_median'), 3)} | "
+                     f"{'yes' if s['meets'] else 'no'} |")
     return "\n".join(lines)
 
 

@@ -21,6 +21,11 @@ position and in-plane rotation):
   (an eye closes by exactly its own opening). Subtracting ``g(c, 0, s)`` makes a zero AU
   change move nothing, exactly.
 
+At inference (:meth:`LandmarkMotion.forward`) a raised brow AU starts from where the face's brow
+rests (:func:`brow_rest_share`): the estimator has no per-person neutral, and most faces' brows rest
+below its neutral (anatomy and head pitch, not expression), so the model, trained to reach the
+target's absolute reading, would first lift them to it.
+
 Trained by ``python -m training.motion`` (AU-consistency through
 :func:`fastwarp.face.aus_torch.estimate_aus_torch`, real motion, rigidity). Checkpoints are
 safetensors + JSON, like :class:`~fastwarp.models.EditorNet`'s.
@@ -33,12 +38,48 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..au import AU_MAX, NUM_AUS
-from ..face.aus_torch import eye_line_transform, from_eye_line, to_eye_line
+from ..au import AU_INDEX, AU_MAX, NUM_AUS
+from ..face.aus_torch import estimate_aus_torch, eye_line_transform, from_eye_line, to_eye_line
 from ..face.landmarks import NUM_LANDMARKS
 from .small_checkpoint import SmallModel
 
-__all__ = ["LandmarkMotion", "MotionConfig"]
+__all__ = ["BROW_AUS", "LandmarkMotion", "MotionConfig", "brow_rest_share"]
+
+#: The AUs read from brow height alone (:func:`fastwarp.face.estimate_aus_batch`).
+BROW_AUS: tuple[str, ...] = ("AU01", "AU02", "AU04")
+_BROW = torch.tensor([AU_INDEX[a] for a in BROW_AUS])
+
+#: Brow AUs counted from where the brows rest (:func:`brow_rest_share`; read at each call).
+#: False: the model's own motion, which lifts a brow up to the estimator's neutral first (the
+#: editor before it; ``tools/edit_crops.py`` variant ``brows_from_rest=0``).
+BROWS_FROM_REST = True
+
+
+def brow_rest_share(q: Tensor, current: Tensor, target: Tensor) -> Tensor:
+    """How much of the model's brow motion a raised brow AU asks for, ``Tensor[N]`` in (0, 1].
+
+    The estimator's brow AUs read 0 below its calibration's neutral (clipped), and the photos'
+    brows rest a median 2.9 units of AU01 below it (88 % of the 51 photos: anatomy and head
+    pitch; the estimator has no per-person baseline, :mod:`fastwarp.face.aus`). The model,
+    trained to reach the target's absolute reading, moves such a brow by the change asked
+    *plus* its distance up to neutral: ``AU01=+2.5`` lifted a brow resting 6 units below
+    neutral three times as far as one at neutral, and the person's own brow height went with
+    it. A relative edit should move the brow by the change asked, from where it rests.
+
+    For the brow AUs raised (``target > current``; :data:`BROW_AUS`) with change ``delta`` and
+    raw (unclipped) reading ``r`` of ``q`` (:func:`fastwarp.face.aus_torch.estimate_aus_torch`),
+    the share is ``sum(delta) / sum(delta + max(-r, 0))``: 1 where no raised brow rests below
+    neutral (or none is raised).
+
+    Args:
+        q (Tensor[N, 478, 2]): faces in the eye-line frame (IOD units).
+        current, target (Tensor[N, 17]): AU intensities, 0..5.
+    """
+    delta = (target - current)[:, _BROW].to(q.dtype).clamp(min=0)
+    below = (-estimate_aus_torch(q, raw=True)[:, _BROW]).clamp(min=0)
+    asked = delta.sum(1)
+    made = (delta + torch.where(delta > 0, below, torch.zeros_like(below))).sum(1)
+    return torch.where(made > 0, asked / made.clamp(min=1e-12), torch.ones_like(asked))
 
 
 @dataclass
@@ -113,7 +154,9 @@ class LandmarkMotion(SmallModel):
                 placed by the landmarks' own eye-line frame. Default: the landmarks' own shape.
         Returns:
             Tensor[N, 478, 2]: (dx, dy) in the landmarks' pixels; exactly 0 where
-            ``target == current``.
+            ``target == current``. A raised brow AU moves the brows from where they rest
+            (:func:`brow_rest_share` ``k``): the model's motion for the brow AUs' change alone
+            is kept to its share ``k``, ``d = d(c -> t) - (1 - k) d(c -> t_brows)``.
         Raises:
             ValueError: wrong shapes.
         """
@@ -130,4 +173,10 @@ class LandmarkMotion(SmallModel):
         else:
             q = torch.as_tensor(shape, dtype=lm.dtype, device=lm.device)
             q = q.expand(n, -1, -1) if q.ndim == 3 else q[None].expand(n, -1, -1)
-        return from_eye_line(self.displacement_iod(q, current, target), ex, iod)
+        d = self.displacement_iod(q, current, target)
+        k = brow_rest_share(q, current, target) if BROWS_FROM_REST else torch.ones(n, dtype=q.dtype)
+        if bool((k < 1).any()):
+            brows = current.to(q.dtype).clone()
+            brows[:, _BROW] = target[:, _BROW].to(q.dtype)
+            d = d - (1 - k)[:, None, None] * self.displacement_iod(q, current, brows)
+        return from_eye_line(d, ex, iod)
