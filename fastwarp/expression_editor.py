@@ -34,7 +34,7 @@ from .au import apply_au_edits
 from .face import FaceCrop, FaceMesh, align_face, estimate_aus, face_mask
 from .face.align import alignment_matrix
 from .face.aus import consistent_targets
-from .images import tensor_to_bgr
+from .images import achromatic, luma_texture, tensor_to_bgr
 from .models import BUNDLED_WEIGHTS, WEIGHTS_DIR, EditorNet
 from .models.landmark_motion import LandmarkMotion
 from .models.mesh_texture import MeshTexture
@@ -430,7 +430,11 @@ class ExpressionEditor:
         else:
             flow = flow * a
         mask = 1.0 - a * (1.0 - maps.mask[window].float())
-        texture = (maps.texture[window].float().flip(1) + 1.0) * 127.5  # RGB in [-1, 1] -> the frame's BGR 0..255
+        # A grey picture (black and white stored as colour) gets grey paint: the textures were
+        # trained on colour faces and would tint its lips and lids.
+        grey = achromatic(crop.image)
+        painted = luma_texture(maps.texture[window].float()) if grey else maps.texture[window].float()
+        texture = (painted.flip(1) + 1.0) * 127.5  # RGB in [-1, 1] -> the frame's BGR 0..255
         deep = frame_bgr.dtype == np.uint16
         if deep:  # 16 bits: composite in float32 (exact for every uint16), texture to 0..65535
             texture = texture * (65535.0 / 255.0)
@@ -443,7 +447,7 @@ class ExpressionEditor:
             if deep:  # a valid image under the regions, as the 8-bit composite is (bicubic taps overshoot)
                 out = out.clamp(0.0, 65535.0)
             out = self.regions.paint(out, _uint8(frame_bgr), crop.matrix, maps.motion, 65535.0 / 255.0 if deep else 1.0,
-                                     region_memory)
+                                     region_memory, grey=grey)
         elif region_memory:
             region_memory.clear()  # nothing moved: no region painted, so no past to keep
         out = out[0].permute(1, 2, 0)

@@ -7,7 +7,44 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["bgr_to_tensor", "tensor_to_bgr"]
+__all__ = ["bgr_to_tensor", "tensor_to_bgr", "achromatic", "luma_texture", "LUMA"]
+
+#: Rec. 601 luma weights of (R, G, B), as Pillow's ``convert("L")`` and
+#: :func:`fastwarp.media.image.to_grey` use them.
+LUMA: tuple[float, float, float] = (0.299, 0.587, 0.114)
+
+
+def achromatic(bgr: np.ndarray, tol: int = 2) -> bool:
+    """Whether a picture is grey (a black-and-white photo or video stored as colour): no
+    pixel's three channels differ by more than ``tol`` levels (JPEG's chroma rounding).
+
+    A strided sample is checked first, so a colour picture answers in microseconds.
+
+    Args:
+        bgr: ``[H, W, 3]`` uint8 or uint16 (``tol`` in its levels).
+    Raises:
+        ValueError: not ``[H, W, 3]``.
+    """
+    if bgr.ndim != 3 or bgr.shape[-1] != 3:
+        raise ValueError(f"expected an image [H, W, 3], got {bgr.shape}")
+    for view in (bgr[::7, ::7], bgr):
+        a = view.astype(np.int32)
+        if (np.abs(a[..., 1] - a[..., 0]) > tol).any() or (np.abs(a[..., 2] - a[..., 0]) > tol).any():
+            return False
+    return True
+
+
+def luma_texture(texture: Tensor) -> Tensor:
+    """RGB ``[N, 3, H, W]`` -> its luma (:data:`LUMA`) in all three channels, same dtype and
+    range: what a painted texture may add to a grey picture (no colour).
+
+    Raises:
+        ValueError: not ``[N, 3, H, W]``.
+    """
+    if texture.dim() != 4 or texture.shape[1] != 3:
+        raise ValueError(f"expected a texture [N, 3, H, W], got {list(texture.shape)}")
+    w = torch.tensor(LUMA, dtype=texture.dtype, device=texture.device).view(1, 3, 1, 1)
+    return (texture * w).sum(1, keepdim=True).expand_as(texture).contiguous()
 
 
 def bgr_to_tensor(images: np.ndarray, device: str | torch.device = "cpu") -> Tensor:

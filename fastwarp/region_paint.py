@@ -48,6 +48,7 @@ from . import ops
 from .au import AU_INDEX
 from .face.jaws import UPPER_SHARE
 from .face.mesh import MESH_POINTS
+from .images import luma_texture
 from .face.regions import (EYE, LOWER_INNER_LIP, LOWER_OUTER_LIP, MOUTH, UPPER_INNER_LIP, UPPER_OUTER_LIP,
                            RegionSpec, cut_region, eye_gap, eye_line_axes, region_footprint, region_matrix,
                            to_region)
@@ -297,7 +298,7 @@ class RegionPainter:
 
     @torch.no_grad()
     def paint(self, image: Tensor, frame8: np.ndarray, crop_matrix: np.ndarray, motion: RegionMotion,
-              scale: float = 1.0, memory: dict | None = None) -> Tensor:
+              scale: float = 1.0, memory: dict | None = None, grey: bool = False) -> Tensor:
         """The eyes and the mouth painted onto a face's composite.
 
         Args:
@@ -321,6 +322,8 @@ class RegionPainter:
                 moves was tried: the live face's own AU estimate moves it, by more than 0.5 on a
                 clip where the person blinks, and 60 frames ran the network 21 times instead of
                 12).
+            grey: the picture is grey (:func:`fastwarp.images.achromatic`): paint each texture's
+                luma (:func:`fastwarp.images.luma_texture`), no colour.
         Returns:
             Tensor like ``image``: the composite, bit for bit where no region deforms.
         """
@@ -348,7 +351,8 @@ class RegionPainter:
                     a = VIDEO_SMOOTHING
                     texture = a * texture + (1.0 - a) * memory[name][0]
                     mask = a * mask + (1.0 - a) * memory[name][1]
-                bgr = (texture.contiguous().flip(1) + 1.0) * (127.5 * scale)  # RGB [-1, 1] -> the frame's BGR
+                shown = luma_texture(texture) if grey else texture.contiguous()
+                bgr = (shown.flip(1) + 1.0) * (127.5 * scale)  # RGB [-1, 1] -> the frame's BGR
                 if memory is not None:
                     memory[name] = (texture, mask, 0, bgr)
             else:

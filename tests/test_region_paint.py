@@ -423,3 +423,33 @@ def test_the_mesh_texture_leaves_the_painted_eyes_to_the_eye_texture(editors, mo
         plain = MeshMotion.maps(ed.mesh_motion, crop.image, crop.landmarks, current, target)  # no painter
         assert float(plain.mask[cover].min()) < 0.9  # the mesh texture paints the eyes without one
 
+
+
+# --- grey pictures (fastwarp.images.achromatic, luma_texture) ------------------------------------
+
+def test_achromatic_and_luma_texture_against_pillow():
+    from PIL import Image
+
+    from fastwarp.images import achromatic, luma_texture
+
+    rng = np.random.default_rng(3)
+    grey = np.repeat(rng.integers(0, 256, (40, 50, 1), dtype=np.uint8), 3, axis=2)
+    assert achromatic(grey)
+    jitter = np.clip(grey.astype(np.int16) + rng.integers(-1, 2, grey.shape), 0, 255).astype(np.uint8)
+    assert achromatic(jitter)  # JPEG's rounding: channels within 2 levels
+    tinted = grey.copy()
+    tinted[12, 30, 2] = np.uint8(min(int(tinted[12, 30, 0]) + 9, 255) if tinted[12, 30, 0] < 200 else 0)
+    assert not achromatic(tinted)  # one pixel off the strided sample still counts
+    assert not achromatic(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    assert achromatic(np.repeat(rng.integers(0, 65536, (9, 9, 1), dtype=np.uint16), 3, axis=2))
+    with pytest.raises(ValueError, match="image"):
+        achromatic(grey[..., 0])
+    # luma against Pillow's convert("L") on the same pixels (RGB in [-1, 1] <-> 0..255)
+    rgb = rng.integers(0, 256, (8, 11, 3), dtype=np.uint8)
+    t = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    got = (luma_texture(t) + 1.0) * 127.5
+    want = np.asarray(Image.fromarray(rgb).convert("L"), np.float64)
+    assert torch.equal(got[:, 0], got[:, 1]) and torch.equal(got[:, 0], got[:, 2])
+    np.testing.assert_allclose(got[0, 0].numpy(), want, atol=0.51)
+    with pytest.raises(ValueError, match="texture"):
+        luma_texture(t[:, :2])

@@ -91,3 +91,22 @@ def test_bicubic_taps_keep_more_of_the_face_than_bilinear(tmp_path, capsys):
     rc, _ = _edit(capsys, "--au", "AU12=+0", "--resample", "bicubic", "-o", tmp_path / "zero.png")
     assert np.array_equal(cv2.imread(str(tmp_path / "zero.png"), cv2.IMREAD_UNCHANGED),
                           cv2.imread(str(PHOTO), cv2.IMREAD_UNCHANGED))
+
+
+@pytest.mark.parametrize("weights", BUNDLED_WEIGHTS)
+def test_a_grey_photo_stored_as_colour_stays_grey(tmp_path, capsys, weights):
+    """The textures were trained on colour faces: on a black-and-white photo saved as RGB they
+    would tint the lips and lids. Blink and an open mouth wake the eye and mouth textures and
+    the mesh texture; every output pixel keeps three equal channels."""
+    from PIL import Image
+
+    grey = tmp_path / "grey.png"
+    Image.open(PHOTO).convert("L").convert("RGB").save(grey)
+    out = tmp_path / "out.png"
+    rc = main(["edit", str(grey), "--au", "AU45=5", "--au", "AU25=+2", "--au", "AU26=+2.5", "--weights", weights,
+               "--device", "cpu", "-o", str(out)])
+    assert rc == 0, capsys.readouterr().out
+    edited = cv2.imread(str(out), cv2.IMREAD_COLOR).astype(np.int32)
+    assert not np.array_equal(edited, cv2.imread(str(grey), cv2.IMREAD_COLOR))  # the edit did paint
+    chroma = np.abs(edited - edited[..., :1]).max()
+    assert chroma == 0, f"a grey photo came back with colour (largest channel difference {chroma})"

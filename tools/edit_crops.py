@@ -15,7 +15,9 @@ default; ``lid_floor=0`` warps a closing eye as its landmarks say (the editor be
 meet, :mod:`fastwarp.face.lids`); ``unfold=0`` lets the warp fold over where the landmarks cross
 (the editor before :mod:`fastwarp.face.fold`); ``brows_from_rest=0`` lets the landmark motion
 lift a brow resting below the AU estimator's neutral up to it before the change asked (the
-editor before :func:`fastwarp.models.landmark_motion.brow_rest_share`); ``cover=`` the regions the mesh texture leaves to the region
+editor before :func:`fastwarp.models.landmark_motion.brow_rest_share`); ``grey_paint=0`` paints
+a grey photo in the textures' colours (the editor before :func:`fastwarp.images.achromatic`);
+``cover=`` the regions the mesh texture leaves to the region
 textures (:attr:`MeshMotion.cover`: ``eye`` by default, ``eye+mouth`` the variant measured and not
 kept, ``none``: it paints under all of them, the editor before phase 7); ``lid_contours=warp``
 shows the eye network a closing eye's lid lines where the warp's lids meet instead of where its
@@ -33,6 +35,7 @@ import cv2
 import numpy as np
 
 import fastwarp.face.fold as fold
+import fastwarp.expression_editor as expression_editor
 import fastwarp.face.lids as lids
 import fastwarp.models.landmark_motion as landmark_motion
 from fastwarp import ExpressionEditor
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
         if missing:
             ap.error(f"--photos: no such photo in {args.faces / 'images'}: {', '.join(missing)}")
         names, limit = [files.get(n, n) for n in asked], len(asked)
-    editors, floors, unfolds, rests = [], [], [], []
+    editors, floors, unfolds, rests, greys = [], [], [], [], []
     for name, opts in variants:
         split = opts.pop("split_mouth", "1") != "0"
         share = opts.pop("upper_share", None)
@@ -96,6 +99,7 @@ def main(argv=None) -> int:
         floors.append(float(opts.pop("lid_floor", lids.LID_FLOOR)))
         unfolds.append(fold.MIN_AREA_RATIO if opts.pop("unfold", "1") != "0" else 0.0)
         rests.append(opts.pop("brows_from_rest", "1") != "0")
+        greys.append(expression_editor.achromatic if opts.pop("grey_paint", "1") != "0" else (lambda *_: False))
         ed = ExpressionEditor(opts.pop("weights", "base"), "cpu", **opts)
         if ed.mesh_motion is not None:
             ed.mesh_motion.split_mouth = split
@@ -106,13 +110,14 @@ def main(argv=None) -> int:
         editors.append((name, ed))
 
     def edit(i: int, image: np.ndarray) -> np.ndarray:
-        kept = lids.LID_FLOOR, fold.MIN_AREA_RATIO, landmark_motion.BROWS_FROM_REST
-        # (the warps and the motion read them at each call)
-        lids.LID_FLOOR, fold.MIN_AREA_RATIO, landmark_motion.BROWS_FROM_REST = floors[i], unfolds[i], rests[i]
+        kept = lids.LID_FLOOR, fold.MIN_AREA_RATIO, landmark_motion.BROWS_FROM_REST, expression_editor.achromatic
+        # (the warps, the motion and the composite read them at each call)
+        (lids.LID_FLOOR, fold.MIN_AREA_RATIO, landmark_motion.BROWS_FROM_REST,
+         expression_editor.achromatic) = floors[i], unfolds[i], rests[i], greys[i]
         try:
             return editors[i][1].edit(image, edits).frame
         finally:
-            lids.LID_FLOOR, fold.MIN_AREA_RATIO, landmark_motion.BROWS_FROM_REST = kept
+            lids.LID_FLOOR, fold.MIN_AREA_RATIO, landmark_motion.BROWS_FROM_REST, expression_editor.achromatic = kept
     rows, done = [], 0
     try:
         for name in names:
