@@ -76,6 +76,8 @@ def brow_rest_share(q: Tensor, current: Tensor, target: Tensor) -> Tensor:
         current, target (Tensor[N, 17]): AU intensities, 0..5.
     """
     delta = (target - current)[:, _BROW].to(q.dtype).clamp(min=0)
+    if not bool((delta > 0).any()):  # no brow raised: the estimator need not run (0.4 ms a call)
+        return torch.ones(q.shape[0], dtype=q.dtype, device=q.device)
     below = (-estimate_aus_torch(q, raw=True)[:, _BROW]).clamp(min=0)
     asked = delta.sum(1)
     made = (delta + torch.where(delta > 0, below, torch.zeros_like(below))).sum(1)
