@@ -48,10 +48,10 @@ from . import ops
 from .au import AU_INDEX
 from .face.jaws import UPPER_SHARE
 from .face.mesh import MESH_POINTS
-from .images import luma_texture
 from .face.regions import (EYE, LOWER_INNER_LIP, LOWER_OUTER_LIP, MOUTH, UPPER_INNER_LIP, UPPER_OUTER_LIP,
                            RegionSpec, cut_region, eye_gap, eye_line_axes, region_footprint, region_matrix,
                            to_region)
+from .images import luma_texture
 from .models import WEIGHTS_DIR
 from .models.region_texture import RegionTexture, region_inputs
 

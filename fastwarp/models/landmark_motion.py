@@ -176,7 +176,7 @@ class LandmarkMotion(SmallModel):
             q = torch.as_tensor(shape, dtype=lm.dtype, device=lm.device)
             q = q.expand(n, -1, -1) if q.ndim == 3 else q[None].expand(n, -1, -1)
         d = self.displacement_iod(q, current, target)
-        k = brow_rest_share(q, current, target) if BROWS_FROM_REST else torch.ones(n, dtype=q.dtype)
+        k = brow_rest_share(q, current, target) if BROWS_FROM_REST else torch.ones(n, dtype=q.dtype, device=q.device)
         if bool((k < 1).any()):
             brows = current.to(q.dtype).clone()
             brows[:, _BROW] = target[:, _BROW].to(q.dtype)
